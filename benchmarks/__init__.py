@@ -1,0 +1,1 @@
+"""Ensemble benchmarks: `python -m benchmarks [--quick] [--write-readme]`."""

@@ -1,0 +1,104 @@
+"""The CloudEvents 1.0 envelope (structured JSON mode) every message travels in.
+
+Extension attributes (lower-case alphanumerics, as CloudEvents requires): ``districtid``,
+``schoolid``, ``correlationid`` (the referral's chain of events), ``causationid`` (the event
+that caused this one).
+"""
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from contracts.events import Event, event_class
+from contracts.subjects import check_token
+
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+class EnvelopeError(ValueError):
+    """A message that can never be handled: not JSON, not an envelope, unknown type or version."""
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=128)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    time: datetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    districtid: str
+    schoolid: str | None = None
+    correlationid: str
+    causationid: str | None = None
+    data: dict[str, Any]
+
+    @field_validator("districtid")
+    @classmethod
+    def _district_token(cls, value: str) -> str:
+        return check_token(value)
+
+    @classmethod
+    def wrap(
+        cls,
+        event: Event,
+        *,
+        source: str,
+        district: str,
+        school: str | None,
+        subject: str | None,
+        cause: "Envelope | None" = None,
+        correlation: str | None = None,
+        causation: str | None = None,
+    ) -> "Envelope":
+        """Wrap an event; the chain's correlation id follows its cause unless given."""
+        event_id = str(uuid4())
+        return cls(
+            id=event_id,
+            source=source,
+            type=event.ce_type(),
+            time=datetime.now(UTC),
+            subject=subject,
+            districtid=district,
+            schoolid=school,
+            correlationid=correlation or (cause.correlationid if cause else event_id),
+            causationid=causation or (cause.id if cause else None),
+            data=event.model_dump(mode="json"),
+        )
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def decode_envelope(raw: bytes) -> tuple[Envelope, Event]:
+    """Parse and validate a message; raise EnvelopeError with the reason if it never can be."""
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeError(f"not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise EnvelopeError("not a CloudEvents envelope: the JSON is not an object")
+    try:
+        envelope = Envelope.model_validate(payload)
+    except ValidationError as exc:
+        raise EnvelopeError(f"invalid envelope: {_short(exc)}") from exc
+    cls = event_class(envelope.type)
+    if cls is None:
+        raise EnvelopeError(f"unknown event type or version: {envelope.type!r}")
+    try:
+        event = cls.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise EnvelopeError(f"invalid {envelope.type} data: {_short(exc)}") from exc
+    return envelope, event
+
+
+def _short(exc: ValidationError) -> str:
+    # Field locations and messages only: input values may hold personal data.
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+    )[:500]

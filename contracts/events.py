@@ -1,0 +1,243 @@
+"""Every integration event, versioned. One owner per event (see the table in the README).
+
+Raising ``version`` is required for a breaking change (a removed or retyped field, a new required
+field); consumers ignore fields they do not know, so adding an optional field is not breaking.
+"""
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.taxonomy import Channel, Consent, ContactKind, Need, Outcome, Urgency
+
+EVENTS: dict[str, type["Event"]] = {}
+
+Id = str  # opaque ids: uuids or a district's own pseudonymous references
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    domain: ClassVar[str]
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    internal: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            EVENTS[cls.ce_type()] = cls
+
+    @classmethod
+    def ce_type(cls) -> str:
+        return f"org.ensemble.{cls.domain}.{cls.name}.v{cls.version}"
+
+
+def event_class(ce_type: str) -> type[Event] | None:
+    return EVENTS.get(ce_type)
+
+
+# --- referrals -------------------------------------------------------------------------------
+
+
+class ReferralOpened(Event):
+    domain = "referrals"
+    name = "opened"
+    referral_id: Id
+    school_id: Id
+    student_ref: Id = Field(description="pseudonymous student reference, never a name")
+    family_id: Id
+    need: Need
+    urgency: Urgency
+    consent: Consent
+    grade: int | None = Field(default=None, ge=-1, le=12, description="-1 pre-K, 0 kindergarten")
+    opened_at: datetime
+
+
+class ConsentRecorded(Event):
+    domain = "referrals"
+    name = "consent_recorded"
+    referral_id: Id
+    consent: Consent
+    recorded_by: Id
+    recorded_at: datetime
+
+
+class ReferralAccepted(Event):
+    domain = "referrals"
+    name = "accepted"
+    referral_id: Id
+    partner_id: Id
+    service_id: Id | None = None
+
+
+class ReferralDeclined(Event):
+    domain = "referrals"
+    name = "declined"
+    referral_id: Id
+    partner_id: Id
+    service_id: Id | None = None
+    reason: str = Field(max_length=64, description="a reason code, not free text")
+
+
+class ReferralInService(Event):
+    domain = "referrals"
+    name = "in_service"
+    referral_id: Id
+    partner_id: Id
+
+
+class ReferralClosed(Event):
+    domain = "referrals"
+    name = "closed"
+    referral_id: Id
+    outcome: Outcome
+    partner_id: Id | None = None
+    service_id: Id | None = None
+    closed_at: datetime
+
+
+class ReferralCancelled(Event):
+    domain = "referrals"
+    name = "cancelled"
+    referral_id: Id
+    reason: str = Field(max_length=64, description="a reason code, not free text")
+    partner_id: Id | None = None
+    service_id: Id | None = None
+
+
+class FollowUpDue(Event):
+    domain = "referrals"
+    name = "follow_up_due"
+    referral_id: Id
+    status: str
+    urgency: Urgency
+    due_at: datetime
+
+
+class ReferralEscalated(Event):
+    domain = "referrals"
+    name = "escalated"
+    referral_id: Id
+    status: str
+    urgency: Urgency
+    due_at: datetime
+
+
+# --- partners --------------------------------------------------------------------------------
+
+
+class PartnerMatched(Event):
+    domain = "partners"
+    name = "matched"
+    referral_id: Id
+    family_id: Id
+    partner_id: Id
+    service_id: Id
+    partner_name: str = Field(description="an organization's public name")
+    need: Need
+    urgency: Urgency
+    score: float
+    reasons: list[str] = Field(description="the rules that passed and how the score was made")
+    attempt: int = Field(ge=1, description="1 for the first match, 2 after one decline, ...")
+
+
+class NoPartnerAvailable(Event):
+    domain = "partners"
+    name = "no_partner_available"
+    referral_id: Id
+    family_id: Id
+    need: Need
+    reason: str = Field(max_length=200)
+    candidates_considered: int = 0
+
+
+class CapacityChanged(Event):
+    domain = "partners"
+    name = "capacity_changed"
+    partner_id: Id
+    service_id: Id
+    school_id: Id | None = None
+    capacity: int
+    reserved: int
+
+
+# --- engagement ------------------------------------------------------------------------------
+
+
+class FamilyRegistered(Event):
+    """A family exists: ids and language only, so others can check and match without PII."""
+
+    domain = "engagement"
+    name = "family_registered"
+    family_id: Id
+    school_id: Id
+    preferred_language: str
+    preferred_channel: Channel | None = None
+
+
+class OutreachRequested(Event):
+    """Internal: the contact details notifications needs to reach a family."""
+
+    domain = "engagement"
+    name = "outreach_requested"
+    internal = True
+    outreach_id: Id
+    family_id: Id
+    referral_id: Id | None = None
+    kind: str = Field(description="message kind, e.g. partner_matched")
+    language: str
+    channels: list[Channel] = Field(description="in order of preference, consented only")
+    email: str | None = None
+    phone: str | None = Field(default=None, description="E.164")
+    family_name: str
+    school_id: Id
+    urgency: Urgency = Urgency.routine
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+class FamilyContacted(Event):
+    domain = "engagement"
+    name = "family_contacted"
+    family_id: Id
+    referral_id: Id | None = None
+    outreach_id: Id | None = None
+    kind: ContactKind
+    contacted_at: datetime
+
+
+class FamilyUnreachable(Event):
+    domain = "engagement"
+    name = "family_unreachable"
+    family_id: Id
+    referral_id: Id | None = None
+    outreach_id: Id
+    attempts: int
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+class NotificationSent(Event):
+    domain = "notifications"
+    name = "sent"
+    notification_id: Id
+    outreach_id: Id
+    family_id: Id
+    referral_id: Id | None = None
+    channel: Channel
+    language: str
+    fell_back_to_english: bool = False
+
+
+class NotificationFailed(Event):
+    domain = "notifications"
+    name = "failed"
+    notification_id: Id
+    outreach_id: Id
+    family_id: Id
+    referral_id: Id | None = None
+    channel: Channel | None = None
+    reason: str = Field(max_length=200, description="the provider's reason code or message")
+    permanent: bool = True

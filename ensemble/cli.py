@@ -1,0 +1,125 @@
+"""The `ensemble` command."""
+
+import asyncio
+import json
+import mailbox
+import os
+from email.header import decode_header, make_header
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from runtime.logs import configure_logging
+from runtime.settings import Settings
+
+app = typer.Typer(help="Ensemble: community school coordination over NATS JetStream.",
+                  no_args_is_help=True)
+
+Port = Annotated[int, typer.Option(help="HTTP port")]
+Host = Annotated[str, typer.Option(envvar="ENSEMBLE_HOST", help="HTTP address to bind")]
+DataDir = Annotated[Path | None, typer.Option(help="where SQLite files, NATS data, mail live")]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings()
+    if data_dir:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+@app.command()
+def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) -> None:
+    """Run the whole system: nats-server, local mailbox and SMS, and all four services."""
+    from ensemble.system import describe_data, run_up
+
+    settings = _settings(data_dir)
+    configure_logging(settings.log_level)
+    typer.echo(f"Ensemble on http://{host}:{port}  (API /api/v1, docs /docs, metrics /metrics)")
+    typer.echo(describe_data(settings.data_dir.resolve()))
+    asyncio.run(run_up(settings, dict(os.environ), host, port))
+
+
+def _one(name: str):  # type: ignore[no-untyped-def]
+    def run(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) -> None:
+        from ensemble.system import build_app
+        from runtime.host import serve
+
+        settings = _settings(data_dir)
+        configure_logging(settings.log_level)
+        asyncio.run(serve(build_app(settings, (name,)), host, port))
+
+    run.__doc__ = f"Run the {name} service alone (NATS_URL and {name.upper()}_DATABASE_URL)."
+    return run
+
+
+for _name in ("referrals", "partners", "engagement", "notifications"):
+    app.command(name=_name)(_one(_name))
+
+
+@app.command()
+def demo(
+    url: Annotated[str | None, typer.Option(help="a running system; default: start one")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Load a sample district and push referrals through the loop, printing each step."""
+    from ensemble.demo import run_demo
+
+    if url:
+        ok = asyncio.run(run_demo(url))
+    else:
+        ok = asyncio.run(_demo_embedded(_settings(data_dir or Path("data/demo"))))
+    raise typer.Exit(0 if ok else 1)
+
+
+async def _demo_embedded(settings: Settings) -> bool:
+    import shutil
+
+    import uvicorn
+
+    from ensemble.demo import run_demo, say
+    from ensemble.embedded import free_port
+    from ensemble.system import build_app, describe_data, dev_sms, embedded_infrastructure
+
+    configure_logging(os.environ.get("ENSEMBLE_LOG_LEVEL", "WARNING"))
+    shutil.rmtree(settings.data_dir, ignore_errors=True)  # a fresh sample district each time
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k in ("NATS_URL", "SMTP_URL", "SMS_API_URL")}
+    with embedded_infrastructure(settings, env) as embedded:
+        s = embedded.settings
+        async with dev_sms(s, env, None):
+            server = uvicorn.Server(uvicorn.Config(build_app(s), host="127.0.0.1", port=port,
+                                                   log_config=None, access_log=False))
+            serving = asyncio.create_task(server.serve())
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.05)
+            say(f"system up: nats {s.nats_url}, all four services on http://127.0.0.1:{port}")
+            try:
+                ok = await run_demo(f"http://127.0.0.1:{port}")
+            finally:
+                server.should_exit = True
+                await serving
+        say(describe_data(s.data_dir.resolve()))
+        return ok
+
+
+@app.command(name="mailbox")
+def show_mailbox(data_dir: DataDir = None) -> None:
+    """Show what the local mailbox and development SMS provider received."""
+    data = _settings(data_dir).data_dir.resolve()
+    box = data / "mailbox"
+    if box.exists():
+        for message in mailbox.Maildir(box, create=False):
+            subject = str(make_header(decode_header(message["Subject"] or "")))
+            typer.echo(f"email  to {message['To']}: {subject}")
+    sms = data / "sms" / "messages.jsonl"
+    if sms.exists():
+        for line in sms.read_text().splitlines():
+            record = json.loads(line)
+            typer.echo(f"sms    to {record.get('to')}: {record.get('body')}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,114 @@
+"""`ensemble demo`: a small sample district pushed through the loop, printed as it happens."""
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+DISTRICT = "d001"
+PARTNERS = [
+    {"name": "Smile Bright Dental Clinic", "needs": ["dental"], "languages": ["en", "es"],
+     "schools": ["lincoln-es", "roosevelt-ms"], "capacity": 2},
+    {"name": "Bridges Youth Counseling", "needs": ["mental_health", "crisis"],
+     "languages": ["en", "vi"], "schools": ["lincoln-es", "roosevelt-ms"], "capacity": 3},
+    {"name": "Northside Tutoring Collective", "needs": ["tutoring", "mentoring"],
+     "languages": ["en"], "schools": ["roosevelt-ms"], "capacity": 5},
+]
+FAMILIES = [
+    {"school_id": "lincoln-es", "name": "Maria Garcia", "preferred_language": "es",
+     "email": "garcia.family@example.org", "preferred_channel": "email"},
+    {"school_id": "roosevelt-ms", "name": "Lan Nguyen", "preferred_language": "vi",
+     "phone": "+1 (415) 555-0134", "email": "nguyen.family@example.org",
+     "preferred_channel": "sms", "sms_consent": True},
+    {"school_id": "roosevelt-ms", "name": "Sam Taylor", "preferred_language": "en",
+     "email": "taylor.family@example.org", "preferred_channel": "email"},
+]
+REFERRALS = [  # (family index, student ref, need, urgency)
+    (0, "stu-4821", "dental", "routine"),
+    (1, "stu-5530", "mental_health", "urgent"),
+    (2, "stu-6107", "vision", "routine"),  # no partner offers vision: the no-match path
+]
+DONE = {"family_contacted", "no_partner", "closed"}
+
+
+def say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')}  {text}", flush=True)
+
+
+async def run_demo(base_url: str, timeout: float = 60) -> bool:
+    async with httpx.AsyncClient(base_url=f"{base_url}/api/v1", timeout=10) as http:
+        names = {}
+        for partner in PARTNERS:
+            made = (await http.post("/partners", json={"district_id": DISTRICT, **partner}))
+            made.raise_for_status()
+            names[made.json()["id"]] = partner["name"]
+            say(f"partner registered: {partner['name']} ({', '.join(partner['needs'])})")
+        families = []
+        for family in FAMILIES:
+            made = await http.post("/families", json={"district_id": DISTRICT, **family})
+            made.raise_for_status()
+            families.append(made.json())
+            say(f"family registered at {family['school_id']}, speaks {family['preferred_language']}"
+                f", prefers {family['preferred_channel']}")
+        referrals = []
+        for index, student, need, urgency in REFERRALS:
+            body = {"district_id": DISTRICT, "school_id": families[index]["school_id"],
+                    "student_ref": student, "family_id": families[index]["id"], "need": need,
+                    "urgency": urgency, "consent": "given"}
+            referrals.append(await _open(http, body))
+            say(f"referral opened: {student} needs {need} ({urgency})")
+        seen: dict[str, int] = {r: 0 for r in referrals}
+        closed: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {}
+            for referral_id in referrals:
+                detail = (await http.get(f"/referrals/{referral_id}",
+                                         params={"district_id": DISTRICT})).json()
+                for entry in detail["timeline"][seen[referral_id]:]:
+                    say(f"  {detail['student_ref']}: {_describe(entry, names)}")
+                seen[referral_id] = len(detail["timeline"])
+                states[referral_id] = detail["status"]
+                if detail["status"] == "family_contacted" and referral_id not in closed:
+                    closed.add(referral_id)
+                    (await http.post(f"/referrals/{referral_id}/close", json={
+                        "district_id": DISTRICT, "outcome": "services_received"})
+                     ).raise_for_status()
+            if all(s in ("closed", "no_partner") for s in states.values()):
+                say("every referral reached its end: closed with an outcome, or flagged "
+                    "for the coordinator because no partner offers the need")
+                return True
+            await asyncio.sleep(0.3)
+        say("timed out waiting for the loop")
+        return False
+
+
+async def _open(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    # referrals learns of a new family through FamilyRegistered; wait for it briefly.
+    for _ in range(100):
+        response = await http.post("/referrals", json=body)
+        if response.status_code in (200, 201):
+            return str(response.json()["id"])
+        if response.status_code != 409:
+            response.raise_for_status()
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"could not open referral: {response.text}")
+
+
+def _describe(entry: dict[str, Any], names: dict[str, str]) -> str:
+    data = entry["data"]
+    match entry["event"]:
+        case "ReferralOpened":
+            return "ReferralOpened (committed with its event in one transaction)"
+        case "PartnerMatched":
+            reasons = "; ".join(data.get("reasons", [])[-2:])
+            return f"PartnerMatched -> {data.get('partner_name')} ({reasons})"
+        case "NoPartnerAvailable":
+            return f"NoPartnerAvailable: {data.get('reason')}"
+        case "FamilyContacted":
+            return f"FamilyContacted by {data.get('kind')} (message sent in the family's language)"
+        case "ReferralClosed":
+            return f"ReferralClosed: {data.get('outcome')} (the partner's slot is released)"
+        case other:
+            return str(other)

@@ -1,0 +1,99 @@
+"""Builds services and runs them: all four in one process (`ensemble up`) or one alone."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from ensemble.embedded import DevSmsServer, LocalMailServer, NatsProcess, free_port
+from runtime.districts import Districts, load_districts
+from runtime.host import Service, create_app, serve
+from runtime.settings import SERVICES, Settings
+from services.engagement.service import build as build_engagement
+from services.notifications.service import build as build_notifications
+from services.partners.service import build as build_partners
+from services.referrals.service import build as build_referrals
+
+log = logging.getLogger("ensemble")
+
+BUILDERS = {
+    "referrals": build_referrals,
+    "partners": build_partners,
+    "engagement": build_engagement,
+    "notifications": build_notifications,
+}
+assert tuple(BUILDERS) == SERVICES
+
+
+def build_services(
+    settings: Settings, names: tuple[str, ...] = SERVICES, districts: Districts | None = None
+) -> list[Service]:
+    districts = districts or load_districts(settings.districts_file)
+    return [BUILDERS[name](settings, districts) for name in names]
+
+
+def build_app(settings: Settings, names: tuple[str, ...] = SERVICES) -> FastAPI:
+    title = "Ensemble" if len(names) > 1 else f"Ensemble {names[0]}"
+    return create_app(build_services(settings, names), title=title)
+
+
+@dataclass
+class Embedded:
+    """What `ensemble up` starts around the services when no URL points elsewhere."""
+
+    settings: Settings
+    nats: NatsProcess | None = None
+    mail: LocalMailServer | None = None
+    sms_task: asyncio.Task[None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def embedded_infrastructure(settings: Settings, env: dict[str, str]) -> Iterator[Embedded]:
+    """Start nats-server and the local mailbox unless NATS_URL / SMTP_URL are given."""
+    data = settings.data_dir.resolve()
+    updates: dict[str, object] = {}
+    nats = mail = None
+    try:
+        if "NATS_URL" not in env:
+            nats = NatsProcess(data / "nats").start()
+            updates["nats_url"] = nats.url
+        if "SMTP_URL" not in env:
+            mail = LocalMailServer(data / "mailbox").start()
+            updates["smtp_url"] = mail.url
+        if "SMS_API_URL" not in env:
+            updates["sms_api_url"] = f"http://127.0.0.1:{free_port()}"
+        yield Embedded(settings.model_copy(update=updates), nats, mail)
+    finally:
+        if mail:
+            mail.stop()
+        if nats:
+            nats.stop()
+
+
+def dev_sms(settings: Settings, env: dict[str, str], webhook_url: str | None
+            ) -> contextlib.AbstractAsyncContextManager[object]:
+    """The development SMS provider, unless SMS_API_URL points at a real one."""
+    if "SMS_API_URL" in env or not settings.sms_api_url:
+        return contextlib.nullcontext()
+    return DevSmsServer(settings.data_dir.resolve() / "sms" / "messages.jsonl",
+                        int(settings.sms_api_url.rsplit(":", 1)[1]), settings.sms_auth_token,
+                        webhook_url)
+
+
+async def run_up(settings: Settings, env: dict[str, str], host: str, port: int) -> None:
+    with embedded_infrastructure(settings, env) as embedded:
+        s = embedded.settings
+        log.info("nats %s, smtp %s, sms %s, data %s", s.nats_url, s.smtp_url, s.sms_api_url,
+                 s.data_dir.resolve())
+        async with dev_sms(s, env, f"http://{host}:{port}/api/v1/sms/inbound"):
+            await serve(build_app(s), host, port)
+
+
+def describe_data(data_dir: Path) -> str:
+    return (f"mail: {data_dir / 'mailbox'} (Maildir)  sms: {data_dir / 'sms' / 'messages.jsonl'}")

@@ -1,0 +1,224 @@
+"""Idempotent, batched JetStream consumers with explicit acks, back-off and dead letters.
+
+A pull batch is applied in one transaction that also records each event id in the inbox, so a
+redelivered event has one effect. If the batch fails, its messages are applied one by one so a
+single bad message cannot hold the others back; a failing message is redelivered with back-off
+and, at the last allowed delivery, parked on the dead-letter stream with its reason.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from sqlalchemy import insert, select
+
+from contracts.envelope import Envelope, EnvelopeError, decode_envelope
+from contracts.events import Event
+from contracts.subjects import dlq_subject, filter_for
+from runtime.errors import RetryLater, describe_error
+from runtime.logs import correlation
+from runtime.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, REDELIVERIES
+from runtime.outbox import Handler
+from runtime.streams import stream_for_subject
+
+if TYPE_CHECKING:
+    from runtime.service import ServiceRuntime
+
+log = logging.getLogger("ensemble.consumer")
+
+Item = tuple[Msg, Envelope, Event]
+
+
+class EventConsumer:
+    def __init__(self, runtime: "ServiceRuntime", event_cls: type[Event], handler: Handler) -> None:
+        self.runtime = runtime
+        self.event_cls = event_cls
+        self.handler = handler
+        self.event_label = event_cls.ce_type()
+        self.filter_subject = filter_for(event_cls)
+        self.durable = f"{runtime.name}-{event_cls.domain}-{event_cls.name}".replace("_", "-")
+        self.stream = stream_for_subject(self.filter_subject)
+
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.filter_subject,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30,
+            max_ack_pending=10_000,
+            # Dead-lettering is ours (settings.max_deliver); the server never drops silently.
+            max_deliver=-1,
+        )
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._fetching = False
+        self._subscription = await self.runtime.jetstream.pull_subscribe(
+            self.filter_subject,
+            durable=self.durable,
+            stream=self.stream,
+            config=self.consumer_config(),
+        )
+        self._task = asyncio.create_task(self._run(), name=f"consume-{self.durable}")
+
+    async def stop(self) -> None:
+        """Stop fetching; a batch in hand is finished and acked first."""
+        self._stopping = True
+        if self._fetching:
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        # Our own pull loop: fetch returns as soon as any message is there (low latency when
+        # quiet, full batches under load). FastStream 0.7.8's batch loop waits out its timeout
+        # for every batch and dies on the asyncio.TimeoutError nats-py 2.16 raises.
+        settings = self.runtime.settings
+        while not self._stopping:
+            self._fetching = True
+            try:
+                msgs = await self._subscription.fetch(settings.fetch_batch, timeout=5)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except asyncio.CancelledError:
+                if self._stopping:
+                    return
+                raise
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                log.warning("%s: fetch failed (%s)", self.durable, describe_error(exc))
+                await asyncio.sleep(1)
+                continue
+            finally:
+                self._fetching = False
+            try:
+                await self.process(msgs)
+            except Exception as exc:  # never lose the loop; unacked messages come back
+                log.exception("%s: batch not processed (%s)", self.durable, describe_error(exc))
+                await asyncio.sleep(1)
+
+    async def process(self, msgs: list[Msg]) -> None:
+        ready: list[Item] = []
+        for msg in msgs:
+            if msg.metadata.num_delivered > 1:
+                REDELIVERIES.labels(self.runtime.name, self.event_label).inc()
+            try:
+                envelope, event = decode_envelope(msg.data)
+                self._check(msg, envelope, event)
+            except EnvelopeError as exc:
+                await self.dead_letter(msg, str(exc))
+                continue
+            ready.append((msg, envelope, event))
+        if not ready:
+            return
+        started = time.perf_counter()
+        try:
+            results = await self._apply(ready)
+        except Exception as exc:
+            if len(ready) > 1:
+                log.info("batch of %d failed (%s); applying one by one", len(ready),
+                         describe_error(exc))
+            for item in ready:
+                await self._apply_one(item)
+            return
+        HANDLER_SECONDS.labels(self.runtime.name, self.event_label).observe(
+            time.perf_counter() - started
+        )
+        for (msg, _, _), result in zip(ready, results, strict=True):
+            await msg.ack()
+            CONSUMED.labels(self.runtime.name, self.event_label, result).inc()
+
+    def _check(self, msg: Msg, envelope: Envelope, event: Event) -> None:
+        if not isinstance(event, self.event_cls):
+            raise EnvelopeError(f"{envelope.type} does not belong on {msg.subject}")
+        if self.runtime.districts.get(envelope.districtid) is None:
+            raise EnvelopeError(f"unknown district {envelope.districtid!r}")
+        if msg.subject.split(".")[1] != envelope.districtid:
+            raise EnvelopeError("the envelope's district differs from the subject's")
+
+    async def _apply(self, items: list[Item]) -> list[str]:
+        """Apply new events in one transaction; return 'applied' or 'duplicate' per item."""
+        inbox = self.runtime.tables.inbox
+        results: list[str] = []
+        async with self.runtime.unit_of_work() as uow:
+            ids = [env.id for _, env, _ in items]
+            seen = set(
+                (
+                    await uow.session.scalars(
+                        select(inbox.c.event_id).where(
+                            inbox.c.consumer == self.durable, inbox.c.event_id.in_(ids)
+                        )
+                    )
+                ).all()
+            )
+            rows = []
+            for _, envelope, event in items:
+                if envelope.id in seen:
+                    results.append("duplicate")
+                    continue
+                seen.add(envelope.id)
+                uow.cause = envelope
+                with correlation(envelope.correlationid):
+                    await self.handler(uow, envelope, event)
+                rows.append(
+                    {"consumer": self.durable, "event_id": envelope.id, "applied_at": envelope.time}
+                )
+                results.append("applied")
+            if rows:
+                await uow.session.execute(insert(inbox), rows)
+        return results
+
+    async def _apply_one(self, item: Item) -> None:
+        msg = item[0]
+        try:
+            [result] = await self._apply([item])
+        except Exception as exc:
+            await self._retry_or_park(msg, exc)
+            return
+        await msg.ack()
+        CONSUMED.labels(self.runtime.name, self.event_label, result).inc()
+
+    async def _retry_or_park(self, msg: Msg, exc: Exception) -> None:
+        settings = self.runtime.settings
+        delivered = msg.metadata.num_delivered
+        reason = describe_error(exc)
+        if delivered >= settings.max_deliver:
+            await self.dead_letter(msg, f"failed {delivered} times; last: {reason}")
+            return
+        if not isinstance(exc, RetryLater):
+            log.warning("%s: delivery %d failed: %s", self.durable, delivered, reason)
+        delay = min(settings.retry_base_seconds * 2 ** (delivered - 1), settings.retry_max_seconds)
+        await msg.nak(delay=delay * random.uniform(0.8, 1.2))
+        CONSUMED.labels(self.runtime.name, self.event_label, "retried").inc()
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Park the message with its reason, then ack it so the consumer goes on. If parking
+        fails the message is nak'ed: kept, never dropped."""
+        meta = msg.metadata
+        headers = {
+            "Nats-Msg-Id": f"{self.durable}:{meta.sequence.stream}",
+            "Ensemble-Reason": reason[:1000],
+            "Ensemble-Consumer": self.durable,
+            "Ensemble-Original-Subject": msg.subject,
+            "Ensemble-Original-Sequence": str(meta.sequence.stream),
+            "Ensemble-Delivered": str(meta.num_delivered),
+        }
+        try:
+            await self.runtime.jetstream.publish(
+                dlq_subject(self.runtime.name, msg.subject), msg.data, headers=headers
+            )
+        except Exception as exc:
+            log.error("%s: could not dead-letter (%s); will retry", self.durable,
+                      type(exc).__name__)
+            await msg.nak(delay=self.runtime.settings.retry_max_seconds)
+            return
+        await msg.ack()
+        log.warning("%s: dead-lettered stream seq %d: %s", self.durable, meta.sequence.stream,
+                    reason)
+        DEAD_LETTERS.labels(self.runtime.name, self.event_label).inc()
+        CONSUMED.labels(self.runtime.name, self.event_label, "dead_lettered").inc()

@@ -1,0 +1,91 @@
+"""HTTP hosting: one FastAPI app for one service (a real deployment) or all four (`ensemble up`),
+with /metrics, /health/live, /health/ready, and errors that are answers, not crashes."""
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+
+from runtime.errors import DomainError
+from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from runtime.service import ServiceRuntime
+
+MAX_BODY_BYTES = 1_000_000
+
+
+@dataclass
+class Service:
+    runtime: ServiceRuntime
+    router: APIRouter
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+
+def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        started: list[Service] = []
+        try:
+            for service in services:
+                await service.runtime.start()
+                started.append(service)
+            yield
+        finally:
+            for service in reversed(started):
+                await service.runtime.stop()
+
+    app = FastAPI(
+        title=title,
+        version="1.0",
+        lifespan=lifespan,
+        description="Community school coordination: referrals, partners, family outreach.",
+    )
+    app.state.services = {s.name: s for s in services}
+    for service in services:
+        app.include_router(service.router, prefix="/api/v1", tags=[service.name])
+    app.mount("/metrics", make_asgi_app())
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/health/ready", tags=["health"])
+    async def ready() -> JSONResponse:
+        checks = {s.name: await s.runtime.readiness() for s in services}
+        ok = all(all(c.values()) for c in checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def guard_and_measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")  # the template, never the ids in the URL
+        tags = getattr(route, "tags", None) or ["ensemble"]
+        HTTP_REQUESTS.labels(tags[0], path, request.method, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(tags[0], path, request.method).observe(time.perf_counter() - started)
+        return response
+
+    return app
+
+
+async def serve(app: FastAPI, host: str, port: int) -> None:
+    """Run until SIGINT/SIGTERM; uvicorn then runs the lifespan's graceful stop."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    await uvicorn.Server(config).serve()

@@ -1,0 +1,256 @@
+"""Transactional outbox and inbox tables, the unit of work that writes both, and the relay.
+
+A state change and the events it emits commit in one transaction; the relay publishes them to
+JetStream with the event id as ``Nats-Msg-Id`` and marks them sent only after the PubAck.
+Sent rows are kept for a while so a stream that lost them can be fed again.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.envelope import CONTENT_TYPE, Envelope
+from contracts.events import Event
+from contracts.subjects import subject_for
+from runtime.db import UTCDateTime, utcnow
+from runtime.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST, PUBLISHED
+
+if TYPE_CHECKING:
+    from runtime.service import ServiceRuntime
+
+log = logging.getLogger("ensemble.outbox")
+
+SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+
+
+@dataclass(frozen=True)
+class MessagingTables:
+    outbox: Table
+    inbox: Table
+
+
+def messaging_tables(metadata: MetaData) -> MessagingTables:
+    if "outbox" in metadata.tables:  # a service built twice in one process (tests)
+        return MessagingTables(metadata.tables["outbox"], metadata.tables["inbox"])
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("seq", SEQ, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False, unique=True),
+        Column("event_type", String(128), nullable=False),
+        Column("subject", String(255), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("sent_at", UTCDateTime, nullable=True),
+    )
+    Index(
+        "ix_outbox_unsent",
+        outbox.c.seq,
+        sqlite_where=outbox.c.sent_at.is_(None),
+        postgresql_where=outbox.c.sent_at.is_(None),
+    )
+    Index("ix_outbox_sent_at", outbox.c.sent_at)
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(128), primary_key=True),
+        Column("event_id", String(64), primary_key=True),
+        Column("applied_at", UTCDateTime, nullable=False, index=True),
+    )
+    return MessagingTables(outbox, inbox)
+
+
+@dataclass
+class UnitOfWork:
+    """One transaction: domain changes through ``session``, events through ``emit``."""
+
+    session: AsyncSession
+    source: str
+    cause: Envelope | None = None
+    emitted: list[Envelope] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def emit(
+        self,
+        event: Event,
+        *,
+        district: str | None = None,
+        school: str | None = None,
+        subject: str | None = None,
+        correlation: str | None = None,
+        causation: str | None = None,
+    ) -> Envelope:
+        """Queue an event; it is written to the outbox in this transaction."""
+        cause = self.cause
+        district = district or (cause.districtid if cause else None)
+        if district is None:
+            raise ValueError("an event needs its district")
+        envelope = Envelope.wrap(
+            event,
+            source=self.source,
+            district=district,
+            school=school if school is not None else (cause.schoolid if cause else None),
+            subject=subject,
+            cause=cause,
+            correlation=correlation,
+            causation=causation,
+        )
+        self.emitted.append(envelope)
+        return envelope
+
+    async def flush(self, outbox: Table) -> None:
+        if not self.emitted:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "event_id": env.id,
+                "event_type": env.type,
+                "subject": subject_for(_event_cls(env), env.districtid),
+                "payload": env.to_bytes(),
+                "created_at": now,
+            }
+            for env in self.emitted
+        ]
+        await self.session.execute(insert(outbox), rows)
+
+
+def _event_cls(envelope: Envelope) -> type[Event]:
+    from contracts.events import event_class
+
+    cls = event_class(envelope.type)
+    assert cls is not None, envelope.type
+    return cls
+
+
+class OutboxRelay:
+    """Publishes committed events in order, in batches, with async publish and one UPDATE."""
+
+    def __init__(self, runtime: "ServiceRuntime", batch: int = 500) -> None:
+        self.runtime = runtime
+        self.batch = batch
+        self.wake = asyncio.Event()
+        self._stopping = False
+        self.keep_sent = timedelta(days=7)
+        self.keep_inbox = timedelta(days=30)
+
+    async def run(self) -> None:
+        poll = self.runtime.settings.outbox_poll_seconds
+        last_gauges = last_prune = 0.0
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=poll)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            try:
+                await self.publish_pending()
+                failures = 0
+                if loop.time() - last_gauges > 5:
+                    last_gauges = loop.time()
+                    await self.update_gauges()
+                if loop.time() - last_prune > 3600:
+                    last_prune = loop.time()
+                    await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS or the database is away: back off, keep the rows
+                failures += 1
+                log.warning("outbox relay failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+
+    async def publish_pending(self) -> int:
+        rt = self.runtime
+        outbox = rt.tables.outbox
+        total = 0
+        while True:
+            async with rt.db.transaction() as session:
+                rows = (
+                    await session.execute(
+                        select(outbox.c.seq, outbox.c.event_id, outbox.c.event_type,
+                               outbox.c.subject, outbox.c.payload)
+                        .where(outbox.c.sent_at.is_(None))
+                        .order_by(outbox.c.seq)
+                        .limit(self.batch)
+                        # Two copies of a service relay different rows (PostgreSQL).
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
+                if not rows:
+                    return total
+                js = rt.jetstream
+                futures = [
+                    await js.publish_async(
+                        row.subject,
+                        row.payload,
+                        headers={"Nats-Msg-Id": row.event_id, "Content-Type": CONTENT_TYPE},
+                    )
+                    for row in rows
+                ]
+                # Raises if any publish was not acknowledged: nothing is marked, all retried.
+                await asyncio.gather(*futures)
+                await session.execute(
+                    update(outbox)
+                    .where(outbox.c.seq.in_([row.seq for row in rows]))
+                    .values(sent_at=utcnow())
+                )
+            for row in rows:
+                PUBLISHED.labels(rt.name, row.event_type).inc()
+            total += len(rows)
+            if len(rows) < self.batch:
+                return total
+
+    async def update_gauges(self) -> None:
+        rt = self.runtime
+        outbox = rt.tables.outbox
+        async with rt.db.transaction() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.sent_at.is_(None)
+                    )
+                )
+            ).one()
+        OUTBOX_BACKLOG.labels(rt.name).set(count)
+        oldest = UTCDateTime().process_result_value(oldest, rt.db.engine.dialect) if oldest else None
+        OUTBOX_OLDEST.labels(rt.name).set((utcnow() - oldest).total_seconds() if oldest else 0)
+
+    async def prune(self) -> None:
+        rt = self.runtime
+        now = utcnow()
+        async with rt.db.transaction() as session:
+            await session.execute(
+                delete(rt.tables.outbox).where(rt.tables.outbox.c.sent_at < now - self.keep_sent)
+            )
+            await session.execute(
+                delete(rt.tables.inbox).where(rt.tables.inbox.c.applied_at < now - self.keep_inbox)
+            )
+
+
+Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]

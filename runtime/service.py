@@ -1,0 +1,154 @@
+"""A service's runtime: its database, broker connection, consumers and outbox relay."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from faststream.nats import NatsBroker
+from faststream.nats.security import NatsUserPassword
+from nats.js import JetStreamContext
+from sqlalchemy import MetaData
+
+from contracts.events import Event
+from runtime.consumer import EventConsumer
+from runtime.db import Database
+from runtime.districts import Districts, load_districts
+from runtime.metrics import CONSUMER_PENDING
+from runtime.outbox import Handler, OutboxRelay, UnitOfWork, messaging_tables
+from runtime.settings import Settings
+from runtime.streams import ensure_streams, streams_exist
+
+log = logging.getLogger("ensemble.service")
+
+E = TypeVar("E", bound=Event)
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        metadata: MetaData,
+        districts: Districts | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.source = f"/ensemble/{name}"
+        self.districts = districts or load_districts(settings.districts_file)
+        self.tables = messaging_tables(metadata)
+        self.db = Database(settings.database_url(name), metadata, settings.database_schema(name))
+        self.broker = NatsBroker(
+            servers=settings.nats_url.split(","),
+            security=(
+                NatsUserPassword(settings.nats_user, settings.nats_password or "")
+                if settings.nats_user
+                else None
+            ),
+            name=f"ensemble-{name}",
+            # FastStream's two lines per message go to DEBUG; our consumer logs what matters.
+            logger=logging.getLogger(f"ensemble.faststream.{name}"),
+            log_level=logging.DEBUG,
+            max_reconnect_attempts=-1,
+            graceful_timeout=20.0,
+        )
+        self.consumers: list[EventConsumer] = []
+        self.relay = OutboxRelay(self)
+        self.background: list[Callable[[], Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = False
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        js = self.broker.config.connection_state.stream
+        assert js is not None, "broker not connected"
+        return js
+
+    def consumes(self, event_cls: type[E]) -> Callable[[Handler], Handler]:
+        """Decorator: ``@rt.consumes(ReferralOpened) async def on_opened(uow, env, event)``."""
+
+        def register(handler: Handler) -> Handler:
+            self.consumers.append(EventConsumer(self, event_cls, handler))
+            return handler
+
+        return register
+
+    def run_in_background(self, factory: Callable[[], Any]) -> None:
+        """A coroutine factory run for the service's lifetime (timers, dispatchers)."""
+        self.background.append(factory)
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        async with self.db.transaction() as session:
+            uow = UnitOfWork(session, self.source)
+            yield uow
+            await uow.flush(self.tables.outbox)
+        if uow.emitted:
+            self.relay.wake.set()
+        for callback in uow.after_commit:
+            callback()
+
+    async def start(self) -> None:
+        await self.db.create_schema()
+        await self.broker.connect()
+        await ensure_streams(self.jetstream, self.settings.stream_replicas)
+        await self.broker.start()
+        for consumer in self.consumers:
+            await consumer.start()
+        self._tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
+        self._tasks.append(asyncio.create_task(self._watch_lag(), name=f"{self.name}-lag"))
+        self._tasks += [
+            asyncio.create_task(factory(), name=f"{self.name}-bg") for factory in self.background
+        ]
+        self.started = True
+        log.info("%s started with %d consumers", self.name, len(self.consumers))
+
+    async def stop(self) -> None:
+        """Stop taking messages, let handlers in hand finish, flush the outbox, close."""
+        self.started = False
+        for consumer in self.consumers:
+            await consumer.stop()  # stops fetching; finishes the batch in hand
+        self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.relay.publish_pending(), timeout=10)
+        except Exception as exc:
+            log.warning("%s: outbox not flushed at stop (%s); it is sent at next start",
+                        self.name, type(exc).__name__)
+        await self.broker.stop()
+        await self.db.dispose()
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"database": False, "nats": False, "streams": False, "consumers": False}
+        try:
+            await self.db.ping()
+            checks["database"] = True
+        except Exception:
+            pass
+        conn = self.broker.config.connection_state
+        checks["nats"] = bool(self.started and conn.connection and conn.connection.is_connected)
+        if checks["nats"]:
+            checks["streams"] = await streams_exist(self.jetstream)
+            checks["consumers"] = await self._consumers_exist()
+        return checks
+
+    async def _consumers_exist(self) -> bool:
+        try:
+            for consumer in self.consumers:
+                await self.jetstream.consumer_info(consumer.stream, consumer.durable)
+        except Exception:
+            return False
+        return True
+
+    async def _watch_lag(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            for consumer in self.consumers:
+                try:
+                    info = await self.jetstream.consumer_info(consumer.stream, consumer.durable)
+                except Exception:
+                    continue
+                CONSUMER_PENDING.labels(self.name, consumer.durable).set(info.num_pending or 0)

@@ -1,0 +1,1 @@
+"""Notifications: family outreach over email and SMS, in the family's language."""

@@ -1,0 +1,1 @@
+"""Partners: the directory of community partners, their capacity, and matching referrals."""

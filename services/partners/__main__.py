@@ -1,0 +1,6 @@
+"""`python -m services.partners`: the partners service alone, as a deployment runs it."""
+
+from ensemble.cli import app
+
+if __name__ == "__main__":
+    app(["partners"])
