@@ -6,6 +6,7 @@ Sent rows are kept for a while so a stream that lost them can be fed again.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -160,10 +161,8 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         failures = 0
         while not self._stopping:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=poll)
-            except TimeoutError:
-                pass
             self.wake.clear()
             try:
                 await self.publish_pending()
@@ -238,7 +237,8 @@ class OutboxRelay:
                 )
             ).one()
         OUTBOX_BACKLOG.labels(rt.name).set(count)
-        oldest = UTCDateTime().process_result_value(oldest, rt.db.engine.dialect) if oldest else None
+        if oldest is not None:
+            oldest = UTCDateTime().process_result_value(oldest, rt.db.engine.dialect)
         OUTBOX_OLDEST.labels(rt.name).set((utcnow() - oldest).total_seconds() if oldest else 0)
 
     async def prune(self) -> None:

@@ -215,6 +215,20 @@ async def test_invalid_number_is_rejected_permanently(client: TwilioSmsClient) -
     assert "555-0100" not in str(caught.value)
 
 
+async def test_dev_provider_validates_like_twilio(provider: DevSmsServer, store: Path) -> None:
+    url = f"{provider.base_url}/2010-04-01/Accounts/{SID}/Messages.json"
+    async with httpx.AsyncClient(auth=(SID, TOKEN)) as http:
+        no_from = await http.post(url, data={"To": TO, "Body": "Hi"})
+        no_body = await http.post(url, data={"To": TO, "From": FROM})
+        no_to = await http.post(url, data={"From": FROM, "Body": "Hi"})
+        other_account = await http.post(
+            url.replace(SID, "AC" + "2" * 32), data={"To": TO, "From": FROM, "Body": "Hi"}
+        )
+    assert [r.json()["code"] for r in (no_from, no_body, no_to)] == [21603, 21602, 21604]
+    assert other_account.status_code == 401  # basic auth user must be the account in the path
+    assert read_dev_sms(store) == []
+
+
 async def test_wrong_credentials_are_rejected(provider: DevSmsServer) -> None:
     async with TwilioSmsClient(provider.base_url, SID, "wrong-token", FROM) as sms:
         with pytest.raises(PermanentSendError) as caught:

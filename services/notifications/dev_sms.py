@@ -135,6 +135,8 @@ def create_dev_sms_app(
             return _error(400, 21604, "A 'To' phone number is required.")
         if not _E164.fullmatch(to):
             return _error(400, 21211, "Invalid 'To' Phone Number")
+        if not sender:
+            return _error(400, 21603, "A 'From' phone number is required.")
         if not body:
             return _error(400, 21602, "Message body is required.")
         token = request.headers.get(IDEMPOTENCY_HEADER)
@@ -147,7 +149,7 @@ def create_dev_sms_app(
                     "sid": _sid("SM"),
                     "account_sid": sid,
                     "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "from": sender or service_number,
+                    "from": sender,
                     "to": to,
                     "body": body,
                     "num_segments": length.segments,
@@ -264,20 +266,27 @@ class DevSmsServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._socket = socket.create_server(self._address, family=family)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        while not self._server.started:
-            if self._task.done():
-                await self._task
-                raise RuntimeError("server stopped during startup")
-            await asyncio.sleep(0.01)
+        try:
+            while not self._server.started:
+                if self._task.done():
+                    await self._task
+                    raise RuntimeError("server stopped during startup")
+                await asyncio.sleep(0.01)
+        except BaseException:  # failed or cancelled while starting: do not leave it serving
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.stop())
+            raise
 
     async def stop(self) -> None:
-        if self._task is None:
+        task, self._task = self._task, None
+        if task is None:
             return
         self._server.should_exit = True
-        await self._task
-        self._task = None
-        if self._socket is not None:
-            self._socket.close()
+        try:
+            await task
+        finally:
+            if self._socket is not None:
+                self._socket.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -299,8 +308,8 @@ async def run_dev_sms_server(
     server = DevSmsServer(
         create_dev_sms_app(store_path, auth_token, webhook_url, **app_options), host, port
     )
-    await server.start()
     try:
+        await server.start()
         await asyncio.Event().wait()
     finally:
         await asyncio.shield(server.stop())

@@ -8,6 +8,7 @@ the same key so a relay or provider can tell).
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 from datetime import timedelta
@@ -53,10 +54,8 @@ class Dispatcher:
 
     async def run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=0.5)
-            except TimeoutError:
-                pass
             self.wake.clear()
             try:
                 while await self.dispatch_due() == self.batch:

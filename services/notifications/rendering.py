@@ -19,7 +19,7 @@ DEFAULT_LANGUAGE = "en"
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "es", "vi", "zh", "ar")
 RTL_LANGUAGES: frozenset[str] = frozenset({"ar"})
 EMAIL_PARTS: tuple[str, ...] = ("subject", "txt", "html")
-# kind -> parts it has, and the variables its templates use.
+# kind -> the parts it has
 KINDS: dict[str, tuple[str, ...]] = {
     "partner_matched": (*EMAIL_PARTS, "sms"),
     "family_event_invitation": (*EMAIL_PARTS, "sms"),
@@ -27,6 +27,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "opt_out_confirmation": ("sms",),
     "opt_in_confirmation": ("sms",),
 }
+# kind -> the variables its templates may use (tests hold every template to this)
 KIND_VARIABLES: dict[str, frozenset[str]] = {
     "partner_matched": frozenset(
         {"family_name", "school_name", "need_label", "partner_name", "unsubscribe_url"}

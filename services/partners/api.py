@@ -15,7 +15,9 @@ from runtime.service import ServiceRuntime
 from services.partners.tables import Partner, PartnerService
 
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-Language = Annotated[str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")]
+Language = Annotated[
+    str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")
+]
 
 
 class RegisterPartner(BaseModel):
