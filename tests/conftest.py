@@ -233,14 +233,21 @@ class System:
         return await self.eventually(check, timeout, f"referral {status}")
 
 
+class _QuietServer(uvicorn.Server):
+    """Leaves the test process's signal handling alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @contextlib.asynccontextmanager
 async def running(settings: Settings, services: list[Service],
                   port: int | None = None) -> AsyncIterator[str]:
     """Serve services over real HTTP until the block ends (graceful stop)."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port,
-                                           log_config=None, access_log=False, lifespan="on"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = _QuietServer(uvicorn.Config(create_app(services), host="127.0.0.1", port=port,
+                                         log_config=None, access_log=False, lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
