@@ -66,7 +66,7 @@ def demo(
     from ensemble.demo import run_demo
 
     if url:
-        ok = asyncio.run(run_demo(url))
+        ok = asyncio.run(run_demo(url, _demo_token(Settings())))
     else:
         ok = asyncio.run(_demo_embedded(_settings(data_dir or Path("data/demo"))))
     raise typer.Exit(0 if ok else 1)
@@ -97,12 +97,39 @@ async def _demo_embedded(settings: Settings) -> bool:
                 await asyncio.sleep(0.05)
             say(f"system up: nats {s.nats_url}, all four services on http://127.0.0.1:{port}")
             try:
-                ok = await run_demo(f"http://127.0.0.1:{port}")
+                ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s))
             finally:
                 server.should_exit = True
                 await serving
         say(describe_data(s.data_dir.resolve()))
         return ok
+
+
+def _demo_token(settings: Settings) -> str:
+    from runtime.auth import issue_token
+
+    return issue_token(settings.jwt_secret, subject="demo", role="district_admin",
+                       district="d001")
+
+
+@app.command()
+def token(
+    role: Annotated[str, typer.Option(help="district_admin, coordinator, partner, integrator, "
+                                           "operator")],
+    district: Annotated[str, typer.Option(help="the district id")],
+    school: Annotated[list[str] | None, typer.Option(help="a coordinator's school; repeat")] = None,
+    partner: Annotated[str | None, typer.Option(help="a partner's id")] = None,
+    subject: Annotated[str, typer.Option(help="who it is for (logged in the audit trail)")] = "dev",
+    hours: Annotated[float, typer.Option(help="how long it is valid")] = 8,
+) -> None:
+    """Issue a bearer token for development (signed with ENSEMBLE_JWT_SECRET)."""
+    from datetime import timedelta
+
+    from runtime.auth import issue_token
+
+    typer.echo(issue_token(Settings().jwt_secret, subject=subject, role=role, district=district,
+                           schools=school or (), partner_id=partner,
+                           ttl=timedelta(hours=hours)))
 
 
 @app.command(name="mailbox")

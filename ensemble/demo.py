@@ -36,8 +36,10 @@ def say(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')}  {text}", flush=True)
 
 
-async def run_demo(base_url: str, timeout: float = 60) -> bool:
-    async with httpx.AsyncClient(base_url=f"{base_url}/api/v1", timeout=10) as http:
+async def run_demo(base_url: str, token: str, timeout: float = 60) -> bool:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"{base_url}/api/v1", timeout=10,
+                                 headers=headers) as http:
         names = {}
         for partner in PARTNERS:
             made = (await http.post("/partners", json={"district_id": DISTRICT, **partner}))

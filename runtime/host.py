@@ -4,13 +4,14 @@ with /metrics, /health/live, /health/ready, and errors that are answers, not cra
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
+from runtime.auth import Policy, authorizer
 from runtime.errors import DomainError
 from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from runtime.service import ServiceRuntime
@@ -22,6 +23,7 @@ MAX_BODY_BYTES = 1_000_000
 class Service:
     runtime: ServiceRuntime
     router: APIRouter
+    policy: Policy = field(default_factory=Policy)
 
     @property
     def name(self) -> str:
@@ -49,7 +51,11 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
     )
     app.state.services = {s.name: s for s in services}
     for service in services:
-        app.include_router(service.router, prefix="/api/v1", tags=[service.name])
+        # Every route of a service is behind its policy; the principal's scope then limits
+        # every query of the request in the data layer (runtime.tenancy).
+        authorize = authorizer(service.runtime.settings.jwt_secret, service.policy)
+        app.include_router(service.router, prefix="/api/v1", tags=[service.name],
+                           dependencies=[Depends(authorize)])
     app.mount("/metrics", make_asgi_app())
 
     @app.get("/health/live", tags=["health"])

@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DISTRICTS_FILE = REPO_ROOT / "deploy" / "districts.toml"
+DEV_JWT_SECRET = "development-only-secret-change-me-0123456789"
 SERVICES = ("referrals", "partners", "engagement", "notifications")
 
 
@@ -20,6 +21,8 @@ class Settings(BaseSettings):
     districts_file: Path = Field(DEFAULT_DISTRICTS_FILE, alias="ENSEMBLE_DISTRICTS_FILE")
     stream_replicas: int = Field(1, ge=1, le=5, alias="ENSEMBLE_STREAM_REPLICAS")
     log_level: str = Field("INFO", alias="ENSEMBLE_LOG_LEVEL")
+    # Signs bearer tokens; every service of a deployment shares it. Set it in production.
+    jwt_secret: str = Field(DEV_JWT_SECRET, min_length=32, alias="ENSEMBLE_JWT_SECRET")
 
     referrals_database_url: str | None = Field(None, alias="REFERRALS_DATABASE_URL")
     partners_database_url: str | None = Field(None, alias="PARTNERS_DATABASE_URL")

@@ -24,6 +24,7 @@ from aiosmtpd.controller import Controller
 
 from ensemble.embedded import DevSmsServer, NatsProcess, free_port
 from ensemble.system import build_services
+from runtime.auth import issue_token
 from runtime.host import Service, create_app
 from runtime.settings import SERVICES, Settings
 
@@ -266,6 +267,15 @@ async def system(settings: Settings, smtp: tuple[Inbox, str]) -> AsyncIterator[S
     services = build_services(settings)
     sms_store = settings.data_dir / "sms" / "messages.jsonl"
     sms_port = int(str(settings.sms_api_url).rsplit(":", 1)[1])
+    admin = {"Authorization": f"Bearer {token(settings, 'district_admin', 'd001')}"}
     async with DevSmsServer(sms_store, sms_port, settings.sms_auth_token, None), \
-            running(settings, services) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+            running(settings, services) as url, \
+            httpx.AsyncClient(base_url=url, timeout=10, headers=admin) as http:
         yield System(settings, http, {s.name: s for s in services}, smtp[0], sms_store)
+
+
+def token(settings: Settings, role: str, district: str, schools: tuple[str, ...] = (),
+          partner_id: str | None = None) -> str:
+    """A bearer token for a test caller (the System client is d001's district admin)."""
+    return issue_token(settings.jwt_secret, subject=f"test-{role}", role=role,
+                       district=district, schools=schools, partner_id=partner_id)

@@ -1,0 +1,151 @@
+"""Who is asking: bearer tokens (signed JWTs) carrying a role and a scope, checked once where a
+service's routes are mounted, and turned into a data-layer scope (runtime.tenancy) so every query
+of the request is limited to the caller's district, schools or partner."""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import jwt
+from fastapi import Request
+from fastapi.security.utils import get_authorization_scheme_param
+
+from runtime.errors import DomainError
+from runtime.tenancy import Scope, set_scope
+
+ISSUER = "ensemble"
+AUDIENCE = "ensemble-api"
+
+
+class Role(StrEnum):
+    district_admin = "district_admin"  # the whole district
+    coordinator = "coordinator"  # their schools
+    partner = "partner"  # its own matches
+    integrator = "integrator"  # events only: webhooks, no student records over HTTP
+    operator = "operator"  # metrics and health only
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+
+
+class Forbidden(DomainError):
+    status_code = 403
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: Role
+    district: str
+    schools: frozenset[str] = field(default_factory=frozenset)
+    partner_id: str | None = None
+
+    def scope(self) -> Scope:
+        return Scope(
+            district=self.district,
+            schools=self.schools if self.role == Role.coordinator else None,
+            partner_id=self.partner_id if self.role == Role.partner else None,
+        )
+
+
+def issue_token(
+    secret: str,
+    *,
+    subject: str,
+    role: Role | str,
+    district: str,
+    schools: Iterable[str] = (),
+    partner_id: str | None = None,
+    ttl: timedelta = timedelta(hours=8),
+) -> str:
+    role = Role(role)
+    if role == Role.coordinator and not schools:
+        raise ValueError("a coordinator token names its schools")
+    if role == Role.partner and not partner_id:
+        raise ValueError("a partner token names its partner")
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "iat": now, "exp": now + ttl,
+        "role": role.value, "district": district, "schools": sorted(schools),
+    }
+    if partner_id:
+        claims["partner_id"] = partner_id
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_token(secret: str, token: str) -> Principal:
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], audience=AUDIENCE,
+                            issuer=ISSUER, options={"require": ["exp", "sub", "aud", "iss"]})
+        return Principal(
+            subject=str(claims["sub"]),
+            role=Role(claims["role"]),
+            district=str(claims["district"]),
+            schools=frozenset(claims.get("schools") or ()),
+            partner_id=claims.get("partner_id"),
+        )
+    except (jwt.PyJWTError, KeyError, ValueError) as exc:
+        raise Unauthorized(f"invalid token: {type(exc).__name__}") from exc
+
+
+Rule = frozenset[Role]
+STAFF: Rule = frozenset({Role.district_admin, Role.coordinator})
+READERS: Rule = STAFF
+
+
+@dataclass
+class Policy:
+    """Which roles may call which routes of a service. Unlisted reads are for staff, unlisted
+    writes for staff too; partner, integrator and operator only where a service says so."""
+
+    rules: Mapping[tuple[str, str], Rule] = field(default_factory=dict)
+    # Routes that authenticate otherwise (provider webhooks with signatures, signed links).
+    public: frozenset[tuple[str, str]] = frozenset()
+
+    def allowed(self, method: str, path: str) -> Rule:
+        return self.rules.get((method, path), STAFF)
+
+
+def authorizer(secret: str, policy: Policy, prefix: str = "/api/v1"):  # type: ignore[no-untyped-def]
+    async def authorize(request: Request) -> Principal | None:
+        route = request.scope.get("route")
+        path = getattr(route, "path", request.url.path).removeprefix(prefix)
+        if (request.method, path) in policy.public:
+            return None
+        scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("a bearer token is required")
+        principal = verify_token(secret, token)
+        if principal.role not in policy.allowed(request.method, path):
+            raise Forbidden(f"a {principal.role} may not {request.method} {path}")
+        await _check_named_district(request, principal)
+        request.state.principal = principal
+        set_scope(principal.scope())
+        return principal
+
+    return authorize
+
+
+async def _check_named_district(request: Request, principal: Principal) -> None:
+    """A request naming another district is refused outright, before any query runs."""
+    named = {request.query_params.get("district_id")}
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None  # FastAPI answers 422 for it
+        if isinstance(body, dict):
+            named.add(body.get("district_id"))
+            request.state.json_body = body
+    schools = {request.query_params.get("school_id")}
+    if isinstance(body := getattr(request.state, "json_body", None), dict):
+        schools.add(body.get("school_id"))
+    named.discard(None)
+    schools.discard(None)
+    if named - {principal.district}:
+        raise Forbidden("that district is not yours")
+    if principal.role == Role.coordinator and schools - principal.schools:
+        raise Forbidden("that school is not one of yours")
