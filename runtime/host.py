@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runtime.auth import Policy, authorizer
 from runtime.errors import DomainError
@@ -56,7 +56,10 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
         authorize = authorizer(service.runtime.settings.jwt_secret, service.policy)
         app.include_router(service.router, prefix="/api/v1", tags=[service.name],
                            dependencies=[Depends(authorize)])
-    app.mount("/metrics", make_asgi_app())
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

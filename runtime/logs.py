@@ -56,3 +56,6 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
     root.setLevel(level.upper())
     # uvicorn's access log prints query strings; ours records routes in metrics instead.
     logging.getLogger("uvicorn.access").disabled = True
+    # Per-connection and per-request chatter from the SMTP server and HTTP client.
+    for noisy in ("mail.log", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
