@@ -1,0 +1,97 @@
+"""The AsyncAPI document of the public channels, built by FastStream from the event models.
+
+Only public events are in it: internal subjects carry personal data and are not the integrators'
+(their JSON Schemas are under contracts/schemas/ for the services' own compatibility check).
+The document is committed as contracts/asyncapi.json (``python -m contracts.schema --write``)
+and served by the running system at ``GET /asyncapi.json`` (``asyncapi_route``).
+"""
+
+from functools import lru_cache
+from typing import Any
+
+from contracts.envelope import CONTENT_TYPE
+from contracts.events import EVENTS, Event
+from contracts.subjects import PUBLIC_ROOT
+
+TITLE = "Ensemble integration events"
+# The document's own version: raise the minor for new channels or versions, the major never
+# (event versions live in each channel's CloudEvents type).
+DOCUMENT_VERSION = "1.0.0"
+DESCRIPTION = """\
+Events Ensemble publishes for integrators, as CloudEvents 1.0 in structured JSON mode
+(content type application/cloudevents+json) on NATS JetStream.
+
+Subjects are `ensemble.{district}.<domain>.<event>`; an integrator's NATS user is limited to its
+own district. Streams: ENSEMBLE_REFERRALS, ENSEMBLE_PARTNERS, ENSEMBLE_ENGAGEMENT,
+ENSEMBLE_NOTIFICATIONS (about 400 days of history, replayable with a durable pull consumer).
+The CloudEvents `type` carries the event's version (e.g. org.ensemble.referrals.opened.v1);
+a breaking change publishes a new version. Extension attributes: districtid, schoolid,
+correlationid (one referral's chain of events), causationid (the event that caused this one).
+Events carry ids, categories and times, never names, contact details or notes.
+The same events are available as signed webhooks (see /api/v1/webhooks/endpoints)."""
+
+
+def public_events() -> list[type[Event]]:
+    return [cls for _, cls in sorted(EVENTS.items()) if not cls.internal]
+
+
+def channel_address(cls: type[Event]) -> str:
+    return f"{PUBLIC_ROOT}.{{district}}.{cls.domain}.{cls.name}"
+
+
+@lru_cache(maxsize=1)
+def _document() -> dict[str, Any]:
+    # Imported here: building the document is the only part of contracts that needs FastStream.
+    from faststream.nats import NatsBroker
+    from faststream.specification import AsyncAPI
+
+    from contracts.schema import envelope_model
+
+    broker = NatsBroker(
+        "nats://nats:4222",
+        specification_url="nats://nats:4222",
+        description="The deployment's NATS cluster; integrators get a per-district user.",
+    )
+    for cls in public_events():
+        broker.publisher(
+            channel_address(cls),
+            schema=envelope_model(cls),
+            title=cls.ce_type(),
+            description=envelope_model(cls).__doc__,
+            include_in_schema=True,
+        )
+    spec = AsyncAPI(broker, title=TITLE, version=DOCUMENT_VERSION, description=DESCRIPTION,
+                    schema_version="3.0.0")
+    document: dict[str, Any] = spec.to_specification().to_jsonable()
+    return _fit_to_cloudevents(document)
+
+
+def _fit_to_cloudevents(document: dict[str, Any]) -> dict[str, Any]:
+    """FastStream assumes its own message format; ours is a CloudEvents envelope."""
+    document["defaultContentType"] = CONTENT_TYPE
+    for name, message in document.get("components", {}).get("messages", {}).items():
+        message["contentType"] = CONTENT_TYPE
+        message["correlationId"] = {
+            "description": "the referral's chain of events",
+            "location": "$message.payload#/correlationid",
+        }
+        message["name"] = name.removesuffix(":Message")
+    for channel in document.get("channels", {}).values():
+        channel["parameters"] = {
+            "district": {"description": "the district id; an integrator sees only its own"}
+        }
+    return document
+
+
+def asyncapi_document() -> dict[str, Any]:
+    """A fresh copy of the document (callers may not mutate the cached one)."""
+    import copy
+
+    return copy.deepcopy(_document())
+
+
+async def asyncapi_route() -> Any:
+    """``GET /asyncapi.json``: mount with ``app.get("/asyncapi.json", tags=["contract"])``."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(_document())
