@@ -114,6 +114,8 @@ class FollowUpDue(Event):
     status: str
     urgency: Urgency
     due_at: datetime
+    reason: str = Field(default="no_progress", max_length=32,
+                        description="no_progress | no_partner | family_unreachable")
 
 
 class ReferralEscalated(Event):

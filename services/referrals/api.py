@@ -1,25 +1,50 @@
-"""The coordinator's HTTP interface to referrals."""
+"""The HTTP interface to referrals: coordinators open, follow up and close referrals; partners
+answer them (accept, decline, in service)."""
 
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 
+from contracts.events import (
+    ConsentRecorded,
+    ReferralAccepted,
+    ReferralCancelled,
+    ReferralClosed,
+    ReferralDeclined,
+    ReferralInService,
+)
 from contracts.taxonomy import Consent, Need, Outcome, Urgency
 from runtime.errors import Conflict, NotFound
 from runtime.service import ServiceRuntime
+from services.referrals.follow_up import DUE_FIRED, ESCALATED, needs_follow_up
 from services.referrals.handlers import family_is_known
+from services.referrals.lifecycle import (
+    OPEN,
+    Accepted,
+    Cancelled,
+    Closed,
+    ConsentChanged,
+    Declined,
+    InService,
+    Status,
+)
 from services.referrals.referrals import (
-    close_referral,
+    Desk,
+    command,
     find_open_duplicate,
     get_referral,
     open_referral,
 )
-from services.referrals.tables import Referral, TimelineEntry
+from services.referrals.tables import Referral, ReferralNote, TimelineEntry
 
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+ReasonCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$",
+                                  description="a reason code such as no_capacity, not free text")]
+Actor = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class OpenReferral(BaseModel):
@@ -36,7 +61,7 @@ class OpenReferral(BaseModel):
     grade: int | None = Field(default=None, ge=-1, le=12)
     note: str | None = Field(default=None, max_length=2000,
                              description="free text kept in referrals, never sent in an event")
-    opened_by: str = Field(default="coordinator", max_length=128)
+    opened_by: Actor = "coordinator"
 
 
 class CloseReferral(BaseModel):
@@ -44,7 +69,50 @@ class CloseReferral(BaseModel):
 
     district_id: Token
     outcome: Outcome
-    closed_by: str = Field(default="coordinator", max_length=128)
+    closed_by: Actor = "coordinator"
+
+
+class PartnerAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    partner_id: Token
+
+
+class DeclineReferral(PartnerAnswer):
+    reason: ReasonCode
+
+
+class MarkInService(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    partner_id: Token | None = Field(default=None, description="the partner, when it reports")
+    by: Actor = "partner"
+
+
+class CancelReferral(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    reason: ReasonCode
+    cancelled_by: Actor = "coordinator"
+
+
+class RecordConsent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    consent: Consent
+    recorded_by: Actor
+
+
+class AddNote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    text: str = Field(min_length=1, max_length=4000)
+    author: Actor = "coordinator"
 
 
 class ReferralView(BaseModel):
@@ -56,20 +124,42 @@ class ReferralView(BaseModel):
     need: str
     urgency: str
     consent: str
+    consent_recorded_by: str | None
+    consent_recorded_at: datetime | None
     grade: int | None
     status: str
     partner_id: str | None
+    match_attempt: int
     outcome: str | None
+    cancel_reason: str | None
     opened_at: datetime
     updated_at: datetime
+    accepted_at: datetime | None
     family_contacted_at: datetime | None
+    in_service_at: datetime | None
     closed_at: datetime | None
+    follow_up_due_at: datetime | None
+    follow_up: str | None = Field(
+        description="scheduled | due | overdue (FollowUpDue sent) | escalated; null when ended")
+    follow_up_reason: str | None
     duplicate_of_open: bool = False
 
     @classmethod
-    def of(cls, referral: Referral, duplicate: bool = False) -> "ReferralView":
-        data = {k: getattr(referral, k) for k in cls.model_fields if k != "duplicate_of_open"}
-        return cls(**data, duplicate_of_open=duplicate)
+    def of(cls, referral: Referral, now: datetime, duplicate: bool = False) -> "ReferralView":
+        computed = {"follow_up", "duplicate_of_open"}
+        data = {k: getattr(referral, k) for k in cls.model_fields if k not in computed}
+        return cls(**data, follow_up=follow_up_state(referral, now), duplicate_of_open=duplicate)
+
+
+def follow_up_state(referral: Referral, now: datetime) -> str | None:
+    if Status(referral.status) not in OPEN:
+        return None
+    if referral.follow_up_stage == ESCALATED:
+        return "escalated"
+    if referral.follow_up_stage == DUE_FIRED:
+        return "overdue"
+    due = referral.follow_up_due_at
+    return "due" if due is not None and due <= now else "scheduled"
 
 
 class TimelineView(BaseModel):
@@ -80,13 +170,48 @@ class TimelineView(BaseModel):
     data: dict[str, Any]
 
 
+class NoteView(BaseModel):
+    at: datetime
+    author: str
+    text: str
+
+
 class ReferralDetail(ReferralView):
     note: str | None
+    notes: list[NoteView]
     timeline: list[TimelineView]
 
 
-def build_router(rt: ServiceRuntime) -> APIRouter:
+class SchoolFollowUps(BaseModel):
+    school_id: str
+    school_name: str | None
+    referrals: list[ReferralView]
+
+
+class FollowUpList(BaseModel):
+    district_id: str
+    as_of: datetime
+    total: int
+    schools: list[SchoolFollowUps]
+
+
+class Counts(BaseModel):
+    district_id: str
+    school_id: str | None
+    total: int
+    open: int
+    by_status: dict[str, int]
+    by_need: dict[str, int]
+    by_need_and_status: dict[str, dict[str, int]]
+
+
+def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
     router = APIRouter()
+
+    def district_of(district_id: str) -> str:
+        """The one place a request's district is decided (bearer tokens will replace it)."""
+        desk.district(district_id)
+        return district_id
 
     @router.post("/referrals", status_code=201, response_model=ReferralView)
     async def open_(
@@ -94,34 +219,34 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
         response: Response,
         idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
     ) -> ReferralView:
-        if rt.districts.school(body.district_id, body.school_id) is None:
-            raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
+        district_id = district_of(body.district_id)
+        if rt.districts.school(district_id, body.school_id) is None:
+            raise NotFound(f"school {body.school_id} not found in district {district_id}")
         async with rt.unit_of_work() as uow:
             if idempotency_key:
                 earlier = await uow.session.scalar(
                     select(Referral).where(
-                        Referral.district_id == body.district_id,
+                        Referral.district_id == district_id,
                         Referral.idempotency_key == idempotency_key,
                     )
                 )
                 if earlier is not None:
                     response.status_code = 200
                     response.headers["Idempotent-Replay"] = "true"
-                    return ReferralView.of(earlier)
-            if not await family_is_known(uow, body.district_id, body.family_id):
+                    return ReferralView.of(earlier, desk.clock())
+            if not await family_is_known(uow, district_id, body.family_id):
                 raise Conflict(
-                    f"family {body.family_id} is not registered in district {body.district_id}"
+                    f"family {body.family_id} is not registered in district {district_id}"
                 )
-            duplicate = await find_open_duplicate(
-                uow, body.district_id, body.student_ref, body.need
-            )
+            duplicate = await find_open_duplicate(uow, district_id, body.student_ref, body.need)
             if duplicate is not None:
                 response.status_code = 200
                 response.headers["Duplicate-Of-Open-Referral"] = duplicate.id
-                return ReferralView.of(duplicate, duplicate=True)
+                return ReferralView.of(duplicate, desk.clock(), duplicate=True)
             referral = await open_referral(
                 uow,
-                district_id=body.district_id,
+                desk,
+                district_id=district_id,
                 school_id=body.school_id,
                 student_ref=body.student_ref,
                 family_id=body.family_id,
@@ -134,42 +259,103 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 actor=f"coordinator:{body.opened_by}",
             )
         response.headers["Location"] = f"/api/v1/referrals/{referral.id}"
-        return ReferralView.of(referral)
+        return ReferralView.of(referral, desk.clock())
 
     @router.get("/referrals", response_model=list[ReferralView])
     async def list_(
+        response: Response,
         district_id: Token,
-        school_id: str | None = None,
-        status: str | None = None,
+        school_id: Token | None = None,
+        status: Status | None = None,
         need: Need | None = None,
+        urgency: Urgency | None = None,
+        partner_id: Token | None = None,
+        consent: Consent | None = None,
+        opened_from: datetime | None = Query(None, description="opened at or after (ISO 8601)"),
+        opened_to: datetime | None = Query(None, description="opened before (ISO 8601)"),
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[ReferralView]:
-        query = select(Referral).where(Referral.district_id == district_id)
+        """Newest first; the total before paging is in the X-Total-Count header."""
+        query = select(Referral).where(Referral.district_id == district_of(district_id))
+        for column, value in ((Referral.school_id, school_id), (Referral.status, status),
+                              (Referral.need, need), (Referral.urgency, urgency),
+                              (Referral.partner_id, partner_id), (Referral.consent, consent)):
+            if value is not None:
+                query = query.where(column == value)
+        if opened_from is not None:
+            query = query.where(Referral.opened_at >= _aware(opened_from))
+        if opened_to is not None:
+            query = query.where(Referral.opened_at < _aware(opened_to))
+        async with rt.unit_of_work() as uow:
+            total = await uow.session.scalar(_count(query))
+            page = (await uow.session.scalars(
+                query.order_by(Referral.opened_at.desc(), Referral.id).limit(limit).offset(offset)
+            )).all()
+        response.headers["X-Total-Count"] = str(total or 0)
+        now = desk.clock()
+        return [ReferralView.of(r, now) for r in page]
+
+    @router.get("/referrals/counts", response_model=Counts)
+    async def counts(district_id: Token, school_id: Token | None = None) -> Counts:
+        """Referrals by status and need, for the district or one school."""
+        query = (select(Referral.need, Referral.status, func.count())
+                 .where(Referral.district_id == district_of(district_id))
+                 .group_by(Referral.need, Referral.status))
         if school_id:
             query = query.where(Referral.school_id == school_id)
-        if status:
-            query = query.where(Referral.status == status)
-        if need:
-            query = query.where(Referral.need == need)
-        query = query.order_by(Referral.opened_at.desc(), Referral.id).limit(limit).offset(offset)
         async with rt.unit_of_work() as uow:
-            return [ReferralView.of(r) for r in (await uow.session.scalars(query)).all()]
+            rows = (await uow.session.execute(query)).all()
+        by_status: Counter[str] = Counter()
+        by_need: Counter[str] = Counter()
+        matrix: dict[str, dict[str, int]] = {}
+        for need, status, n in rows:
+            by_status[status] += n
+            by_need[need] += n
+            matrix.setdefault(need, {})[status] = n
+        return Counts(district_id=district_id, school_id=school_id,
+                      total=sum(by_status.values()),
+                      open=sum(n for s, n in by_status.items() if s in OPEN),
+                      by_status=dict(by_status), by_need=dict(by_need),
+                      by_need_and_status=matrix)
+
+    @router.get("/referrals/follow-ups", response_model=FollowUpList)
+    async def follow_ups(district_id: Token, school_id: Token | None = None) -> FollowUpList:
+        """The coordinator's work list: open referrals due or overdue for follow-up, by school,
+        most overdue first."""
+        now = desk.clock()
+        district = desk.district(district_of(district_id))
+        query = select(Referral).where(Referral.district_id == district_id, needs_follow_up(now))
+        if school_id:
+            query = query.where(Referral.school_id == school_id)
+        query = query.order_by(Referral.school_id, func.coalesce(
+            Referral.follow_up_since, Referral.follow_up_due_at), Referral.id)
+        async with rt.unit_of_work() as uow:
+            rows = (await uow.session.scalars(query)).all()
+        schools: dict[str, list[ReferralView]] = {}
+        for referral in rows:
+            schools.setdefault(referral.school_id, []).append(ReferralView.of(referral, now))
+        return FollowUpList(
+            district_id=district_id, as_of=now, total=len(rows),
+            schools=[SchoolFollowUps(school_id=s, school_name=getattr(district.school(s), "name",
+                                                                       None), referrals=items)
+                     for s, items in schools.items()],
+        )
 
     @router.get("/referrals/{referral_id}", response_model=ReferralDetail)
     async def detail(referral_id: str, district_id: Token) -> ReferralDetail:
         async with rt.unit_of_work() as uow:
-            referral = await get_referral(uow, district_id, referral_id)
-            entries = (
-                await uow.session.scalars(
-                    select(TimelineEntry)
-                    .where(TimelineEntry.referral_id == referral_id)
-                    .order_by(TimelineEntry.seq)
-                )
-            ).all()
+            referral = await get_referral(uow, district_of(district_id), referral_id)
+            entries = (await uow.session.scalars(
+                select(TimelineEntry).where(TimelineEntry.referral_id == referral_id)
+                .order_by(TimelineEntry.seq))).all()
+            notes = (await uow.session.scalars(
+                select(ReferralNote).where(ReferralNote.referral_id == referral_id)
+                .order_by(ReferralNote.seq))).all()
         return ReferralDetail(
-            **ReferralView.of(referral).model_dump(),
+            **ReferralView.of(referral, desk.clock()).model_dump(),
             note=referral.note,
+            notes=[NoteView(at=n.at, author=n.author, text=n.text) for n in notes],
             timeline=[
                 TimelineView(at=e.at, event=e.event_type, actor=e.actor,
                              status_after=e.status_after, data=e.data)
@@ -177,12 +363,97 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
             ],
         )
 
-    @router.post("/referrals/{referral_id}/close", response_model=ReferralView)
-    async def close(referral_id: str, body: CloseReferral) -> ReferralView:
+    async def _command(referral_id: str, district_id: str, response: Response,
+                       make: Any) -> ReferralView:
+        """Load with a row lock, let ``make(referral)`` give (fact, event, actor), apply."""
         async with rt.unit_of_work() as uow:
-            referral = await close_referral(
-                uow, body.district_id, referral_id, body.outcome, f"coordinator:{body.closed_by}"
-            )
-        return ReferralView.of(referral)
+            referral = await get_referral(uow, district_of(district_id), referral_id, lock=True)
+            fact, event, actor = make(referral)
+            if not command(uow, desk, referral, fact, event, actor):
+                response.headers["Already-Applied"] = "true"
+        return ReferralView.of(referral, desk.clock())
+
+    @router.post("/referrals/{referral_id}/accept", response_model=ReferralView)
+    async def accept(referral_id: str, body: PartnerAnswer, response: Response) -> ReferralView:
+        """The matched partner takes the referral."""
+        return await _command(referral_id, body.district_id, response, lambda r: (
+            Accepted(body.partner_id),
+            ReferralAccepted(referral_id=r.id, partner_id=body.partner_id,
+                             service_id=r.service_id),
+            f"partner:{body.partner_id}"))
+
+    @router.post("/referrals/{referral_id}/decline", response_model=ReferralView)
+    async def decline(referral_id: str, body: DeclineReferral,
+                      response: Response) -> ReferralView:
+        """The matched partner cannot take it; partners matches the next one."""
+        return await _command(referral_id, body.district_id, response, lambda r: (
+            Declined(body.partner_id),
+            ReferralDeclined(referral_id=r.id, partner_id=body.partner_id,
+                             service_id=r.service_id, reason=body.reason),
+            f"partner:{body.partner_id}"))
+
+    @router.post("/referrals/{referral_id}/in-service", response_model=ReferralView)
+    async def in_service(referral_id: str, body: MarkInService,
+                         response: Response) -> ReferralView:
+        def make(r: Referral) -> tuple[Any, Any, str]:
+            actor = f"partner:{body.partner_id}" if body.partner_id else f"coordinator:{body.by}"
+            return (InService(body.partner_id),
+                    ReferralInService(referral_id=r.id, partner_id=r.partner_id or ""), actor)
+
+        return await _command(referral_id, body.district_id, response, make)
+
+    @router.post("/referrals/{referral_id}/cancel", response_model=ReferralView)
+    async def cancel(referral_id: str, body: CancelReferral, response: Response) -> ReferralView:
+        def make(r: Referral) -> tuple[Any, Any, str]:
+            r.cancel_reason = body.reason
+            return (Cancelled(),
+                    ReferralCancelled(referral_id=r.id, reason=body.reason,
+                                      partner_id=r.partner_id, service_id=r.service_id),
+                    f"coordinator:{body.cancelled_by}")
+
+        return await _command(referral_id, body.district_id, response, make)
+
+    @router.post("/referrals/{referral_id}/close", response_model=ReferralView)
+    async def close(referral_id: str, body: CloseReferral, response: Response) -> ReferralView:
+        return await _command(referral_id, body.district_id, response, lambda r: (
+            Closed(body.outcome),
+            ReferralClosed(referral_id=r.id, outcome=body.outcome, partner_id=r.partner_id,
+                           service_id=r.service_id, closed_at=desk.clock()),
+            f"coordinator:{body.closed_by}"))
+
+    @router.post("/referrals/{referral_id}/consent", response_model=ReferralView)
+    async def consent(referral_id: str, body: RecordConsent, response: Response) -> ReferralView:
+        """The family's consent to share with a partner. Given: partners matches. Declined:
+        the referral stays for in-school support and is never shared."""
+        def make(r: Referral) -> tuple[Any, Any, str]:
+            now = desk.clock()
+            if r.consent != body.consent:
+                r.consent_recorded_by, r.consent_recorded_at = body.recorded_by, now
+            return (ConsentChanged(body.consent),
+                    ConsentRecorded(referral_id=r.id, consent=body.consent,
+                                    recorded_by=body.recorded_by, recorded_at=now),
+                    f"coordinator:{body.recorded_by}")
+
+        return await _command(referral_id, body.district_id, response, make)
+
+    @router.post("/referrals/{referral_id}/notes", status_code=201, response_model=NoteView)
+    async def add_note(referral_id: str, body: AddNote) -> NoteView:
+        """Free text for the coordinators; it never leaves this service."""
+        async with rt.unit_of_work() as uow:
+            referral = await get_referral(uow, district_of(body.district_id), referral_id)
+            note = ReferralNote(referral_id=referral.id, at=desk.clock(), author=body.author,
+                                text=body.text)
+            uow.session.add(note)
+        return NoteView(at=note.at, author=note.author, text=note.text)
 
     return router
+
+
+def _count(query: Select[Any]) -> Select[Any]:
+    return select(func.count()).select_from(query.order_by(None).subquery())
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -4,40 +4,22 @@ from sqlalchemy import select
 
 from contracts.envelope import Envelope
 from contracts.events import (
-    Event,
     FamilyContacted,
     FamilyRegistered,
+    FamilyUnreachable,
     NoPartnerAvailable,
     PartnerMatched,
 )
 from runtime.errors import RetryLater
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
-from services.referrals.lifecycle import CLOSED, MOVES, Status
-from services.referrals.referrals import get_referral, move, record
-from services.referrals.tables import KnownFamily, Referral
+from services.referrals.lifecycle import OPEN, Contacted, Matched, NoPartner, Status, TooEarly
+from services.referrals.metrics import NO_PARTNER
+from services.referrals.referrals import Desk, get_referral, record, reported, restart_follow_up
+from services.referrals.tables import KnownFamily
 
 
-async def _advance(
-    uow: UnitOfWork, envelope: Envelope, event: Event, referral: Referral, target: Status,
-    actor: str,
-) -> bool:
-    """Apply a reported fact. An event that overtook the one before it is retried later; one
-    that arrives after the referral ended is kept in the timeline but changes nothing."""
-    current = Status(referral.status)
-    if target in MOVES[current]:
-        move(referral, target)
-        applied = True
-    elif current in CLOSED or current == target:
-        applied = False
-    else:
-        raise RetryLater(f"referral is {current}; {envelope.type} waits")
-    record(uow, referral, envelope.id, type(event).__name__, actor,
-           {**envelope.data, "applied": applied}, envelope.time)
-    return applied
-
-
-def register(rt: ServiceRuntime) -> None:
+def register(rt: ServiceRuntime, desk: Desk) -> None:
     @rt.consumes(FamilyRegistered)
     async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered) -> None:
         known = await uow.session.get(KnownFamily, (env.districtid, ev.family_id))
@@ -49,23 +31,40 @@ def register(rt: ServiceRuntime) -> None:
 
     @rt.consumes(PartnerMatched)
     async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched) -> None:
-        referral = await get_referral(uow, env.districtid, ev.referral_id)
-        if await _advance(uow, env, ev, referral, Status.matched, "service:partners"):
-            referral.partner_id = ev.partner_id
+        referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
+        if reported(uow, desk, referral, Matched(ev.partner_id, ev.attempt), env, ev,
+                    "service:partners"):
             referral.service_id = ev.service_id
 
     @rt.consumes(NoPartnerAvailable)
     async def on_no_partner(uow: UnitOfWork, env: Envelope, ev: NoPartnerAvailable) -> None:
-        referral = await get_referral(uow, env.districtid, ev.referral_id)
-        await _advance(uow, env, ev, referral, Status.no_partner, "service:partners")
+        referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
+        if reported(uow, desk, referral, NoPartner(), env, ev, "service:partners"):
+            district, need = env.districtid, referral.need
+            uow.after_commit.append(lambda: NO_PARTNER.labels(district, need).inc())
 
     @rt.consumes(FamilyContacted)
     async def on_family_contacted(uow: UnitOfWork, env: Envelope, ev: FamilyContacted) -> None:
         if ev.referral_id is None:
             return
-        referral = await get_referral(uow, env.districtid, ev.referral_id)
-        if await _advance(uow, env, ev, referral, Status.family_contacted, "service:engagement"):
-            referral.family_contacted_at = ev.contacted_at
+        referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
+        fact = Contacted(automated=ev.outreach_id is not None)
+        try:
+            reported(uow, desk, referral, fact, env, ev, "service:engagement", ev.contacted_at)
+        except TooEarly as exc:
+            raise RetryLater(str(exc)) from exc
+
+    @rt.consumes(FamilyUnreachable)
+    async def on_family_unreachable(uow: UnitOfWork, env: Envelope, ev: FamilyUnreachable
+                                    ) -> None:
+        if ev.referral_id is None:
+            return
+        referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
+        open_ = Status(referral.status) in OPEN
+        if open_:  # not progress, but a reason for a person to step in now
+            restart_follow_up(desk, referral, desk.clock(), reason="family_unreachable")
+        record(uow, referral, env.id, type(ev).__name__, "service:engagement",
+               {**env.data, "applied": open_}, env.time)
 
 
 async def family_is_known(uow: UnitOfWork, district_id: str, family_id: str) -> bool:

@@ -1,22 +1,58 @@
-"""What a coordinator and the other services do to a referral, each in one unit of work."""
+"""What a coordinator, a partner and the other services do to a referral, each in one unit of
+work. Every change of state goes through lifecycle.decide; this module stores the result,
+restarts the follow-up window and writes the timeline."""
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import select
 
-from contracts.events import Event, ReferralClosed, ReferralOpened
-from contracts.taxonomy import Consent, Need, Outcome, Urgency
+from contracts.envelope import Envelope
+from contracts.events import Event, ReferralOpened
+from contracts.taxonomy import Consent, Need, Urgency
 from runtime.db import utcnow
+from runtime.districts import District, Districts
 from runtime.errors import NotFound
 from runtime.outbox import UnitOfWork
-from services.referrals.lifecycle import OPEN, Status, check_move
+from services.referrals.lifecycle import (
+    OPEN,
+    Fact,
+    IllegalMove,
+    State,
+    Status,
+    Unchanged,
+    decide,
+)
+from services.referrals.metrics import TIME_TO_CONTACT
+from services.referrals.school_calendar import window_end
 from services.referrals.tables import Referral, TimelineEntry
 
+Clock = Callable[[], datetime]
 
-async def get_referral(uow: UnitOfWork, district_id: str, referral_id: str) -> Referral:
-    referral = await uow.session.get(Referral, referral_id)
+
+@dataclass
+class Desk:
+    """What the referrals code needs besides a unit of work: the districts and a clock (tests
+    inject one so follow-up windows pass in milliseconds)."""
+
+    districts: Districts
+    clock: Clock = field(default=utcnow)
+
+    def district(self, district_id: str) -> District:
+        district = self.districts.get(district_id)
+        if district is None:
+            raise NotFound(f"district {district_id} not found")
+        return district
+
+
+async def get_referral(uow: UnitOfWork, district_id: str, referral_id: str,
+                       lock: bool = False) -> Referral:
+    """The referral; ``lock`` holds its row until the transaction ends (PostgreSQL), so two
+    concurrent answers cannot both apply to the same state."""
+    referral = await uow.session.get(Referral, referral_id, with_for_update=lock or None)
     if referral is None or referral.district_id != district_id:
         raise NotFound(f"referral {referral_id} not found")
     return referral
@@ -32,7 +68,7 @@ async def find_open_duplicate(
                 Referral.student_ref == student_ref,
                 Referral.need == need,
                 Referral.status.in_([s.value for s in OPEN]),
-            )
+            ).order_by(Referral.opened_at)
         )
     ).first()
 
@@ -59,15 +95,121 @@ def record(
     )
 
 
-def emit_and_record(uow: UnitOfWork, referral: Referral, event: Event, actor: str) -> None:
+def emit_and_record(uow: UnitOfWork, referral: Referral, event: Event, actor: str) -> Envelope:
     envelope = uow.emit(
-        event, district=referral.district_id, school=referral.school_id, subject=referral.id
+        event, district=referral.district_id, school=referral.school_id, subject=referral.id,
+        correlation=referral.correlation_id,
     )
     record(uow, referral, envelope.id, type(event).__name__, actor, envelope.data, envelope.time)
+    return envelope
+
+
+# --- state <-> row ---------------------------------------------------------------------------
+
+
+def state_of(referral: Referral) -> State:
+    return State(
+        status=Status(referral.status),
+        consent=Consent(referral.consent),
+        partner_id=referral.partner_id,
+        attempt=referral.match_attempt or 0,
+        accepted=referral.accepted_at is not None,
+        contacted=referral.family_contacted_at is not None,
+        outcome=referral.outcome,  # type: ignore[arg-type]
+    )
+
+
+def _store(uow: UnitOfWork, desk: Desk, referral: Referral, old: State, new: State,
+           at: datetime | None = None) -> None:
+    now = desk.clock()
+    referral.status = new.status
+    referral.consent = new.consent
+    if new.partner_id != old.partner_id:
+        referral.partner_id = new.partner_id
+        referral.service_id = None
+    referral.match_attempt = new.attempt
+    if new.accepted != old.accepted:
+        referral.accepted_at = now if new.accepted else None
+    if new.contacted != old.contacted:
+        referral.family_contacted_at = (at or now) if new.contacted else None
+        if new.contacted and referral.first_contacted_at is None:
+            referral.first_contacted_at = at or now
+            seconds = max((referral.first_contacted_at - referral.opened_at).total_seconds(), 0)
+            district = referral.district_id
+            uow.after_commit.append(lambda: TIME_TO_CONTACT.labels(district).observe(seconds))
+    if new.status == Status.in_service and old.status != Status.in_service:
+        referral.in_service_at = now
+    if new.status == Status.closed:
+        referral.outcome = new.outcome
+        referral.closed_at = now
+    if new.status == Status.cancelled:
+        referral.closed_at = now
+    referral.updated_at = now
+    referral.last_progress_at = now
+    restart_follow_up(desk, referral, now)
+
+
+def restart_follow_up(desk: Desk, referral: Referral, now: datetime,
+                      reason: str | None = None) -> None:
+    """Progress restarts the window. A referral partners found no partner for, or a family
+    engagement could not reach, needs a person now: it is due at once."""
+    referral.follow_up_stage = 0
+    referral.follow_up_since = None
+    status = Status(referral.status)
+    if status not in OPEN:
+        referral.follow_up_due_at = None
+        referral.follow_up_reason = None
+        return
+    if reason is None and status == Status.no_partner:
+        reason = "no_partner"
+    if reason is not None:
+        referral.follow_up_due_at = now
+        referral.follow_up_reason = reason
+        return
+    # In service, help is under way: check in at the routine pace whatever the urgency.
+    urgency = Urgency.routine if status == Status.in_service else Urgency(referral.urgency)
+    referral.follow_up_due_at = window_end(now, urgency, desk.district(referral.district_id))
+    referral.follow_up_reason = "no_progress"
+
+
+# --- applying facts --------------------------------------------------------------------------
+
+
+def command(uow: UnitOfWork, desk: Desk, referral: Referral, fact: Fact, event: Event,
+            actor: str) -> bool:
+    """A coordinator's or partner's command: raises IllegalMove (409) / NotThePartner (403);
+    a command that is already true changes nothing and emits nothing (a safe retry)."""
+    old = state_of(referral)
+    try:
+        new = decide(old, fact)
+    except Unchanged:
+        return False
+    _store(uow, desk, referral, old, new)
+    emit_and_record(uow, referral, event, actor)
+    return True
+
+
+def reported(uow: UnitOfWork, desk: Desk, referral: Referral, fact: Fact, envelope: Envelope,
+             event: Event, actor: str, at: datetime | None = None) -> bool:
+    """An event another service reported. TooEarly propagates (the consumer retries it); a
+    fact that no longer applies, or breaks the rules, is kept in the timeline as not applied
+    (a fact is never refused: it happened)."""
+    old = state_of(referral)
+    try:
+        new = decide(old, fact)
+        applied = True
+    except (Unchanged, IllegalMove):
+        applied = False
+    if applied:
+        _store(uow, desk, referral, old, new, at)
+    record(uow, referral, envelope.id, type(event).__name__, actor,
+           {**envelope.data, "applied": applied}, envelope.time)
+    return applied
 
 
 async def open_referral(
     uow: UnitOfWork,
+    desk: Desk,
     *,
     district_id: str,
     school_id: str,
@@ -81,7 +223,7 @@ async def open_referral(
     idempotency_key: str | None,
     actor: str,
 ) -> Referral:
-    now = utcnow()
+    now = desk.clock()
     referral = Referral(
         id=str(uuid4()),
         district_id=district_id,
@@ -98,9 +240,14 @@ async def open_referral(
         opened_by=actor,
         opened_at=now,
         updated_at=now,
+        last_progress_at=now,
+        match_attempt=0,
+        consent_recorded_by=actor if consent != Consent.pending else None,
+        consent_recorded_at=now if consent != Consent.pending else None,
     )
+    restart_follow_up(desk, referral, now)
     uow.session.add(referral)
-    emit_and_record(
+    envelope = emit_and_record(
         uow,
         referral,
         ReferralOpened(
@@ -116,32 +263,5 @@ async def open_referral(
         ),
         actor,
     )
-    return referral
-
-
-def move(referral: Referral, target: Status) -> None:
-    check_move(Status(referral.status), target)
-    referral.status = target
-    referral.updated_at = utcnow()
-
-
-async def close_referral(
-    uow: UnitOfWork, district_id: str, referral_id: str, outcome: Outcome, actor: str
-) -> Referral:
-    referral = await get_referral(uow, district_id, referral_id)
-    move(referral, Status.closed)
-    referral.outcome = outcome
-    referral.closed_at = referral.updated_at
-    emit_and_record(
-        uow,
-        referral,
-        ReferralClosed(
-            referral_id=referral.id,
-            outcome=outcome,
-            partner_id=referral.partner_id,
-            service_id=referral.service_id,
-            closed_at=referral.updated_at,
-        ),
-        actor,
-    )
+    referral.correlation_id = envelope.id  # the referral's chain of events starts here
     return referral

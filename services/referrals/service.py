@@ -6,12 +6,32 @@ from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.referrals import handlers
 from services.referrals.api import build_router
+from services.referrals.follow_up import run_metrics, run_timers
+from services.referrals.referrals import Clock, Desk
 from services.referrals.tables import Base
 
 NAME = "referrals"
+FOLLOW_UP_SCAN_SECONDS = 30.0
+METRICS_SECONDS = 5.0
 
 
-def build(settings: Settings, districts: Districts | None = None) -> Service:
+def build(
+    settings: Settings,
+    districts: Districts | None = None,
+    *,
+    clock: Clock | None = None,
+    follow_up_scan_seconds: float | None = None,
+    metrics_seconds: float | None = None,
+) -> Service:
+    """``clock`` and the intervals are for tests; a deployment takes the defaults, or the
+    settings ``follow_up_scan_seconds`` / ``referral_metrics_seconds`` once Settings has them."""
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    handlers.register(rt)
-    return Service(rt, build_router(rt))
+    desk = Desk(rt.districts, clock) if clock else Desk(rt.districts)
+    scan = follow_up_scan_seconds or getattr(settings, "follow_up_scan_seconds", None) \
+        or FOLLOW_UP_SCAN_SECONDS
+    gauges = metrics_seconds or getattr(settings, "referral_metrics_seconds", None) \
+        or METRICS_SECONDS
+    handlers.register(rt, desk)
+    rt.run_in_background(lambda: run_timers(rt, desk, scan))
+    rt.run_in_background(lambda: run_metrics(rt, desk, gauges))
+    return Service(rt, build_router(rt, desk))

@@ -20,6 +20,7 @@ class Referral(Base):
         UniqueConstraint("district_id", "idempotency_key", name="uq_referral_idempotency"),
         Index("ix_referrals_open_need", "district_id", "student_ref", "need", "status"),
         Index("ix_referrals_school_status", "district_id", "school_id", "status"),
+        Index("ix_referrals_follow_up_due", "follow_up_due_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -38,10 +39,26 @@ class Referral(Base):
     note: Mapped[str | None] = mapped_column(String(2000))  # stays in this service
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     opened_by: Mapped[str] = mapped_column(String(128))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
     opened_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     family_contacted_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    # lifecycle details the status alone does not say (see lifecycle.State)
+    match_attempt: Mapped[int] = mapped_column(Integer, default=0)
+    accepted_at: Mapped[datetime | None]
+    in_service_at: Mapped[datetime | None]
+    cancel_reason: Mapped[str | None] = mapped_column(String(64))
+    consent_recorded_by: Mapped[str | None] = mapped_column(String(128))
+    consent_recorded_at: Mapped[datetime | None]
+    first_contacted_at: Mapped[datetime | None]  # for time-to-contact, kept across rematches
+    # Follow-up timer: the next firing is due at follow_up_due_at (None: nothing pending).
+    # stage 0: FollowUpDue pending; 1: FollowUpDue fired, escalation pending; 2: escalated.
+    follow_up_due_at: Mapped[datetime | None]
+    follow_up_stage: Mapped[int] = mapped_column(Integer, default=0)
+    follow_up_reason: Mapped[str | None] = mapped_column(String(32))
+    follow_up_since: Mapped[datetime | None]  # when the referral first became due
+    last_progress_at: Mapped[datetime | None]
 
 
 class TimelineEntry(Base):
@@ -67,3 +84,15 @@ class KnownFamily(Base):
     district_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     family_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     school_id: Mapped[str] = mapped_column(String(64))
+
+
+class ReferralNote(Base):
+    """Free text about a referral. Stays here: never in an event, a log line or a metric."""
+
+    __tablename__ = "referral_notes"
+
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime]
+    author: Mapped[str] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(String(4000))
