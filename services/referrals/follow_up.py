@@ -46,6 +46,10 @@ async def fire_due(rt: ServiceRuntime, desk: Desk, batch: int = 200) -> int:
             ).all()
             for referral in rows:
                 fire(uow, desk, referral)
+                # Down for longer than both windows: the escalation is due as well.
+                due = referral.follow_up_due_at
+                if due is not None and due <= now:
+                    fire(uow, desk, referral)
         fired += len(rows)
         if len(rows) < batch:
             return fired
