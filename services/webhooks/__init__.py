@@ -1,0 +1,1 @@
+"""Webhooks: the public events, signed and POSTed to integrators' endpoints, per district."""

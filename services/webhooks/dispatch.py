@@ -1,0 +1,185 @@
+"""The dispatcher: POSTs due deliveries, retries with exponential back-off, and after the last
+attempt parks a delivery in its endpoint's dead letters.
+
+At least once: a delivery is leased (its next attempt pushed past the request timeout) before it
+is sent and marked delivered only after a 2xx, so a crash mid-flight means another try, never a
+loss. Receivers dedupe on the Ensemble-Delivery-Id header. Two copies of the service claim
+different rows (SKIP LOCKED on PostgreSQL).
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import uuid4
+
+import httpx
+from sqlalchemy import func, select
+
+from contracts.envelope import CONTENT_TYPE
+from runtime.db import utcnow
+from runtime.service import ServiceRuntime
+from services.webhooks.config import WebhooksSettings
+from services.webhooks.metrics import BACKLOG, DELIVERIES
+from services.webhooks.signing import HEADER, sign
+from services.webhooks.tables import DeadLetter, Delivery, Endpoint
+
+log = logging.getLogger("ensemble.webhooks")
+
+USER_AGENT = "Ensemble-Webhooks/1"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_id: str
+    attempt: int
+    url: str
+    secret: str
+    event_id: str
+    event_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class Dispatcher:
+    def __init__(self, rt: ServiceRuntime, settings: WebhooksSettings) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        s = self.settings
+        limits = httpx.Limits(max_connections=s.webhooks_concurrency)
+        async with httpx.AsyncClient(timeout=s.webhooks_timeout_seconds, limits=limits,
+                                     follow_redirects=False,
+                                     headers={"User-Agent": USER_AGENT}) as client:
+            failures = 0
+            while True:
+                try:
+                    sent = await self.dispatch_due(client)
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the database is away: back off, the rows stay
+                    failures += 1
+                    log.warning("webhook dispatch failed (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                    continue
+                if sent < s.webhooks_batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), timeout=s.webhooks_poll_seconds)
+                    self.wake.clear()
+
+    async def dispatch_due(self, client: httpx.AsyncClient) -> int:
+        attempts = await self._claim()
+        if not attempts:
+            return 0
+        gate = asyncio.Semaphore(self.settings.webhooks_concurrency)
+
+        async def send(attempt: Attempt) -> Result:
+            async with gate:
+                return await self._post(client, attempt)
+
+        results = await asyncio.gather(*(send(a) for a in attempts))
+        await self._record(list(zip(attempts, results, strict=True)))
+        return len(attempts)
+
+    async def _claim(self) -> list[Attempt]:
+        s = self.settings
+        now = utcnow()
+        lease = now + timedelta(seconds=s.webhooks_timeout_seconds * 2 + 30)
+        async with self.rt.db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(Delivery, Endpoint.url, Endpoint.secret)
+                    .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+                    .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+                    .order_by(Delivery.next_attempt_at)
+                    .limit(s.webhooks_batch)
+                    .with_for_update(skip_locked=True, of=Delivery)
+                )
+            ).all()
+            attempts = []
+            for delivery, url, secret in rows:
+                delivery.next_attempt_at = lease  # in flight: not claimed again before this
+                attempts.append(Attempt(delivery.id, delivery.attempts + 1, url, secret,
+                                        delivery.event_id, delivery.event_type, delivery.payload))
+        return attempts
+
+    async def _post(self, client: httpx.AsyncClient, attempt: Attempt) -> Result:
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "Ensemble-Delivery-Id": attempt.delivery_id,
+            "Ensemble-Event-Id": attempt.event_id,
+            "Ensemble-Event-Type": attempt.event_type,
+            "Ensemble-Attempt": str(attempt.attempt),
+            HEADER: sign(attempt.secret, attempt.payload),
+        }
+        try:
+            response = await client.post(attempt.url, content=attempt.payload, headers=headers)
+        except httpx.HTTPError as exc:
+            return Result(False, error=type(exc).__name__)
+        if 200 <= response.status_code < 300:
+            return Result(True, response.status_code)
+        return Result(False, response.status_code, f"HTTP {response.status_code}",
+                      _retry_after(response))
+
+    async def _record(self, outcomes: list[tuple[Attempt, Result]]) -> None:
+        s = self.settings
+        now = utcnow()
+        async with self.rt.db.transaction() as session:
+            for attempt, result in outcomes:
+                delivery = await session.get(Delivery, attempt.delivery_id)
+                if delivery is None or delivery.status != "pending":
+                    continue  # its endpoint was deleted meanwhile
+                delivery.attempts = attempt.attempt
+                delivery.last_status = result.status
+                delivery.last_error = result.error
+                if result.ok:
+                    delivery.status = "delivered"
+                    delivery.delivered_at = now
+                    DELIVERIES.labels(self.rt.name, "delivered").inc()
+                elif attempt.attempt >= s.webhooks_max_attempts:
+                    delivery.status = "dead"
+                    session.add(_dead_letter(delivery, now))
+                    DELIVERIES.labels(self.rt.name, "dead_lettered").inc()
+                    log.warning("webhook delivery %s dead-lettered after %d attempts: %s",
+                                delivery.id, attempt.attempt, result.error)
+                else:
+                    delivery.next_attempt_at = now + timedelta(
+                        seconds=self.backoff(attempt.attempt, result.retry_after))
+                    DELIVERIES.labels(self.rt.name, "retried").inc()
+            backlog = await session.scalar(
+                select(func.count()).select_from(Delivery).where(Delivery.status == "pending"))
+        BACKLOG.labels(self.rt.name).set(backlog or 0)
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        s = self.settings
+        delay = s.webhooks_retry_base_seconds * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(delay, s.webhooks_retry_max_seconds)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    if response.status_code not in (429, 503):
+        return None
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.isdigit() else None
+
+
+def _dead_letter(delivery: Delivery, now: datetime) -> DeadLetter:
+    return DeadLetter(id=str(uuid4()), endpoint_id=delivery.endpoint_id,
+                      district_id=delivery.district_id, delivery_id=delivery.id,
+                      event_id=delivery.event_id, event_type=delivery.event_type,
+                      attempts=delivery.attempts, last_status=delivery.last_status,
+                      last_error=delivery.last_error, dead_at=now)
