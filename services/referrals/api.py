@@ -5,7 +5,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select
 
@@ -18,6 +18,7 @@ from contracts.events import (
     ReferralInService,
 )
 from contracts.taxonomy import Consent, Need, Outcome, Urgency
+from runtime.auth import Forbidden, Role
 from runtime.errors import Conflict, NotFound
 from runtime.service import ServiceRuntime
 from services.referrals.follow_up import DUE_FIRED, ESCALATED, needs_follow_up
@@ -373,9 +374,18 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
                 response.headers["Already-Applied"] = "true"
         return ReferralView.of(referral, desk.clock())
 
+    def check_partner(request: Request, partner_id: str | None) -> None:
+        """A partner's token speaks for that partner only."""
+        principal = getattr(request.state, "principal", None)
+        if principal is not None and principal.role == Role.partner and \
+                partner_id != principal.partner_id:
+            raise Forbidden("a partner answers for itself only")
+
     @router.post("/referrals/{referral_id}/accept", response_model=ReferralView)
-    async def accept(referral_id: str, body: PartnerAnswer, response: Response) -> ReferralView:
+    async def accept(referral_id: str, body: PartnerAnswer, request: Request,
+                     response: Response) -> ReferralView:
         """The matched partner takes the referral."""
+        check_partner(request, body.partner_id)
         return await _command(referral_id, body.district_id, response, lambda r: (
             Accepted(body.partner_id),
             ReferralAccepted(referral_id=r.id, partner_id=body.partner_id,
@@ -383,9 +393,10 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             f"partner:{body.partner_id}"))
 
     @router.post("/referrals/{referral_id}/decline", response_model=ReferralView)
-    async def decline(referral_id: str, body: DeclineReferral,
+    async def decline(referral_id: str, body: DeclineReferral, request: Request,
                       response: Response) -> ReferralView:
         """The matched partner cannot take it; partners matches the next one."""
+        check_partner(request, body.partner_id)
         return await _command(referral_id, body.district_id, response, lambda r: (
             Declined(body.partner_id),
             ReferralDeclined(referral_id=r.id, partner_id=body.partner_id,
@@ -393,8 +404,11 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             f"partner:{body.partner_id}"))
 
     @router.post("/referrals/{referral_id}/in-service", response_model=ReferralView)
-    async def in_service(referral_id: str, body: MarkInService,
+    async def in_service(referral_id: str, body: MarkInService, request: Request,
                          response: Response) -> ReferralView:
+        """The family is receiving the service (the partner says so, or staff for it)."""
+        check_partner(request, body.partner_id)
+
         def make(r: Referral) -> tuple[Any, Any, str]:
             actor = f"partner:{body.partner_id}" if body.partner_id else f"coordinator:{body.by}"
             return (InService(body.partner_id),

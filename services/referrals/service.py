@@ -1,5 +1,6 @@
 """Assembles the referrals service."""
 
+from runtime.auth import STAFF, Policy, Role
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
@@ -13,6 +14,12 @@ from services.referrals.tables import Base
 NAME = "referrals"
 FOLLOW_UP_SCAN_SECONDS = 30.0
 METRICS_SECONDS = 5.0
+# A partner answers the referrals it was matched to (tenancy hides the others); staff may
+# record an answer given on the phone.
+PARTNER_ANSWERS = Policy(rules={
+    ("POST", f"/referrals/{{referral_id}}/{action}"): STAFF | {Role.partner}
+    for action in ("accept", "decline", "in-service")
+})
 
 
 def build(
@@ -34,4 +41,4 @@ def build(
     handlers.register(rt, desk)
     rt.run_in_background(lambda: run_timers(rt, desk, scan))
     rt.run_in_background(lambda: run_metrics(rt, desk, gauges))
-    return Service(rt, build_router(rt, desk))
+    return Service(rt, build_router(rt, desk), Policy(rules=dict(PARTNER_ANSWERS.rules)))
