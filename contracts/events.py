@@ -197,6 +197,63 @@ class OutreachRequested(Event):
     school_id: Id
     urgency: Urgency = Urgency.routine
     variables: dict[str, str] = Field(default_factory=dict)
+    attempt: int = Field(default=1, ge=1, description="2 and up: a new try after no answer")
+
+
+class BulkRecipient(BaseModel):
+    """One family of a bulk request (personal data: only on internal subjects)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    family_id: Id
+    school_id: Id
+    language: str
+    channels: list[Channel]
+    email: str | None = None
+    phone: str | None = None
+    family_name: str = ""
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+class BulkOutreachRequested(Event):
+    """Internal: one chunk (at most a few hundred families) of an announcement or invitation;
+    notifications inserts the chunk's messages in one statement and sends them in the
+    background."""
+
+    domain = "engagement"
+    name = "bulk_outreach_requested"
+    internal = True
+    batch_id: Id = Field(description="the announcement or family event id")
+    kind: str = Field(description="announcement | family_event_invitation")
+    urgency: Urgency = Urgency.routine
+    variables: dict[str, str] = Field(default_factory=dict)
+    recipients: list[BulkRecipient]
+
+
+class FamilyEventScheduled(Event):
+    domain = "engagement"
+    name = "family_event_scheduled"
+    event_id: Id
+    school_id: Id
+    title: str = Field(max_length=200, description="a workshop's public title")
+    starts_at: datetime
+    languages: list[str] = Field(default_factory=list)
+
+
+class FamilyRsvped(Event):
+    domain = "engagement"
+    name = "family_rsvped"
+    event_id: Id
+    family_id: Id
+    response: str = Field(description="yes | no")
+    via: str = Field(description="sms | email | link")
+
+
+class FamilyAttended(Event):
+    domain = "engagement"
+    name = "family_attended"
+    event_id: Id
+    family_id: Id
 
 
 class FamilyContacted(Event):
@@ -243,3 +300,50 @@ class NotificationFailed(Event):
     channel: Channel | None = None
     reason: str = Field(max_length=200, description="the provider's reason code or message")
     permanent: bool = True
+
+
+class NotificationDelivered(Event):
+    """The provider reported the message delivered to the handset or mailbox."""
+
+    domain = "notifications"
+    name = "delivered"
+    notification_id: Id
+    outreach_id: Id
+    family_id: Id
+    referral_id: Id | None = None
+    channel: Channel
+    delivered_at: datetime
+
+
+class FamilyReplied(Event):
+    """Internal: a family answered a message; carries the reply text."""
+
+    domain = "notifications"
+    name = "family_replied"
+    internal = True
+    family_id: Id
+    school_id: Id
+    notification_id: Id
+    outreach_id: Id | None = None
+    referral_id: Id | None = None
+    batch_id: Id | None = None
+    kind: str
+    channel: Channel
+    text: str = Field(max_length=1600)
+    received_at: datetime
+
+
+class FamilyOptedOut(Event):
+    domain = "notifications"
+    name = "family_opted_out"
+    family_id: Id
+    channel: Channel
+    at: datetime
+
+
+class FamilyOptedIn(Event):
+    domain = "notifications"
+    name = "family_opted_in"
+    family_id: Id
+    channel: Channel
+    at: datetime

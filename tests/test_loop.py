@@ -1,8 +1,34 @@
 """The closed loop end to end: all four services, real NATS JetStream, real database, real SMTP."""
 
 import json
+from typing import Any
 
 from conftest import System
+
+from services.notifications.twilio import SIGNATURE_HEADER, compute_signature
+
+
+async def family_replies_by_email(system: System, family: dict[str, Any], text: str) -> None:
+    """The family answers the email; an inbound-mail relay posts the reply to our webhook."""
+    [email] = await system.eventually(lambda: _async(system.inbox.to(family["email"])),
+                                      what="the email")
+    reply = await system.http.post("/api/v1/email/inbound", json={
+        "to": email["Reply-To"], "from": family["email"], "text": text})
+    assert reply.status_code == 200, reply.text
+
+
+async def family_replies_by_sms(system: System, phone: str, text: str) -> None:
+    """The family texts back; the provider posts Twilio's signed inbound webhook."""
+    await system.eventually(lambda: _async(system.sms_store.exists()), what="the text")
+    url = str(system.http.base_url).rstrip("/") + "/api/v1/sms/inbound"
+    form = {"MessageSid": "SM" + "1" * 32, "From": phone, "To": "+15005550006", "Body": text}
+    signature = compute_signature(system.settings.sms_auth_token, url, form)
+    reply = await system.http.post(url, data=form, headers={SIGNATURE_HEADER: signature})
+    assert reply.status_code == 200, reply.text
+
+
+async def _async(value: Any) -> Any:
+    return value
 
 
 async def test_referral_travels_the_whole_loop(system: System) -> None:
@@ -11,6 +37,7 @@ async def test_referral_travels_the_whole_loop(system: System) -> None:
     referral = await system.open_referral(family)
     assert referral["status"] == "opened"
 
+    await family_replies_by_email(system, family, "Sí, gracias")  # a sent email is an attempt
     contacted = await system.wait_status(referral["id"], "family_contacted")
     assert contacted["partner_id"] == partner["id"]
 
@@ -68,6 +95,7 @@ async def test_family_preferring_sms_gets_a_text_in_its_language(system: System)
                                           sms_consent=True)
     assert family["phone"] == "+14155550134"
     referral = await system.open_referral(family, need="mental_health", urgency="urgent")
+    await family_replies_by_sms(system, family["phone"], "Yes, thank you")
     await system.wait_status(referral["id"], "family_contacted")
 
     [sms] = [json.loads(line) for line in system.sms_store.read_text().splitlines()]
@@ -81,5 +109,6 @@ async def test_matching_skips_a_full_partner(system: System) -> None:
     open_ = await system.register_partner(name="Open Clinic", capacity=1, languages=["en"])
     family = await system.register_family()
     referral = await system.open_referral(family)
+    await family_replies_by_email(system, family, "Yes")
     detail = await system.wait_status(referral["id"], "family_contacted")
     assert detail["partner_id"] == open_["id"] != full["id"]

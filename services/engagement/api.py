@@ -6,17 +6,19 @@ from typing import Annotated, Literal
 from uuid import uuid4
 
 import phonenumbers
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 from sqlalchemy import select
 
 from contracts.events import FamilyRegistered
 from contracts.taxonomy import Channel, ContactKind
 from runtime.db import utcnow
-from runtime.errors import NotFound
+from runtime.errors import DomainError, NotFound
+from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
-from services.engagement.contacts import log_contact
-from services.engagement.tables import ContactLogEntry, Family
+from services.engagement.config import EngagementConfig
+from services.engagement.contacts import REACHED, log_contact, mark_unreachable
+from services.engagement.tables import ContactLogEntry, Family, Outreach, Student
 
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Language = Annotated[
@@ -38,6 +40,13 @@ def e164(value: str) -> str:
 Phone = Annotated[str, Field(max_length=32), AfterValidator(e164)]
 
 
+class StudentLink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    student_ref: Token = Field(description="the district's pseudonymous reference, not a name")
+    grade: int | None = Field(default=None, ge=-1, le=12)
+
+
 class RegisterFamily(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +59,7 @@ class RegisterFamily(BaseModel):
     preferred_channel: Channel = Channel.email
     sms_consent: bool = False
     email_consent: bool = True
+    students: list[StudentLink] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _reachable_by_preference(self) -> "RegisterFamily":
@@ -58,6 +68,37 @@ class RegisterFamily(BaseModel):
         if self.preferred_channel == Channel.email and not self.email:
             raise ValueError("preferred_channel email needs an email")
         return self
+
+
+class UpdateFamily(BaseModel):
+    """Preferences and consent as the family states them; omitted fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    preferred_language: Language | None = None
+    preferred_channel: Channel | None = None
+    phone: Phone | None = None
+    email: EmailStr | None = None
+    sms_consent: bool | None = None
+    email_consent: bool | None = None
+
+
+class StudentView(BaseModel):
+    student_ref: str
+    school_id: str
+    grade: int | None
+
+
+class OutreachView(BaseModel):
+    id: str
+    referral_id: str | None
+    kind: str
+    status: str
+    attempts: int
+    next_check_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
 
 
 class FamilyView(BaseModel):
@@ -98,12 +139,35 @@ class ContactView(BaseModel):
     note: str | None
 
 
+class DomainErrorUnprocessable(DomainError):
+    status_code = 422
+
+
 def _family_view(f: Family) -> FamilyView:
     return FamilyView.model_validate(f, from_attributes=True)
 
 
-def build_router(rt: ServiceRuntime) -> APIRouter:
+async def _link_student(uow: UnitOfWork, family: Family, link: StudentLink) -> Student:
+    student = await uow.session.get(Student, (family.district_id, link.student_ref))
+    if student is None:
+        student = Student(district_id=family.district_id, student_ref=link.student_ref,
+                          family_id=family.id, school_id=family.school_id, grade=link.grade)
+        uow.session.add(student)
+    else:
+        student.family_id, student.school_id, student.grade = (family.id, family.school_id,
+                                                               link.grade)
+    return student
+
+
+def caller(request: Request, fallback: str) -> str:
+    """Who is asking: the bearer token's subject when the host checks tokens."""
+    principal = getattr(request.state, "principal", None)
+    return str(getattr(principal, "subject", None) or fallback)[:100]
+
+
+def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> APIRouter:
     router = APIRouter()
+    config = config or EngagementConfig()
 
     async def _family(uow, district_id: str, family_id: str) -> Family:  # type: ignore[no-untyped-def]
         family = await uow.session.get(Family, family_id)
@@ -116,9 +180,11 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
         if rt.districts.school(body.district_id, body.school_id) is None:
             raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
         family = Family(id=str(uuid4()), created_at=utcnow(), sms_opted_out=False,
-                        email_opted_out=False, **body.model_dump())
+                        email_opted_out=False, **body.model_dump(exclude={"students"}))
         async with rt.unit_of_work() as uow:
             uow.session.add(family)
+            for link in body.students:
+                await _link_student(uow, family, link)
             uow.emit(
                 FamilyRegistered(family_id=family.id, school_id=family.school_id,
                                  preferred_language=family.preferred_language,
@@ -142,13 +208,71 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
         async with rt.unit_of_work() as uow:
             return _family_view(await _family(uow, district_id, family_id))
 
-    @router.post("/families/{family_id}/contacts", status_code=201, response_model=ContactView)
-    async def log(family_id: str, body: LogContact) -> ContactView:
+    @router.patch("/families/{family_id}", response_model=FamilyView)
+    async def update(family_id: str, body: UpdateFamily) -> FamilyView:
         async with rt.unit_of_work() as uow:
             family = await _family(uow, body.district_id, family_id)
-            entry = log_contact(uow, family, kind=body.kind, at=body.at or utcnow(),
-                                by=f"coordinator:{body.by}", outcome=body.outcome,
-                                referral_id=body.referral_id, note=body.note)
+            for name, value in body.model_dump(exclude={"district_id"}, exclude_none=True).items():
+                setattr(family, name, value)
+            if family.preferred_channel == Channel.sms and not family.phone:
+                raise DomainErrorUnprocessable("preferred_channel sms needs a phone")
+            if family.preferred_channel == Channel.email and not family.email:
+                raise DomainErrorUnprocessable("preferred_channel email needs an email")
+        return _family_view(family)
+
+    @router.post("/families/{family_id}/students", status_code=201, response_model=StudentView)
+    async def link_student(family_id: str, body: StudentLink, district_id: Token
+                           ) -> StudentView:
+        async with rt.unit_of_work() as uow:
+            family = await _family(uow, district_id, family_id)
+            student = await _link_student(uow, family, body)
+        return StudentView.model_validate(student, from_attributes=True)
+
+    @router.get("/families/{family_id}/students", response_model=list[StudentView])
+    async def students(family_id: str, district_id: Token) -> list[StudentView]:
+        async with rt.unit_of_work() as uow:
+            await _family(uow, district_id, family_id)
+            rows = (await uow.session.scalars(select(Student).where(
+                Student.district_id == district_id, Student.family_id == family_id)
+                .order_by(Student.student_ref))).all()
+        return [StudentView.model_validate(s, from_attributes=True) for s in rows]
+
+    @router.get("/families/{family_id}/outreach", response_model=list[OutreachView])
+    async def outreach(family_id: str, district_id: Token) -> list[OutreachView]:
+        async with rt.unit_of_work() as uow:
+            await _family(uow, district_id, family_id)
+            rows = (await uow.session.scalars(select(Outreach).where(
+                Outreach.family_id == family_id).order_by(Outreach.created_at))).all()
+        return [OutreachView.model_validate(o, from_attributes=True) for o in rows]
+
+    @router.post("/families/{family_id}/contacts", status_code=201, response_model=ContactView)
+    async def log(family_id: str, body: LogContact, request: Request) -> ContactView:
+        """A coordinator's call, visit, conference or meeting. Reached: the family is contacted
+        (FamilyContacted). Not reached, about a referral: one more attempt for it."""
+        now = utcnow()
+        async with rt.unit_of_work() as uow:
+            family = await _family(uow, body.district_id, family_id)
+            open_outreach = None
+            if body.referral_id:
+                open_outreach = await uow.session.scalar(
+                    select(Outreach).where(Outreach.family_id == family.id,
+                                           Outreach.referral_id == body.referral_id,
+                                           Outreach.status.in_(("requested", "awaiting_reply")))
+                    .order_by(Outreach.created_at.desc()).limit(1))
+            entry = log_contact(uow, family, kind=body.kind, at=body.at or now,
+                                by=f"coordinator:{caller(request, body.by)}",
+                                outcome=body.outcome, referral_id=body.referral_id,
+                                outreach_id=open_outreach.id if open_outreach else None,
+                                note=body.note)
+            if open_outreach is not None:
+                if body.outcome == REACHED:
+                    open_outreach.status = "contacted"
+                    open_outreach.next_check_at = None
+                    open_outreach.updated_at = now
+                else:
+                    open_outreach.attempts += 1
+                    if open_outreach.attempts >= config.outreach_max_attempts:
+                        mark_unreachable(uow, open_outreach, now)
         return ContactView.model_validate(entry, from_attributes=True)
 
     @router.get("/families/{family_id}/contacts", response_model=list[ContactView])

@@ -1,25 +1,37 @@
-"""How engagement turns a match into outreach, and a delivered message into a contact."""
+"""How engagement turns a match into outreach, a sent message into a wait for an answer, and an
+answer into a contact (or an RSVP); and how opt-outs reach the family record."""
 
 from uuid import uuid4
 
+from sqlalchemy import select
+
 from contracts.envelope import Envelope
 from contracts.events import (
-    FamilyUnreachable,
+    FamilyOptedIn,
+    FamilyOptedOut,
+    FamilyReplied,
+    FamilyRsvped,
     NotificationFailed,
     NotificationSent,
-    OutreachRequested,
     PartnerMatched,
 )
-from contracts.taxonomy import ContactKind
+from contracts.taxonomy import Channel, ContactKind
 from runtime.db import utcnow
 from runtime.errors import RetryLater
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
-from services.engagement.contacts import log_contact, usable_channels
-from services.engagement.tables import Family, Outreach
+from services.engagement.config import EngagementConfig
+from services.engagement.contacts import (
+    awaiting_reply,
+    log_contact,
+    mark_unreachable,
+    request_attempt,
+)
+from services.engagement.rsvp import parse_rsvp
+from services.engagement.tables import Family, Invitation, Outreach
 
 
-def register(rt: ServiceRuntime) -> None:
+def register(rt: ServiceRuntime, config: EngagementConfig) -> None:
     @rt.consumes(PartnerMatched)
     async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched) -> None:
         family = await uow.session.get(Family, ev.family_id)
@@ -28,52 +40,19 @@ def register(rt: ServiceRuntime) -> None:
         now = utcnow()
         outreach = Outreach(id=str(uuid4()), district_id=family.district_id, family_id=family.id,
                             referral_id=ev.referral_id, kind="partner_matched",
-                            status="requested", attempts=0, created_at=now, updated_at=now)
+                            status="requested", attempts=0, urgency=ev.urgency.value,
+                            variables={"partner_name": ev.partner_name, "need": ev.need.value},
+                            created_at=now, updated_at=now)
         uow.session.add(outreach)
-        channels = usable_channels(family)
-        if not channels:
-            outreach.status = "unreachable"
-            uow.emit(FamilyUnreachable(family_id=family.id, referral_id=ev.referral_id,
-                                       outreach_id=outreach.id, attempts=0),
-                     subject=ev.referral_id)
-            return
-        school = rt.districts.school(family.district_id, family.school_id)
-        uow.emit(
-            OutreachRequested(
-                outreach_id=outreach.id,
-                family_id=family.id,
-                referral_id=ev.referral_id,
-                kind="partner_matched",
-                language=family.preferred_language,
-                channels=channels,
-                email=family.email,
-                phone=family.phone,
-                family_name=family.name,
-                school_id=family.school_id,
-                urgency=ev.urgency,
-                variables={
-                    "partner_name": ev.partner_name,
-                    "need": ev.need,
-                    "school_name": school.name if school else family.school_id,
-                },
-            ),
-            subject=outreach.id,
-        )
+        request_attempt(uow, rt.districts, outreach, family, now)
 
     @rt.consumes(NotificationSent)
     async def on_notification_sent(uow: UnitOfWork, env: Envelope, ev: NotificationSent) -> None:
         outreach = await uow.session.get(Outreach, ev.outreach_id)
-        family = await uow.session.get(Family, ev.family_id)
-        if outreach is None or family is None:
-            return  # an announcement or invitation: no referral outreach to advance
-        outreach.attempts += 1
-        outreach.updated_at = utcnow()
-        if outreach.status in ("contacted", "unreachable"):
-            return
-        outreach.status = "contacted"
-        log_contact(uow, family, kind=ContactKind(ev.channel), at=env.time,
-                    by="service:notifications", referral_id=outreach.referral_id,
-                    outreach_id=outreach.id)
+        if outreach is None:
+            return  # not a referral's outreach
+        # An attempt, not a contact: wait for the family's answer before trying again.
+        awaiting_reply(outreach, utcnow(), config.reply_wait_seconds)
 
     @rt.consumes(NotificationFailed)
     async def on_notification_failed(
@@ -82,11 +61,60 @@ def register(rt: ServiceRuntime) -> None:
         outreach = await uow.session.get(Outreach, ev.outreach_id)
         if outreach is None or outreach.status in ("contacted", "unreachable"):
             return
-        outreach.attempts += 1
-        outreach.updated_at = utcnow()
-        if ev.permanent:
-            outreach.status = "unreachable"
-            uow.emit(FamilyUnreachable(family_id=outreach.family_id,
-                                       referral_id=outreach.referral_id,
-                                       outreach_id=outreach.id, attempts=outreach.attempts),
-                     subject=outreach.referral_id or outreach.id)
+        if ev.permanent:  # every channel the family allows failed for good
+            mark_unreachable(uow, outreach, utcnow())
+
+    @rt.consumes(FamilyReplied)
+    async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied) -> None:
+        family = await uow.session.get(Family, ev.family_id)
+        if family is None or family.district_id != env.districtid:
+            return
+        kind = ContactKind(ev.channel.value)
+        outreach = await uow.session.get(Outreach, ev.outreach_id) if ev.outreach_id else None
+        if outreach is not None and outreach.status != "contacted":
+            # Even after it was given up on: an answer is an answer.
+            outreach.status = "contacted"
+            outreach.next_check_at = None
+            outreach.updated_at = ev.received_at
+            log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
+                        referral_id=outreach.referral_id, outreach_id=outreach.id, note=ev.text)
+            return
+        if ev.batch_id and ev.kind == "family_event_invitation":
+            invitation = await uow.session.scalar(select(Invitation).where(
+                Invitation.event_id == ev.batch_id, Invitation.family_id == family.id))
+            answer = parse_rsvp(ev.text)
+            if invitation is not None and answer:
+                record_rsvp(uow, invitation, answer, ev.channel.value, ev.received_at)
+        log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
+                    referral_id=ev.referral_id, note=ev.text, outcome="replied")
+
+    async def set_opt_out(env: Envelope, uow: UnitOfWork, family_id: str, channel: Channel,
+                          value: bool) -> None:
+        family = await uow.session.get(Family, family_id)
+        if family is None or family.district_id != env.districtid:
+            return
+        if channel == Channel.sms:
+            family.sms_opted_out = value
+        else:
+            family.email_opted_out = value
+
+    @rt.consumes(FamilyOptedOut)
+    async def on_opted_out(uow: UnitOfWork, env: Envelope, ev: FamilyOptedOut) -> None:
+        await set_opt_out(env, uow, ev.family_id, ev.channel, True)
+
+    @rt.consumes(FamilyOptedIn)
+    async def on_opted_in(uow: UnitOfWork, env: Envelope, ev: FamilyOptedIn) -> None:
+        await set_opt_out(env, uow, ev.family_id, ev.channel, False)
+
+
+def record_rsvp(uow: UnitOfWork, invitation: Invitation, answer: str, via: str, at) -> None:  # type: ignore[no-untyped-def]
+    """The latest answer counts; an unchanged answer is not announced again."""
+    if invitation.response == answer:
+        return
+    invitation.response = answer
+    invitation.responded_via = via
+    invitation.responded_at = at
+    uow.emit(FamilyRsvped(event_id=invitation.event_id, family_id=invitation.family_id,
+                          response=answer, via=via),
+             district=invitation.district_id, school=invitation.school_id,
+             subject=invitation.event_id)

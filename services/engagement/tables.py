@@ -1,15 +1,16 @@
 """The engagement service's own tables: the only place family contact details are kept."""
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, Integer, String
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.db import UTCDateTime
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime}
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
 
 
 class Family(Base):
@@ -30,18 +31,36 @@ class Family(Base):
     created_at: Mapped[datetime]
 
 
+class Student(Base):
+    """A student linked to a family by the district's pseudonymous reference, never a name."""
+
+    __tablename__ = "students"
+
+    district_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    student_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    school_id: Mapped[str] = mapped_column(String(64), index=True)
+    grade: Mapped[int | None] = mapped_column(Integer)  # -1 pre-K, 0 kindergarten
+
+
 class Outreach(Base):
-    """One effort to reach a family about a referral (or an invitation)."""
+    """One effort to reach a family about a referral: one or more attempts until the family
+    answers (contacted) or the attempts run out (unreachable)."""
 
     __tablename__ = "outreach"
+    __table_args__ = (Index("ix_outreach_due", "status", "next_check_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     district_id: Mapped[str] = mapped_column(String(64))
     family_id: Mapped[str] = mapped_column(String(64), index=True)
     referral_id: Mapped[str | None] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16))  # requested|sent|contacted|unreachable
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # requested | awaiting_reply | contacted | unreachable
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # messages asked for, calls logged
+    urgency: Mapped[str] = mapped_column(String(16), default="routine")
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    next_check_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -58,3 +77,59 @@ class ContactLogEntry(Base):
     at: Mapped[datetime]
     by: Mapped[str] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(String(500))  # stays in this service
+
+
+class FamilyEvent(Base):
+    """A workshop or event a school holds for families."""
+
+    __tablename__ = "family_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district_id: Mapped[str] = mapped_column(String(64), index=True)
+    school_id: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime]
+    place: Mapped[str] = mapped_column(String(200))
+    languages: Mapped[list[str]]
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+
+
+class Invitation(Base):
+    __tablename__ = "invitations"
+    __table_args__ = (UniqueConstraint("event_id", "family_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    district_id: Mapped[str] = mapped_column(String(64))
+    school_id: Mapped[str] = mapped_column(String(64))
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    token: Mapped[str] = mapped_column(String(64))  # authenticates the RSVP link
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    response: Mapped[str | None] = mapped_column(String(8))  # yes | no
+    responded_via: Mapped[str | None] = mapped_column(String(8))  # sms | email | link
+    responded_at: Mapped[datetime | None]
+    attended: Mapped[bool] = mapped_column(Boolean, default=False)
+    invited_at: Mapped[datetime]
+
+
+class Announcement(Base):
+    """A message to every family of a school or district, fanned out in the background in
+    chunks; ``cursor`` (the last family id handled) lets a restart carry on."""
+
+    __tablename__ = "announcements"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district_id: Mapped[str] = mapped_column(String(64), index=True)
+    school_id: Mapped[str | None] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    urgency: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # fanning_out | queued
+    cursor: Mapped[str] = mapped_column(String(64), default="")
+    families_targeted: Mapped[int] = mapped_column(Integer, default=0)
+    families_unreachable: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

@@ -1,34 +1,93 @@
-"""The dispatcher: sends queued messages, retries what failed for a while, falls back to the
-other channel when one fails for good, and reports each end as an event.
+"""The dispatcher: sends queued messages in batches, holds routine ones through quiet hours and
+the daily cap, retries transient failures with back-off and jitter, falls back to the other
+channel when one fails for good or is opted out, and reports each end as an event.
 
-Sending happens outside any transaction: a message is claimed with a lease, sent, then its end
-is committed with its event. A process that dies between the send and the commit sends again
-when the lease runs out (at-least-once; the SMTP Message-ID and the SMS idempotency token carry
-the same key so a relay or provider can tell).
+Sending happens outside any transaction: a batch is claimed with a lease, sent, then every
+outcome of the batch is committed with its events in one transaction. A process that dies
+between the send and the commit sends again when the lease runs out (at-least-once; the SMTP
+Message-ID and the SMS idempotency token carry the message's key so the relay or provider can
+tell, and the development provider and Twilio drop the repeat).
 """
 
 import asyncio
 import contextlib
 import logging
 import random
-from datetime import timedelta
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parseaddr
 
-from sqlalchemy import or_, select
+from jinja2 import UndefinedError
+from sqlalchemy import func, or_, select, tuple_
 
-from contracts.events import NotificationFailed, NotificationSent
-from contracts.taxonomy import Channel
+from contracts.events import FamilyOptedOut, NotificationFailed, NotificationSent
+from contracts.taxonomy import Channel, Urgency
 from runtime.db import utcnow
 from runtime.errors import describe_error
 from runtime.logs import correlation
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
-from services.notifications.errors import PermanentSendError, TransientSendError
-from services.notifications.metrics import NOTIFICATIONS
+from services.notifications.config import NotificationsConfig
+from services.notifications.errors import PermanentSendError, SendError, TransientSendError
+from services.notifications.metrics import BACKLOG, NOTIFICATIONS, OPT_OUTS
+from services.notifications.policy import cap_until, quiet_until
 from services.notifications.providers import Outgoing, Provider
 from services.notifications.rendering import TemplateMissingError, render
-from services.notifications.tables import Message
+from services.notifications.sms_segments import count_segments
+from services.notifications.tables import Message, OptOut
 
 log = logging.getLogger("ensemble.notifications.dispatch")
+
+# Answers to the family's own STOP/START: they go at once, even to an opted-out number.
+TRANSACTIONAL = frozenset({"opt_out_confirmation", "opt_in_confirmation"})
+TWILIO_UNSUBSCRIBED = 21610
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class Sent:
+    channel: Channel
+    language: str
+    fell_back: bool
+    provider_id: str
+    segments: int | None = None
+    encoding: str | None = None
+
+
+@dataclass
+class Retry:
+    channel: Channel
+    reason: str
+    retry_after: float | None
+
+
+@dataclass
+class GiveUp:
+    channel: Channel | None
+    reason: str
+    opted_out: bool = False  # the provider says the family unsubscribed (Twilio 21610)
+
+
+@dataclass
+class Hold:
+    until: datetime
+    reason: str
+
+
+Outcome = Sent | Retry | GiveUp | Hold
+
+
+@dataclass
+class _Planned:
+    message: Message
+    channel: Channel
+    outgoing: Outgoing
+    language: str
+    fell_back: bool
+    segments: int | None = None
+    encoding: str | None = None
 
 
 class Dispatcher:
@@ -36,156 +95,360 @@ class Dispatcher:
         self,
         rt: ServiceRuntime,
         providers: dict[Channel, Provider],
+        config: NotificationsConfig | None = None,
         *,
-        batch: int = 100,
-        concurrency: int = 20,
+        clock: Clock = utcnow,
         lease: timedelta = timedelta(seconds=120),
-        max_attempts: int = 8,
-        retry_base_seconds: float = 2.0,
     ) -> None:
         self.rt = rt
         self.providers = providers
-        self.batch = batch
+        self.config = config or NotificationsConfig()
+        self.clock = clock
         self.lease = lease
-        self.max_attempts = max_attempts
-        self.retry_base_seconds = retry_base_seconds
         self.wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
+        _, address = parseaddr(rt.settings.email_from)
+        self.reply_domain = address.rpartition("@")[2] or "ensemble.local"
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_gauge = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=0.5)
             self.wake.clear()
             try:
-                while await self.dispatch_due() == self.batch:
+                while await self.dispatch_due() == self.config.batch:
                     pass
+                if loop.time() - last_gauge > 5:
+                    last_gauge = loop.time()
+                    await self.update_backlog()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("dispatch failed (%s); retrying", describe_error(exc))
                 await asyncio.sleep(1)
 
+    async def update_backlog(self) -> None:
+        async with self.rt.unit_of_work() as uow:
+            rows = (await uow.session.execute(
+                select(Message.kind, func.count()).where(Message.status.in_(("queued", "sending")))
+                .group_by(Message.kind))).all()
+        for kind in ("partner_matched", "announcement", "family_event_invitation"):
+            BACKLOG.labels(kind).set(0)
+        for kind, count in rows:
+            BACKLOG.labels(kind).set(count)
+
+    # --- one batch -------------------------------------------------------------------------
+
     async def dispatch_due(self) -> int:
         claimed = await self._claim()
-        await asyncio.gather(*(self._send_one(message) for message in claimed))
+        if not claimed:
+            return 0
+        now = self.clock()
+        suppressed = await self._suppressed(claimed)
+        recent = await self._recent_sends(claimed, now)
+        outcomes: dict[str, Outcome] = {}
+        planned: dict[Channel, list[_Planned]] = defaultdict(list)
+        for message in claimed:
+            with correlation(message.correlation_id):
+                outcome = self._plan(message, now, suppressed, recent)
+            if isinstance(outcome, _Planned):
+                planned[outcome.channel].append(outcome)
+            else:
+                outcomes[message.id] = outcome
+        await asyncio.gather(*(self._send(channel, items, outcomes)
+                               for channel, items in planned.items()))
+        requeued = await self._apply(claimed, outcomes)
+        if requeued:
+            self.wake.set()
         return len(claimed)
 
     async def _claim(self) -> list[Message]:
-        now = utcnow()
+        now = self.clock()
         async with self.rt.unit_of_work() as uow:
-            messages = list(
-                (
-                    await uow.session.scalars(
-                        select(Message)
-                        .where(
-                            or_(Message.status == "queued", Message.status == "sending"),
-                            Message.next_attempt_at <= now,  # for 'sending': its lease ran out
-                        )
-                        .order_by(Message.next_attempt_at)
-                        .limit(self.batch)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).all()
-            )
+            messages = list((await uow.session.scalars(
+                select(Message)
+                .where(or_(Message.status == "queued", Message.status == "sending"),
+                       Message.next_attempt_at <= now)  # for 'sending': its lease ran out
+                .order_by(Message.next_attempt_at)
+                .limit(self.config.batch)
+                .with_for_update(skip_locked=True)
+            )).all())
             for message in messages:
                 message.status = "sending"
                 message.next_attempt_at = now + self.lease
         return messages
 
-    async def _send_one(self, message: Message) -> None:
-        async with self._slots:
-            with correlation(message.correlation_id):
-                channel = Channel(message.channels[0])
-                try:
-                    outgoing, language, fell_back = self._compose(message, channel)
-                    provider_id = await self.providers[channel].send(outgoing)
-                except TransientSendError as exc:
-                    await self._retry(message, exc.reason, exc.retry_after)
-                except (PermanentSendError, TemplateMissingError) as exc:
-                    await self._give_up_on_channel(message, channel, str(exc))
-                else:
-                    await self._sent(message, channel, language, fell_back, provider_id)
+    async def _suppressed(self, messages: list[Message]) -> set[tuple[str, str]]:
+        keys = {(Channel.email.value, m.email) for m in messages if m.email} | {
+            (Channel.sms.value, m.phone) for m in messages if m.phone}
+        if not keys:
+            return set()
+        async with self.rt.unit_of_work() as uow:
+            rows = (await uow.session.execute(
+                select(OptOut.channel, OptOut.address).where(
+                    tuple_(OptOut.channel, OptOut.address).in_(sorted(keys)),
+                    OptOut.opted_out.is_(True)))).all()
+        return {(c, a) for c, a in rows}
 
-    def _compose(self, message: Message, channel: Channel) -> tuple[Outgoing, str, bool]:
+    async def _recent_sends(self, messages: list[Message], now: datetime
+                            ) -> dict[str, list[datetime]]:
+        families = sorted({m.family_id for m in messages})
+        async with self.rt.unit_of_work() as uow:
+            rows = (await uow.session.execute(
+                select(Message.family_id, Message.sent_at).where(
+                    Message.family_id.in_(families),
+                    Message.sent_at > now - timedelta(hours=24),
+                    Message.kind.not_in(TRANSACTIONAL)))).all()
+        recent: dict[str, list[datetime]] = defaultdict(list)
+        for family_id, sent_at in rows:
+            recent[family_id].append(sent_at)
+        return recent
+
+    def hold(self, message: Message, now: datetime,
+             recent: dict[str, list[datetime]] | None = None) -> Hold | None:
+        """Why and until when a routine message must wait; crisis messages never wait."""
+        if message.urgency == Urgency.crisis or message.kind in TRANSACTIONAL:
+            return None
+        zone = self._zone(message)
+        until = quiet_until(now, zone, self.config.quiet_start, self.config.quiet_end)
+        if until:
+            return Hold(until, "quiet_hours")
+        if recent is not None:
+            capped = cap_until(recent.get(message.family_id, []), self.config.daily_cap, now)
+            if capped:
+                # After the cap lifts, quiet hours may still apply; the next claim checks again.
+                return Hold(capped, "daily_cap")
+        return None
+
+    def _zone(self, message: Message) -> str:
+        school = self.rt.districts.school(message.district_id, message.school_id)
+        if school and school.timezone:
+            return school.timezone
+        district = self.rt.districts.get(message.district_id)
+        return district.timezone if district else "UTC"
+
+    def _plan(self, message: Message, now: datetime, suppressed: set[tuple[str, str]],
+              recent: dict[str, list[datetime]]) -> Outcome | _Planned:
+        hold = self.hold(message, now, recent)
+        if hold:
+            return hold
+        channels = [Channel(c) for c in message.channels]
+        if message.kind not in TRANSACTIONAL:
+            channels = [c for c in channels if (c.value, self._address(message, c)) not in
+                        suppressed]
+        if not channels:
+            return GiveUp(Channel(message.channels[0]) if message.channels else None,
+                          "opted out of every channel", opted_out=False)
+        channel = channels[0]
+        if channel.value != message.channels[0]:
+            message.channels = [c.value for c in channels]  # drop the opted-out ones
+        try:
+            planned = self._compose(message, channel)
+        except (TemplateMissingError, UndefinedError) as exc:
+            return GiveUp(channel, f"template: {type(exc).__name__}: {exc}"[:200])
+        if message.kind not in TRANSACTIONAL:
+            recent[message.family_id].append(now)
+        return planned
+
+    @staticmethod
+    def _address(message: Message, channel: Channel) -> str | None:
+        return message.email if channel == Channel.email else message.phone
+
+    def unsubscribe_url(self, message: Message) -> str:
+        return (f"{self.rt.settings.public_base_url}/api/v1/messages/{message.id}/unsubscribe"
+                f"?token={message.token}")
+
+    def reply_address(self, message: Message) -> str:
+        return f"reply+{message.id}.{message.token}@{self.reply_domain}"
+
+    def _compose(self, message: Message, channel: Channel) -> _Planned:
         variables = {
             **message.variables,
             "family_name": message.family_name.split()[0] if message.family_name else "",
-            "unsubscribe_url": f"{self.rt.settings.public_base_url}/api/v1/messages/"
-            f"{message.id}/unsubscribe",
+            "unsubscribe_url": self.unsubscribe_url(message),
         }
         if channel == Channel.sms:
+            if not message.phone:
+                raise TemplateMissingError("no phone number for sms")
             body = render(message.kind, message.language, "sms", **variables)
-            assert message.phone
-            return Outgoing(message.phone, "", body.text, None, message.id), body.language, \
-                body.fell_back
+            length = count_segments(body.text)
+            return _Planned(message, channel, Outgoing(message.phone, "", body.text, None,
+                                                       message.id),
+                            body.language, body.fell_back, length.segments, length.encoding)
+        if not message.email:
+            raise TemplateMissingError("no email address")
         subject = render(message.kind, message.language, "subject", **variables)
         text = render(message.kind, message.language, "txt", **variables)
         html = render(message.kind, message.language, "html", **variables)
-        assert message.email
-        return (
-            Outgoing(message.email, subject.text, text.text, html.text, message.id),
-            text.language,
-            text.fell_back,
-        )
+        unsubscribe = self.unsubscribe_url(message)
+        headers = {
+            "Reply-To": self.reply_address(message),
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "Content-Language": text.language,
+        }
+        outgoing = Outgoing(message.email, subject.text, text.text, html.text, message.id,
+                            headers)
+        return _Planned(message, channel, outgoing, text.language, text.fell_back)
 
-    async def _sent(self, message: Message, channel: Channel, language: str, fell_back: bool,
-                    provider_id: str) -> None:
-        async with self.rt.unit_of_work() as uow:
-            row = await self._reload(uow, message)
-            row.status = "sent"
-            row.channel = channel
-            row.used_language = language
-            row.fell_back = fell_back
-            row.provider_id = provider_id
-            row.attempts += 1
-            row.sent_at = utcnow()
-            self._emit(uow, row, NotificationSent(
-                notification_id=row.id, outreach_id=row.outreach_id, family_id=row.family_id,
-                referral_id=row.referral_id, channel=channel, language=language,
-                fell_back_to_english=fell_back))
-        NOTIFICATIONS.labels(channel.value, "sent").inc()
-
-    async def _retry(self, message: Message, reason: str, retry_after: float | None) -> None:
-        if message.attempts + 1 >= self.max_attempts:
-            await self._give_up_on_channel(message, Channel(message.channels[0]),
-                                           f"gave up after {message.attempts + 1} tries: {reason}")
-            return
-        delay = retry_after or self.retry_base_seconds * 2**message.attempts
-        async with self.rt.unit_of_work() as uow:
-            row = await self._reload(uow, message)
-            row.status = "queued"
-            row.attempts += 1
-            row.last_error = reason
-            row.next_attempt_at = utcnow() + timedelta(seconds=delay * random.uniform(0.8, 1.2))
-        NOTIFICATIONS.labels(message.channels[0], "retried").inc()
-
-    async def _give_up_on_channel(self, message: Message, channel: Channel, reason: str) -> None:
-        async with self.rt.unit_of_work() as uow:
-            row = await self._reload(uow, message)
-            row.last_error = reason[:500]
-            row.attempts += 1
-            remaining = row.channels[1:]
-            if remaining:  # fall back to the family's other consented channel
-                row.channels = remaining
-                row.status = "queued"
-                row.next_attempt_at = utcnow()
-            else:
-                row.status = "failed"
-                self._emit(uow, row, NotificationFailed(
-                    notification_id=row.id, outreach_id=row.outreach_id,
-                    family_id=row.family_id, referral_id=row.referral_id, channel=channel,
-                    reason=reason[:200], permanent=True))
-        NOTIFICATIONS.labels(channel.value, "failed").inc()
-        if remaining:
-            self.wake.set()
-
-    async def _reload(self, uow: UnitOfWork, message: Message) -> Message:
-        row = await uow.session.get(Message, message.id, with_for_update=True)
-        assert row is not None
-        return row
+    async def _send(self, channel: Channel, items: list[_Planned],
+                    outcomes: dict[str, Outcome]) -> None:
+        try:
+            results = await self.providers[channel].send_many([p.outgoing for p in items])
+        except Exception as exc:  # a provider bug must not lose the batch: retry it later
+            log.warning("%s provider failed (%s)", channel.value, describe_error(exc))
+            results = [TransientSendError(f"provider error: {type(exc).__name__}")] * len(items)
+        for item, result in zip(items, results, strict=True):
+            outcomes[item.message.id] = self._outcome(item, result)
 
     @staticmethod
-    def _emit(uow: UnitOfWork, row: Message, event: NotificationSent | NotificationFailed) -> None:
+    def _outcome(item: _Planned, result: str | SendError) -> Outcome:
+        if isinstance(result, TransientSendError):
+            return Retry(item.channel, result.reason, result.retry_after)
+        if isinstance(result, PermanentSendError):
+            return GiveUp(item.channel, result.reason, opted_out=result.code == TWILIO_UNSUBSCRIBED)
+        if isinstance(result, SendError):
+            return Retry(item.channel, result.reason, None)
+        return Sent(item.channel, item.language, item.fell_back, result, item.segments,
+                    item.encoding)
+
+    # --- commit every outcome of the batch at once ------------------------------------------
+
+    async def _apply(self, claimed: list[Message], outcomes: dict[str, Outcome]) -> bool:
+        now = utcnow()
+        requeued = False
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        async with self.rt.unit_of_work() as uow:
+            rows = (await uow.session.scalars(
+                select(Message).where(Message.id.in_([m.id for m in claimed]))
+                .with_for_update())).all()
+            by_id = {m.id: m for m in claimed}
+            for row in rows:
+                outcome = outcomes.get(row.id)
+                if outcome is None or row.status != "sending":
+                    continue
+                row.channels = by_id[row.id].channels  # the plan may have dropped opted-out ones
+                match outcome:
+                    case Sent():
+                        self._sent(uow, row, outcome, now)
+                    case Hold():
+                        row.status = "queued"
+                        row.held_reason = outcome.reason
+                        row.next_attempt_at = outcome.until
+                    case Retry():
+                        requeued |= self._retry(uow, row, outcome, now)
+                    case GiveUp():
+                        if outcome.opted_out and outcome.channel:
+                            await self._opt_out(uow, row, outcome.channel, now)
+                        requeued |= self._give_up(uow, row, outcome, now)
+                counts[(self._label(outcome), type(outcome).__name__)] += 1
+        for (channel, kind), n in counts.items():
+            result = {"Sent": "sent", "Hold": "held", "Retry": "retried", "GiveUp": "failed"}[kind]
+            NOTIFICATIONS.labels(channel, result).inc(n)
+        return requeued
+
+    @staticmethod
+    def _label(outcome: Outcome) -> str:
+        channel = getattr(outcome, "channel", None)
+        return channel.value if channel else "none"
+
+    def _sent(self, uow: UnitOfWork, row: Message, outcome: Sent, now: datetime) -> None:
+        row.status = "sent"
+        row.channel = outcome.channel
+        row.used_language = outcome.language
+        row.fell_back = outcome.fell_back
+        row.provider_id = outcome.provider_id
+        row.segments = outcome.segments
+        row.encoding = outcome.encoding
+        row.held_reason = None
+        row.attempts += 1
+        row.sent_at = now
+        if row.batch_id is None and row.kind not in TRANSACTIONAL:
+            # Bulk messages report progress by count (HTTP, metrics), not an event each.
+            self._emit(uow, row, NotificationSent(
+                notification_id=row.id, outreach_id=row.outreach_id, family_id=row.family_id,
+                referral_id=row.referral_id, channel=outcome.channel, language=outcome.language,
+                fell_back_to_english=outcome.fell_back))
+
+    def _retry(self, uow: UnitOfWork, row: Message, outcome: Retry, now: datetime) -> bool:
+        if row.attempts + 1 >= self.config.max_attempts:
+            return self._give_up(uow, row, GiveUp(
+                outcome.channel, f"gave up after {row.attempts + 1} tries: {outcome.reason}"), now)
+        delay = outcome.retry_after or min(self.config.retry_base_seconds * 2 ** row.attempts,
+                                           self.config.retry_max_seconds)
+        row.status = "queued"
+        row.attempts += 1
+        row.last_error = outcome.reason[:500]
+        row.next_attempt_at = now + timedelta(seconds=delay * random.uniform(0.75, 1.25))
+        return False
+
+    def _give_up(self, uow: UnitOfWork, row: Message, outcome: GiveUp, now: datetime) -> bool:
+        row.last_error = outcome.reason[:500]
+        if outcome.channel is not None:
+            row.attempts += 1
+        remaining = [c for c in row.channels if c != (outcome.channel or "")]
+        if outcome.channel is not None and remaining:  # the family's other consented channel
+            row.channels = remaining
+            row.status = "queued"
+            row.next_attempt_at = now
+            return True
+        row.status = "failed"
+        self._emit(uow, row, NotificationFailed(
+            notification_id=row.id, outreach_id=row.outreach_id, family_id=row.family_id,
+            referral_id=row.referral_id, channel=outcome.channel, reason=outcome.reason[:200],
+            permanent=True))
+        return False
+
+    async def _opt_out(self, uow: UnitOfWork, row: Message, channel: Channel,
+                       now: datetime) -> None:
+        address = self._address(row, channel)
+        if address:
+            await record_opt_out(uow, row.district_id, channel, address, [row], now)
+
+    @staticmethod
+    def _emit(uow: UnitOfWork, row: Message, event: NotificationSent | NotificationFailed
+              ) -> None:
         uow.emit(event, district=row.district_id, school=row.school_id, subject=row.outreach_id,
                  correlation=row.correlation_id, causation=row.causation_id)
+
+
+async def set_opt_out(uow: UnitOfWork, district_id: str, channel: Channel, address: str,
+                      opted_out: bool, now: datetime) -> bool:
+    """Record the address's state; True when it changed (so a confirmation goes once)."""
+    row = await uow.session.get(OptOut, (channel.value, address), with_for_update=True)
+    if row is None:
+        if not opted_out:
+            return False
+        uow.session.add(OptOut(channel=channel.value, address=address, district_id=district_id,
+                               opted_out=True, changed_at=now))
+        return True
+    if row.opted_out == opted_out:
+        return False
+    row.opted_out = opted_out
+    row.changed_at = now
+    return True
+
+
+async def families_at(uow: UnitOfWork, channel: Channel, address: str) -> list[Message]:
+    """The latest message of each family reached at this address (several families may share a
+    phone)."""
+    column = Message.email if channel == Channel.email else Message.phone
+    rows = (await uow.session.scalars(
+        select(Message).where(column == address).order_by(Message.created_at.desc()).limit(200)
+    )).all()
+    latest: dict[str, Message] = {}
+    for row in rows:
+        latest.setdefault(row.family_id, row)
+    return list(latest.values())
+
+
+async def record_opt_out(uow: UnitOfWork, district_id: str, channel: Channel, address: str,
+                         messages: list[Message], now: datetime) -> bool:
+    changed = await set_opt_out(uow, district_id, channel, address, True, now)
+    if changed:
+        OPT_OUTS.labels(channel.value).inc()
+        for family_id, message in {m.family_id: m for m in messages}.items():
+            uow.emit(FamilyOptedOut(family_id=family_id, channel=channel, at=now),
+                     district=message.district_id, school=message.school_id, subject=family_id)
+    return changed

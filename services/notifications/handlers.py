@@ -1,50 +1,78 @@
-"""Outreach requests become queued messages; the dispatcher sends them."""
+"""Outreach requests become queued messages; the dispatcher sends them. A bulk request (one
+chunk of an announcement or invitation) becomes its messages in one multi-row INSERT."""
 
+import secrets
+from datetime import datetime
+from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from contracts.envelope import Envelope
-from contracts.events import OutreachRequested
-from runtime.db import utcnow
+from contracts.events import BulkOutreachRequested, OutreachRequested
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
 from services.notifications.dispatch import Dispatcher
+from services.notifications.metrics import BULK_QUEUED
 from services.notifications.tables import Message
+
+
+def outreach_key(outreach_id: str, attempt: int) -> str:
+    return outreach_id if attempt == 1 else f"{outreach_id}:{attempt}"
+
+
+def new_message(dispatcher: Dispatcher, now: datetime, **fields: Any) -> dict[str, Any]:
+    """A message row, already held to the end of quiet hours when it is a routine one."""
+    row: dict[str, Any] = {
+        "id": str(uuid4()), "token": secrets.token_hex(16), "status": "queued", "attempts": 0,
+        "fell_back": False, "next_attempt_at": now, "created_at": now, "held_reason": None,
+        "batch_id": None, "referral_id": None, "causation_id": None, "email": None,
+        "phone": None,
+    } | fields
+    probe = Message(**row)
+    hold = dispatcher.hold(probe, now)
+    if hold:
+        row["next_attempt_at"], row["held_reason"] = hold.until, hold.reason
+    if not row["channels"]:
+        row["status"] = "failed"
+    return row
 
 
 def register(rt: ServiceRuntime, dispatcher: Dispatcher) -> None:
     @rt.consumes(OutreachRequested)
     async def on_outreach_requested(uow: UnitOfWork, env: Envelope, ev: OutreachRequested) -> None:
-        exists = await uow.session.scalar(
-            select(Message.id).where(Message.idempotency_key == ev.outreach_id)
-        )
-        if exists:
+        key = outreach_key(ev.outreach_id, ev.attempt)
+        if await uow.session.scalar(select(Message.id).where(Message.idempotency_key == key)):
             return
-        now = utcnow()
-        uow.session.add(
-            Message(
-                id=str(uuid4()),
-                idempotency_key=ev.outreach_id,
-                district_id=env.districtid,
-                school_id=ev.school_id,
-                family_id=ev.family_id,
-                outreach_id=ev.outreach_id,
-                referral_id=ev.referral_id,
-                correlation_id=env.correlationid,
-                causation_id=env.id,
-                kind=ev.kind,
-                urgency=ev.urgency,
-                language=ev.language,
-                channels=[c.value for c in ev.channels],
-                email=ev.email,
-                phone=ev.phone,
-                family_name=ev.family_name,
-                variables=ev.variables,
-                status="queued" if ev.channels else "failed",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        row = new_message(
+            dispatcher, dispatcher.clock(), idempotency_key=key, district_id=env.districtid,
+            school_id=ev.school_id, family_id=ev.family_id, outreach_id=ev.outreach_id,
+            referral_id=ev.referral_id, correlation_id=env.correlationid, causation_id=env.id,
+            kind=ev.kind, urgency=ev.urgency.value, language=ev.language,
+            channels=[c.value for c in ev.channels], email=ev.email, phone=ev.phone,
+            family_name=ev.family_name, variables=ev.variables)
+        uow.session.add(Message(**row))
         uow.after_commit.append(dispatcher.wake.set)
+
+    @rt.consumes(BulkOutreachRequested)
+    async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested) -> None:
+        keys = {r.family_id: f"{ev.batch_id}:{r.family_id}" for r in ev.recipients}
+        existing = set((await uow.session.scalars(
+            select(Message.idempotency_key).where(Message.idempotency_key.in_(keys.values()))
+        )).all())
+        now = dispatcher.clock()
+        rows = [
+            new_message(
+                dispatcher, now, idempotency_key=keys[r.family_id], district_id=env.districtid,
+                school_id=r.school_id, family_id=r.family_id, outreach_id=ev.batch_id,
+                batch_id=ev.batch_id, correlation_id=env.correlationid, causation_id=env.id,
+                kind=ev.kind, urgency=ev.urgency.value, language=r.language,
+                channels=[c.value for c in r.channels], email=r.email, phone=r.phone,
+                family_name=r.family_name, variables={**ev.variables, **r.variables})
+            for r in ev.recipients if keys[r.family_id] not in existing
+        ]
+        if rows:
+            await uow.session.execute(insert(Message), rows)  # one executemany
+            count = len(rows)
+            uow.after_commit.append(lambda: BULK_QUEUED.labels(ev.kind).inc(count))
+            uow.after_commit.append(dispatcher.wake.set)

@@ -1,6 +1,13 @@
-"""The channels' providers behind one interface: email over SMTP, SMS in Twilio's API shape."""
+"""The channels' providers behind one interface: email over SMTP, SMS in Twilio's API shape.
 
-from dataclasses import dataclass
+``send_many`` takes a batch and answers, per message, a provider id or the SendError it met;
+fan-out speed comes from here: email reuses a few open SMTP connections for the whole batch,
+SMS goes out concurrently within a bounded window.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Protocol
@@ -8,8 +15,10 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 
-from services.notifications.errors import PermanentSendError, TransientSendError
+from services.notifications.errors import PermanentSendError, SendError, TransientSendError
 from services.notifications.twilio import TwilioSmsClient
+
+Result = str | SendError
 
 
 @dataclass(frozen=True)
@@ -19,17 +28,44 @@ class Outgoing:
     text: str
     html: str | None
     idempotency_key: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Provider(Protocol):
     async def send(self, message: Outgoing) -> str: ...
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Result]: ...
+
+
+async def send_concurrently(provider: Provider, messages: Sequence[Outgoing],
+                            window: int) -> list[Result]:
+    slots = asyncio.Semaphore(window)
+
+    async def one(message: Outgoing) -> Result:
+        async with slots:
+            try:
+                return await provider.send(message)
+            except SendError as exc:
+                return exc
+
+    return list(await asyncio.gather(*(one(m) for m in messages)))
+
+
+def _smtp_error(exc: Exception) -> SendError:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return PermanentSendError("recipient refused by the mail server")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if 500 <= exc.code < 600:
+            return PermanentSendError(f"mail server said {exc.code}", status=exc.code)
+        return TransientSendError(f"mail server said {exc.code}", status=exc.code)
+    return TransientSendError(f"mail server unreachable: {type(exc).__name__}")
 
 
 class SmtpEmail:
     """Email over real SMTP. ``smtp://host:port``; ``smtps://`` for implicit TLS; user:password
     in the URL when the relay needs them."""
 
-    def __init__(self, url: str, sender: str) -> None:
+    def __init__(self, url: str, sender: str, connections: int = 4) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
@@ -37,36 +73,99 @@ class SmtpEmail:
         self.username = parts.username
         self.password = parts.password
         self.sender = sender
+        self.connections = connections
 
-    async def send(self, message: Outgoing) -> str:
+    def compose(self, message: Outgoing) -> EmailMessage:
         email = EmailMessage()
         email["From"] = self.sender
         email["To"] = message.to
         email["Subject"] = message.subject
         # A stable Message-ID from the idempotency key lets a relay or a reader spot a resend.
         email["Message-ID"] = make_msgid(idstring=message.idempotency_key, domain="ensemble.local")
+        for name, value in message.headers.items():
+            email[name] = value
         email.set_content(message.text)
         if message.html:
             email.add_alternative(message.html, subtype="html")
+        return email
+
+    def _client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(hostname=self.host, port=self.port, use_tls=self.use_tls,
+                               username=self.username, password=self.password, timeout=15)
+
+    async def send(self, message: Outgoing) -> str:
+        [result] = await self.send_many([message])
+        if isinstance(result, SendError):
+            raise result
+        return result
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Result]:
+        results: list[Result] = [TransientSendError("not attempted")] * len(messages)
+        lanes = max(1, min(self.connections, len(messages)))
+        await asyncio.gather(*(self._lane(messages, results, lane, lanes)
+                               for lane in range(lanes)))
+        return results
+
+    async def _lane(self, messages: Sequence[Outgoing], results: list[Result], lane: int,
+                    lanes: int) -> None:
+        """One open connection sends every ``lanes``-th message of the batch."""
+        client: aiosmtplib.SMTP | None = None
         try:
-            await aiosmtplib.send(
-                email, hostname=self.host, port=self.port, use_tls=self.use_tls,
-                username=self.username, password=self.password, timeout=15,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise PermanentSendError("recipient refused by the mail server") from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            if 500 <= exc.code < 600:
-                raise PermanentSendError(f"mail server said {exc.code}", status=exc.code) from exc
-            raise TransientSendError(f"mail server said {exc.code}", status=exc.code) from exc
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TransientSendError(f"mail server unreachable: {type(exc).__name__}") from exc
-        return str(email["Message-ID"])
+            for index in range(lane, len(messages), lanes):
+                email = self.compose(messages[index])
+                for tries in (1, 2):  # a connection the server dropped is opened again once
+                    try:
+                        if client is None or not client.is_connected:
+                            client = self._client()
+                            await client.connect()
+                        await client.send_message(email)
+                        results[index] = str(email["Message-ID"])
+                        break
+                    except aiosmtplib.SMTPServerDisconnected as exc:
+                        client = None
+                        results[index] = _smtp_error(exc)
+                        if tries == 2:
+                            return
+                    except (OSError, TimeoutError) as exc:
+                        # The server is away: this and the rest of the lane are retried later.
+                        results[index] = _smtp_error(exc)
+                        client = None
+                        return
+                    except aiosmtplib.SMTPException as exc:  # this message only
+                        results[index] = _smtp_error(exc)
+                        await _reset(client)
+                        break
+        finally:
+            if client is not None and client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    client.close()
+
+
+async def _reset(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None and client.is_connected:
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
 
 
 class TwilioSms:
-    def __init__(self, client: TwilioSmsClient) -> None:
+    def __init__(self, client: TwilioSmsClient, window: int = 50) -> None:
         self.client = client
+        self.window = window
 
     async def send(self, message: Outgoing) -> str:
         return await self.client.send(message.to, message.text, message.idempotency_key)
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Result]:
+        return await send_concurrently(self, messages, self.window)
+
+
+class NoSmsProvider:
+    async def send(self, message: Outgoing) -> str:
+        raise PermanentSendError("no SMS provider configured (SMS_API_URL)")
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Result]:
+        return await send_concurrently(self, messages, 1)

@@ -6,22 +6,18 @@ from runtime.host import Service
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.notifications import handlers
-from services.notifications.api import build_router
-from services.notifications.dispatch import Dispatcher
-from services.notifications.errors import PermanentSendError
-from services.notifications.providers import Outgoing, Provider, SmtpEmail, TwilioSms
+from services.notifications.api import PUBLIC_ROUTES, build_router
+from services.notifications.config import NotificationsConfig
+from services.notifications.dispatch import Clock, Dispatcher
+from services.notifications.providers import NoSmsProvider, Provider, SmtpEmail, TwilioSms
 from services.notifications.tables import Base
 from services.notifications.twilio import TwilioSmsClient
 
 NAME = "notifications"
+STATUS_CALLBACK_PATH = "/api/v1/sms/status"
 
 
-class NoSmsProvider:
-    async def send(self, message: Outgoing) -> str:
-        raise PermanentSendError("no SMS provider configured (SMS_API_URL)")
-
-
-def providers(settings: Settings) -> dict[Channel, Provider]:
+def providers(settings: Settings, config: NotificationsConfig) -> dict[Channel, Provider]:
     sms: Provider = NoSmsProvider()
     if settings.sms_api_url:
         sms = TwilioSms(
@@ -30,15 +26,30 @@ def providers(settings: Settings) -> dict[Channel, Provider]:
                 settings.sms_account_sid,
                 settings.sms_auth_token,
                 settings.sms_from_number,
-            )
+                status_callback_url=f"{settings.public_base_url}{STATUS_CALLBACK_PATH}",
+            ),
+            window=config.sms_window,
         )
-    return {Channel.email: SmtpEmail(settings.smtp_url, settings.email_from), Channel.sms: sms}
+    email = SmtpEmail(settings.smtp_url, settings.email_from, connections=config.smtp_connections)
+    return {Channel.email: email, Channel.sms: sms}
 
 
-def build(settings: Settings, districts: Districts | None = None) -> Service:
+def build(settings: Settings, districts: Districts | None = None, *,
+          config: NotificationsConfig | None = None, clock: Clock | None = None) -> Service:
+    config = config or NotificationsConfig()
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    dispatcher = Dispatcher(rt, providers(settings))
+    dispatcher = Dispatcher(rt, providers(settings, config), config,
+                            **({"clock": clock} if clock else {}))
     rt.run_in_background(dispatcher.run)
     handlers.register(rt, dispatcher)
-    service = Service(rt, build_router(rt))
+    service = Service(rt, build_router(rt, dispatcher))
+    service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks
+    _make_public(service, PUBLIC_ROUTES)
     return service
+
+
+def _make_public(service: Service, routes: frozenset[tuple[str, str]]) -> None:
+    """Webhooks and signed links skip the bearer token (when the host checks tokens)."""
+    policy = getattr(service, "policy", None)
+    if policy is not None and hasattr(policy, "public"):
+        policy.public = frozenset(policy.public) | routes

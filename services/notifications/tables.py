@@ -15,18 +15,20 @@ class Base(DeclarativeBase):
 
 class Message(Base):
     """One message to one family, from queued to sent or failed. The idempotency key (the
-    outreach id) makes a redelivered request the same message, never a second one."""
+    outreach id, or batch id and family id for bulk) makes a redelivered request the same
+    message, never a second one."""
 
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_due", "status", "next_attempt_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     district_id: Mapped[str] = mapped_column(String(64))
     school_id: Mapped[str] = mapped_column(String(64))
     family_id: Mapped[str] = mapped_column(String(64), index=True)
     outreach_id: Mapped[str] = mapped_column(String(64))
     referral_id: Mapped[str | None] = mapped_column(String(64))
+    batch_id: Mapped[str | None] = mapped_column(String(64), index=True)  # announcement, event
     correlation_id: Mapped[str] = mapped_column(String(64))
     causation_id: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
@@ -34,16 +36,45 @@ class Message(Base):
     language: Mapped[str] = mapped_column(String(16))
     channels: Mapped[list[str]]  # remaining channels, preferred first
     email: Mapped[str | None] = mapped_column(String(254))
-    phone: Mapped[str | None] = mapped_column(String(20))
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)
     family_name: Mapped[str] = mapped_column(String(200))
     variables: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16))  # queued|sending|sent|failed
+    # Random, unguessable: authenticates the unsubscribe link and the email reply address.
+    token: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # queued|sending|sent|delivered|failed
     channel: Mapped[str | None] = mapped_column(String(8))  # the channel that sent it
     used_language: Mapped[str | None] = mapped_column(String(16))
     fell_back: Mapped[bool] = mapped_column(Boolean, default=False)
+    segments: Mapped[int | None] = mapped_column(Integer)  # SMS parts billed
+    encoding: Mapped[str | None] = mapped_column(String(8))  # GSM-7 | UCS-2
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
-    provider_id: Mapped[str | None] = mapped_column(String(128))
+    held_reason: Mapped[str | None] = mapped_column(String(32))  # quiet_hours | daily_cap
+    provider_id: Mapped[str | None] = mapped_column(String(128), index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
-    sent_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    delivered_at: Mapped[datetime | None]
+
+
+class OptOut(Base):
+    """An address that must not be messaged on a channel (STOP, unsubscribe link, Twilio
+    21610). Checked before every send, so an opt-out holds at once, even for families this
+    service has not yet heard about."""
+
+    __tablename__ = "opt_outs"
+
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
+    address: Mapped[str] = mapped_column(String(254), primary_key=True)
+    district_id: Mapped[str] = mapped_column(String(64))
+    opted_out: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[datetime]
+
+
+class InboundSeen(Base):
+    """Provider webhook ids already handled: Twilio retries a webhook it got no 200 for."""
+
+    __tablename__ = "inbound_seen"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)

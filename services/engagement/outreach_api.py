@@ -1,0 +1,289 @@
+"""Family events (workshops, nights, conferences) with invitations and RSVPs, and
+announcements to every family of a school or district, over HTTP."""
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from markupsafe import escape
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import func, insert, select
+
+from contracts.events import FamilyAttended, FamilyEventScheduled
+from contracts.taxonomy import Urgency
+from runtime.db import utcnow
+from runtime.errors import NotFound
+from runtime.service import ServiceRuntime
+from services.engagement.api import Language, Token, caller
+from services.engagement.background import Background, emit_bulk, recipient
+from services.engagement.config import EngagementConfig
+from services.engagement.handlers import record_rsvp
+from services.engagement.tables import Announcement, Family, FamilyEvent, Invitation, Student
+
+PUBLIC_ROUTES = frozenset({("GET", "/rsvp/{invitation_id}"), ("POST", "/rsvp/{invitation_id}")})
+
+
+class ScheduleEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    school_id: Token
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    starts_at: AwareDatetime
+    place: Annotated[str, Field(min_length=1, max_length=200)]
+    languages: list[Language] = Field(default_factory=list, max_length=10)
+
+
+class EventView(BaseModel):
+    id: str
+    district_id: str
+    school_id: str
+    title: str
+    starts_at: datetime
+    place: str
+    languages: list[str]
+    invited: int = 0
+    unreachable: int = 0
+    yes: int = 0
+    no: int = 0
+    attended: int = 0
+
+
+class Invite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    grades: list[Annotated[int, Field(ge=-1, le=12)]] | None = Field(
+        default=None, description="only families with a student in these grades; all if absent")
+
+
+class InviteResult(BaseModel):
+    invited: int
+    unreachable: int
+    already_invited: int
+    requests: int = Field(description="bulk requests to notifications (chunks), not one a family")
+
+
+class InvitationView(BaseModel):
+    family_id: str
+    reachable: bool
+    response: str | None
+    responded_via: str | None
+    responded_at: datetime | None
+    attended: bool
+
+
+class Attendance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    family_ids: list[Annotated[str, Field(max_length=64)]] = Field(max_length=5000)
+    attended: bool = True
+
+
+class Announce(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    district_id: Token
+    school_id: Token | None = Field(default=None, description="the whole district if absent")
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    body: Annotated[str, Field(min_length=1, max_length=2000)]
+    urgency: Urgency = Urgency.routine
+
+
+class AnnouncementView(BaseModel):
+    id: str
+    district_id: str
+    school_id: str | None
+    title: str
+    urgency: str
+    status: str = Field(description="fanning_out, then queued (delivery: /message-batches/{id})")
+    families_targeted: int
+    families_unreachable: int
+    chunks: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def local_time(at: datetime, zone: str | None) -> str:
+    return at.astimezone(ZoneInfo(zone or "UTC")).strftime("%Y-%m-%d %H:%M")
+
+
+def build_outreach_router(rt: ServiceRuntime, config: EngagementConfig,
+                          background: Background) -> APIRouter:
+    router = APIRouter()
+    base = rt.settings.public_base_url
+
+    async def _event(uow, district_id: str, event_id: str) -> FamilyEvent:  # type: ignore[no-untyped-def]
+        event = await uow.session.get(FamilyEvent, event_id)
+        if event is None or event.district_id != district_id:
+            raise NotFound(f"family event {event_id} not found")
+        return event
+
+    async def _view(uow, event: FamilyEvent) -> EventView:  # type: ignore[no-untyped-def]
+        counts = dict((await uow.session.execute(
+            select(Invitation.reachable, func.count()).where(Invitation.event_id == event.id)
+            .group_by(Invitation.reachable))).all())
+        answers = dict((await uow.session.execute(
+            select(Invitation.response, func.count()).where(Invitation.event_id == event.id)
+            .group_by(Invitation.response))).all())
+        attended = await uow.session.scalar(select(func.count()).where(
+            Invitation.event_id == event.id, Invitation.attended.is_(True)))
+        return EventView(id=event.id, district_id=event.district_id, school_id=event.school_id,
+                         title=event.title, starts_at=event.starts_at, place=event.place,
+                         languages=event.languages, invited=counts.get(True, 0),
+                         unreachable=counts.get(False, 0), yes=answers.get("yes", 0),
+                         no=answers.get("no", 0), attended=attended or 0)
+
+    @router.post("/family-events", status_code=201, response_model=EventView)
+    async def schedule(body: ScheduleEvent, request: Request) -> EventView:
+        school = rt.districts.school(body.district_id, body.school_id)
+        if school is None:
+            raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
+        event = FamilyEvent(id=str(uuid4()), district_id=body.district_id,
+                            school_id=body.school_id, title=body.title, starts_at=body.starts_at,
+                            place=body.place, languages=body.languages or school.languages,
+                            created_by=caller(request, "coordinator"), created_at=utcnow())
+        async with rt.unit_of_work() as uow:
+            uow.session.add(event)
+            uow.emit(FamilyEventScheduled(event_id=event.id, school_id=event.school_id,
+                                          title=event.title, starts_at=event.starts_at,
+                                          languages=event.languages),
+                     district=event.district_id, school=event.school_id, subject=event.id)
+        return EventView(id=event.id, district_id=event.district_id, school_id=event.school_id,
+                         title=event.title, starts_at=event.starts_at, place=event.place,
+                         languages=event.languages)
+
+    @router.get("/family-events/{event_id}", response_model=EventView)
+    async def event_detail(event_id: str, district_id: Token) -> EventView:
+        async with rt.unit_of_work() as uow:
+            return await _view(uow, await _event(uow, district_id, event_id))
+
+    @router.post("/family-events/{event_id}/invitations", response_model=InviteResult)
+    async def invite(event_id: str, body: Invite) -> InviteResult:
+        """Invite the school's families (or those with a student in the grades) in one go:
+        invitations are written with one multi-row INSERT and reach notifications as a few
+        bulk requests."""
+        async with rt.unit_of_work() as uow:
+            event = await _event(uow, body.district_id, event_id)
+            query = select(Family).where(Family.district_id == event.district_id,
+                                         Family.school_id == event.school_id)
+            if body.grades is not None:
+                query = query.where(Family.id.in_(
+                    select(Student.family_id).where(Student.district_id == event.district_id,
+                                                    Student.school_id == event.school_id,
+                                                    Student.grade.in_(body.grades))))
+            families = (await uow.session.scalars(query.order_by(Family.id))).all()
+            already = set((await uow.session.scalars(
+                select(Invitation.family_id).where(Invitation.event_id == event.id))).all())
+            school = rt.districts.school(event.district_id, event.school_id)
+            school_name = school.name if school else event.school_id
+            starts = local_time(event.starts_at, school.timezone if school else None)
+            now = utcnow()
+            rows, recipients = [], []
+            for family in families:
+                if family.id in already:
+                    continue
+                invitation_id, token = str(uuid4()), secrets.token_hex(16)
+                made = recipient(family, school_name,
+                                 rsvp_url=f"{base}/api/v1/rsvp/{invitation_id}?token={token}")
+                rows.append({"id": invitation_id, "event_id": event.id,
+                             "district_id": event.district_id, "school_id": event.school_id,
+                             "family_id": family.id, "token": token, "reachable": made is not None,
+                             "attended": False, "invited_at": now})
+                if made:
+                    recipients.append(made)
+            if rows:
+                await uow.session.execute(insert(Invitation), rows)
+            requests = emit_bulk(uow, event.district_id, event.id, "family_event_invitation",
+                                 Urgency.routine, {"title": event.title, "place": event.place,
+                                                   "starts_at_local": starts},
+                                 recipients, config.bulk_chunk)
+        return InviteResult(invited=len(recipients), unreachable=len(rows) - len(recipients),
+                            already_invited=len(already), requests=requests)
+
+    @router.get("/family-events/{event_id}/invitations", response_model=list[InvitationView])
+    async def invitations(event_id: str, district_id: Token, limit: int = 500,
+                          offset: int = 0) -> list[InvitationView]:
+        async with rt.unit_of_work() as uow:
+            await _event(uow, district_id, event_id)
+            rows = (await uow.session.scalars(
+                select(Invitation).where(Invitation.event_id == event_id)
+                .order_by(Invitation.family_id).limit(min(limit, 5000)).offset(offset))).all()
+        return [InvitationView.model_validate(i, from_attributes=True) for i in rows]
+
+    @router.post("/family-events/{event_id}/attendance", response_model=EventView)
+    async def attendance(event_id: str, body: Attendance) -> EventView:
+        async with rt.unit_of_work() as uow:
+            event = await _event(uow, body.district_id, event_id)
+            rows = (await uow.session.scalars(select(Invitation).where(
+                Invitation.event_id == event.id,
+                Invitation.family_id.in_(body.family_ids)))).all()
+            if len(rows) != len(set(body.family_ids)):
+                raise NotFound("some families were not invited to this event")
+            for invitation in rows:
+                if body.attended and not invitation.attended:
+                    uow.emit(FamilyAttended(event_id=event.id, family_id=invitation.family_id),
+                             district=event.district_id, school=event.school_id,
+                             subject=event.id)
+                invitation.attended = body.attended
+            return await _view(uow, event)
+
+    async def _invitation(uow, invitation_id: str, token: str) -> Invitation:  # type: ignore[no-untyped-def]
+        invitation = await uow.session.get(Invitation, invitation_id)
+        if invitation is None or not secrets.compare_digest(invitation.token, token):
+            raise NotFound("unknown invitation link")
+        return invitation
+
+    @router.get("/rsvp/{invitation_id}", response_class=HTMLResponse)
+    async def rsvp_page(invitation_id: str, token: str) -> HTMLResponse:
+        async with rt.unit_of_work() as uow:
+            invitation = await _invitation(uow, invitation_id, token)
+            event = await uow.session.get(FamilyEvent, invitation.event_id)
+        assert event is not None
+        action = f"/api/v1/rsvp/{escape(invitation_id)}?token={escape(token)}"
+        return HTMLResponse(
+            '<!DOCTYPE html><html><head><meta charset="utf-8"><title>RSVP</title></head><body>'
+            f"<p>{escape(event.title)}</p>"
+            f'<form method="post" action="{action}&amp;response=yes"><button>Yes</button></form>'
+            f'<form method="post" action="{action}&amp;response=no"><button>No</button></form>'
+            "</body></html>")
+
+    @router.post("/rsvp/{invitation_id}", response_class=HTMLResponse)
+    async def rsvp(invitation_id: str, token: str, response: Literal["yes", "no"]
+                   ) -> HTMLResponse:
+        async with rt.unit_of_work() as uow:
+            invitation = await _invitation(uow, invitation_id, token)
+            record_rsvp(uow, invitation, response, "link", utcnow())
+        return HTMLResponse("<!DOCTYPE html><html><body><p>Thank you.</p></body></html>")
+
+    @router.post("/announcements", status_code=202, response_model=AnnouncementView)
+    async def announce(body: Announce, request: Request) -> AnnouncementView:
+        """Queued at once; families are fanned out in the background in chunks."""
+        if body.school_id and rt.districts.school(body.district_id, body.school_id) is None:
+            raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
+        if rt.districts.get(body.district_id) is None:
+            raise NotFound(f"district {body.district_id} not found")
+        announcement = Announcement(
+            id=str(uuid4()), district_id=body.district_id, school_id=body.school_id,
+            title=body.title, body=body.body, urgency=body.urgency.value, status="fanning_out",
+            cursor="", families_targeted=0, families_unreachable=0, chunks=0,
+            created_by=caller(request, "coordinator"), created_at=utcnow())
+        async with rt.unit_of_work() as uow:
+            uow.session.add(announcement)
+            uow.after_commit.append(background.wake.set)
+        return AnnouncementView.model_validate(announcement, from_attributes=True)
+
+    @router.get("/announcements/{announcement_id}", response_model=AnnouncementView)
+    async def announcement_detail(announcement_id: str, district_id: Token) -> AnnouncementView:
+        async with rt.unit_of_work() as uow:
+            row = await uow.session.get(Announcement, announcement_id)
+        if row is None or row.district_id != district_id:
+            raise NotFound(f"announcement {announcement_id} not found")
+        return AnnouncementView.model_validate(row, from_attributes=True)
+
+    return router
