@@ -10,6 +10,8 @@ from conftest import System
 from nats.js.errors import NotFoundError
 from sqlalchemy import select
 
+from services.referrals.lifecycle import replay
+
 D = {"district_id": "d001"}
 
 
@@ -69,6 +71,9 @@ async def test_partner_accepts_then_service_then_outcome(system: System) -> None
     assert cancel.json()["detail"] == "a referral that is closed cannot be cancelled"
 
     detail = await system.referral(rid)
+    rebuilt = replay([(e["event"], e["data"]) for e in detail["timeline"]])
+    assert (rebuilt.status, rebuilt.partner_id, rebuilt.outcome, rebuilt.accepted) == (
+        "closed", partner["id"], "services_received", True)
     assert [(e["event"], e["actor"]) for e in detail["timeline"]][3:] == [
         ("ReferralAccepted", f"partner:{partner['id']}"),
         ("ReferralInService", f"partner:{partner['id']}"),
@@ -270,3 +275,52 @@ async def stream_messages(url: str) -> list[bytes]:
         return out
     finally:
         await nc.close()
+
+
+async def test_a_family_nobody_can_reach_is_on_the_work_list_at_once(system: System) -> None:
+    await system.register_partner()
+    family = await system.register_family(email_consent=False)  # no usable channel
+    referral = await system.open_referral(family)
+
+    async def flagged() -> dict[str, Any] | None:
+        r = await system.referral(referral["id"])
+        return r if "FamilyUnreachable" in [e["event"] for e in r["timeline"]] else None
+
+    detail = await system.eventually(flagged, what="FamilyUnreachable applied")
+    assert detail["status"] == "matched"  # not progress, and not a move
+    assert detail["follow_up_reason"] == "family_unreachable"
+    assert detail["follow_up"] in ("due", "overdue")
+    work = (await system.http.get("/api/v1/referrals/follow-ups", params=D)).json()
+    assert [r["id"] for s in work["schools"] for r in s["referrals"]] == [referral["id"]]
+
+
+async def test_partner_tokens_answer_for_their_own_partner_only(system: System) -> None:
+    from conftest import token
+
+    partner = await system.register_partner()
+    family = await system.register_family()
+    referral = await system.open_referral(family)
+    await matched(system, referral["id"])
+
+    def as_partner(partner_id: str) -> dict[str, str]:
+        bearer = token(system.settings, "partner", "d001", partner_id=partner_id)
+        return {"Authorization": f"Bearer {bearer}"}
+
+    url = f"/api/v1/referrals/{referral['id']}/accept"
+    body = D | {"partner_id": partner["id"]}
+    impostor = await system.http.post(url, json=body, headers=as_partner("other-partner"))
+    assert impostor.status_code == 403
+    unmatched = await system.http.post(url, json=D | {"partner_id": "other-partner"},
+                                       headers=as_partner("other-partner"))
+    assert unmatched.status_code == 404  # a partner does not see others' referrals
+    own = await system.http.post(url, json=body, headers=as_partner(partner["id"]))
+    assert own.status_code == 200, own.text
+    assert own.json()["accepted_at"] is not None
+    reading = await system.http.get(f"/api/v1/referrals/{referral['id']}", params=D,
+                                    headers=as_partner(partner["id"]))
+    assert reading.status_code == 403  # notes and history are for school staff
+
+    roosevelt = token(system.settings, "coordinator", "d001", ("roosevelt-ms",))
+    counts = await system.http.get("/api/v1/referrals/counts", params=D,
+                                   headers={"Authorization": f"Bearer {roosevelt}"})
+    assert counts.status_code == 200 and counts.json()["total"] == 0  # Lincoln's stay hidden

@@ -27,9 +27,23 @@ from runtime.districts import load_districts
 from runtime.service import ServiceRuntime
 from runtime.settings import DEFAULT_DISTRICTS_FILE, Settings
 from services.referrals.follow_up import fire_due, refresh_metrics
-from services.referrals.lifecycle import OPEN, Accepted, Closed, InService, Matched, Status
+from services.referrals.lifecycle import (
+    OPEN,
+    Accepted,
+    Closed,
+    InService,
+    Matched,
+    Status,
+    replay,
+)
 from services.referrals.metrics import REFERRALS_OPEN, REFERRALS_OVERDUE
-from services.referrals.referrals import Desk, command, open_referral, restart_follow_up
+from services.referrals.referrals import (
+    Desk,
+    command,
+    open_referral,
+    restart_follow_up,
+    state_of,
+)
 from services.referrals.tables import Base, Referral, TimelineEntry
 
 DISTRICTS = load_districts(DEFAULT_DISTRICTS_FILE)
@@ -178,6 +192,14 @@ async def _scenario(backend: str, urgencies: list[Urgency], ops: list[tuple[str,
                 assert stretch in ([], ["FollowUpDue"], ["FollowUpDue", "ReferralEscalated"])
         sent = await outbox_types(rt)
         assert sent["follow_up_due"] == fired["FollowUpDue"]
+        # The stored state is what replaying the timeline gives.
+        async with rt.unit_of_work() as uow:
+            entries = (await uow.session.execute(
+                select(TimelineEntry.referral_id, TimelineEntry.event_type, TimelineEntry.data)
+                .order_by(TimelineEntry.seq))).all()
+            for referral in (await uow.session.scalars(select(Referral))).all():
+                mine = [(t, d) for r, t, d in entries if r == referral.id]
+                assert replay(mine) == state_of(referral)
         assert sent["escalated"] == fired["ReferralEscalated"]
 
 
