@@ -316,7 +316,7 @@ class Dispatcher:
     # --- commit every outcome of the batch at once ------------------------------------------
 
     async def _apply(self, claimed: list[Message], outcomes: dict[str, Outcome]) -> bool:
-        now = utcnow()
+        now = self.clock()
         requeued = False
         counts: dict[tuple[str, str], int] = defaultdict(int)
         async with self.rt.unit_of_work() as uow:

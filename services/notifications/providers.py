@@ -8,8 +8,9 @@ SMS goes out concurrently within a bounded window.
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email import policy
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import make_msgid, parseaddr
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -19,6 +20,8 @@ from services.notifications.errors import PermanentSendError, SendError, Transie
 from services.notifications.twilio import TwilioSmsClient
 
 Result = str | SendError
+# Long URLs in List-Unsubscribe must not be folded into encoded words (RFC 2369 clients).
+EMAIL_POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,11 @@ class SmtpEmail:
         self.username = parts.username
         self.password = parts.password
         self.sender = sender
+        self.envelope_from = parseaddr(sender)[1] or sender
         self.connections = connections
 
     def compose(self, message: Outgoing) -> EmailMessage:
-        email = EmailMessage()
+        email = EmailMessage(policy=EMAIL_POLICY)
         email["From"] = self.sender
         email["To"] = message.to
         email["Subject"] = message.subject
@@ -118,7 +122,9 @@ class SmtpEmail:
                         if client is None or not client.is_connected:
                             client = self._client()
                             await client.connect()
-                        await client.send_message(email)
+                        # Our own bytes: aiosmtplib's flattening would fold long headers again.
+                        await client.sendmail(self.envelope_from, [messages[index].to],
+                                              email.as_bytes(policy=EMAIL_POLICY))
                         results[index] = str(email["Message-ID"])
                         break
                     except aiosmtplib.SMTPServerDisconnected as exc:
