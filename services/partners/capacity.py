@@ -1,26 +1,51 @@
-"""Open slots, reserved and released atomically: never negative, also when two referrals race
-for the last slot (the database decides, with a conditional UPDATE)."""
+"""Open slots per service and school, reserved and released atomically: never negative, also
+when two referrals race for the last slot. The database decides with a conditional UPDATE: on
+PostgreSQL the second transaction waits for the first's row lock, re-reads the row and finds no
+slot (rowcount 0); on SQLite writers are serialized (BEGIN IMMEDIATE). CHECK constraints on the
+table are the last guard."""
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from runtime.errors import Conflict
 from runtime.outbox import UnitOfWork
-from services.partners.tables import PartnerService
+from services.partners.tables import ServiceCapacity
 
-_services = PartnerService.__table__
+_cap = ServiceCapacity.__table__
 
 
-async def reserve(uow: UnitOfWork, service_id: str) -> bool:
+async def reserve(uow: UnitOfWork, service_id: str, school_id: str) -> bool:
     result = await uow.session.execute(
-        update(_services)
-        .where(_services.c.id == service_id, _services.c.reserved < _services.c.capacity)
-        .values(reserved=_services.c.reserved + 1)
+        update(_cap)
+        .where(_cap.c.service_id == service_id, _cap.c.school_id == school_id,
+               _cap.c.reserved < _cap.c.capacity)
+        .values(reserved=_cap.c.reserved + 1)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-async def release(uow: UnitOfWork, service_id: str) -> None:
-    await uow.session.execute(
-        update(_services)
-        .where(_services.c.id == service_id, _services.c.reserved > 0)
-        .values(reserved=_services.c.reserved - 1)
+async def release(uow: UnitOfWork, service_id: str, school_id: str) -> bool:
+    result = await uow.session.execute(
+        update(_cap)
+        .where(_cap.c.service_id == service_id, _cap.c.school_id == school_id,
+               _cap.c.reserved > 0)
+        .values(reserved=_cap.c.reserved - 1)
     )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def set_capacity(uow: UnitOfWork, service_id: str, school_id: str, capacity: int) -> int:
+    """Set a school's slots; refused below what is reserved now. Returns the reserved count."""
+    result = await uow.session.execute(
+        update(_cap)
+        .where(_cap.c.service_id == service_id, _cap.c.school_id == school_id,
+               _cap.c.reserved <= capacity)
+        .values(capacity=capacity)
+        .returning(_cap.c.reserved)
+    )
+    reserved = result.scalar_one_or_none()
+    if reserved is None:
+        held = await uow.session.scalar(
+            select(_cap.c.reserved).where(_cap.c.service_id == service_id,
+                                          _cap.c.school_id == school_id))
+        raise Conflict(f"{held} slots are reserved at {school_id}; capacity cannot go below")
+    return int(reserved)

@@ -1,95 +1,37 @@
-"""How partners answers referrals: match and reserve, or say why not; release at the end."""
+"""How partners follows referrals: match when consent allows, match the next partner after a
+decline, learn from acceptances, release the slot when the referral ends.
 
-from sqlalchemy import select
+Each event type has its own consumer, so a ReferralDeclined may be handled before the
+ReferralOpened it follows: an event about a referral partners has not heard of yet is retried
+later (RetryLater), never dropped.
+"""
 
 from contracts.envelope import Envelope
 from contracts.events import (
+    ConsentRecorded,
     FamilyRegistered,
-    NoPartnerAvailable,
-    PartnerMatched,
+    ReferralAccepted,
     ReferralCancelled,
     ReferralClosed,
+    ReferralDeclined,
     ReferralOpened,
 )
 from contracts.taxonomy import Consent
 from runtime.db import utcnow
+from runtime.errors import RetryLater
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
-from services.partners.capacity import release, reserve
-from services.partners.matching import rank
-from services.partners.tables import FamilyLanguage, Partner, PartnerService, ReferralRequest
+from services.partners.assign import bump_stats, let_go, match
+from services.partners.tables import FamilyLanguage, ReferralRequest
+
+ENDED = ("ended", "consent_declined")
 
 
-async def match(uow: UnitOfWork, request: ReferralRequest) -> None:
-    """Reserve the best eligible service and emit PartnerMatched, or NoPartnerAvailable."""
-    rows = (
-        await uow.session.execute(
-            select(PartnerService, Partner)
-            .join(Partner, Partner.id == PartnerService.partner_id)
-            .where(
-                PartnerService.district_id == request.district_id,
-                PartnerService.need == request.need,
-            )
-        )
-    ).all()
-    language = await uow.session.get(FamilyLanguage, (request.district_id, request.family_id))
-    candidates = rank(request, [(s, p) for s, p in rows], language.language if language else None)
-    request.updated_at = utcnow()
-    for candidate in candidates:
-        if not await reserve(uow, candidate.service.id):
-            continue  # another referral took the last slot first
-        request.state = "matched"
-        request.service_id = candidate.service.id
-        request.partner_id = candidate.partner.id
-        request.attempts += 1
-        request.tried_partners = [*request.tried_partners, candidate.partner.id]
-        uow.emit(
-            PartnerMatched(
-                referral_id=request.referral_id,
-                family_id=request.family_id,
-                partner_id=candidate.partner.id,
-                service_id=candidate.service.id,
-                partner_name=candidate.partner.name,
-                need=request.need,
-                urgency=request.urgency,
-                score=candidate.score,
-                reasons=candidate.reasons,
-                attempt=request.attempts,
-            ),
-            district=request.district_id,
-            school=request.school_id,
-            subject=request.referral_id,
-        )
-        return
-    request.state = "no_partner"
-    request.service_id = request.partner_id = None
-    reason = (
-        f"no active partner offers {request.need} at school {request.school_id} with an open slot"
-        if not rows
-        else f"{len(rows)} services offer {request.need}; none eligible with an open slot"
-    )
-    uow.emit(
-        NoPartnerAvailable(
-            referral_id=request.referral_id,
-            family_id=request.family_id,
-            need=request.need,
-            reason=reason,
-            candidates_considered=len(rows),
-        ),
-        district=request.district_id,
-        school=request.school_id,
-        subject=request.referral_id,
-    )
-
-
-async def end(uow: UnitOfWork, referral_id: str) -> None:
+async def _request(uow: UnitOfWork, env: Envelope, referral_id: str) -> ReferralRequest:
     request = await uow.session.get(ReferralRequest, referral_id)
-    if request is None or request.state == "ended":
-        return
-    if request.state == "matched" and request.service_id:
-        await release(uow, request.service_id)
-    request.state = "ended"
-    request.updated_at = utcnow()
+    if request is None or request.district_id != env.districtid:
+        raise RetryLater(f"referral {referral_id} not known yet")
+    return request
 
 
 def register(rt: ServiceRuntime) -> None:
@@ -97,33 +39,66 @@ def register(rt: ServiceRuntime) -> None:
     async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened) -> None:
         if await uow.session.get(ReferralRequest, ev.referral_id) is not None:
             return
-        now = utcnow()
         request = ReferralRequest(
-            referral_id=ev.referral_id,
-            district_id=env.districtid,
-            school_id=ev.school_id,
-            family_id=ev.family_id,
-            need=ev.need,
-            urgency=ev.urgency,
-            grade=ev.grade,
-            consent=ev.consent,
-            state="awaiting_consent",
-            tried_partners=[],
-            attempts=0,
-            opened_at=ev.opened_at,
-            updated_at=now,
+            referral_id=ev.referral_id, district_id=env.districtid, school_id=ev.school_id,
+            family_id=ev.family_id, need=ev.need, urgency=ev.urgency, grade=ev.grade,
+            consent=ev.consent, state="awaiting_consent", tried_partners=[], attempts=0,
+            opened_at=ev.opened_at, updated_at=utcnow(), accepted=False, ever_matched=False,
+            declines=0,
         )
         uow.session.add(request)
         if ev.consent == Consent.given:
             await match(uow, request)
+        elif ev.consent == Consent.declined:
+            request.state = "consent_declined"
+
+    @rt.consumes(ConsentRecorded)
+    async def on_consent(uow: UnitOfWork, env: Envelope, ev: ConsentRecorded) -> None:
+        request = await _request(uow, env, ev.referral_id)
+        if request.state == "ended":
+            return
+        request.consent = ev.consent
+        if ev.consent == Consent.given and request.state == "awaiting_consent":
+            await match(uow, request)
+        elif ev.consent == Consent.declined:  # declined, or withdrawn after a match
+            await let_go(uow, request, at=ev.recorded_at)
+            request.state = "consent_declined"
+
+    @rt.consumes(ReferralDeclined)
+    async def on_declined(uow: UnitOfWork, env: Envelope, ev: ReferralDeclined) -> None:
+        request = await _request(uow, env, ev.referral_id)
+        if request.state != "matched" or request.partner_id != ev.partner_id:
+            return  # an old partner's late answer: the referral has moved on
+        await let_go(uow, request, declined=True)
+        request.declines += 1
+        await match(uow, request)  # the tried partners are skipped
+
+    @rt.consumes(ReferralAccepted)
+    async def on_accepted(uow: UnitOfWork, env: Envelope, ev: ReferralAccepted) -> None:
+        request = await _request(uow, env, ev.referral_id)
+        if request.state != "matched" or request.partner_id != ev.partner_id or request.accepted:
+            return
+        request.accepted = True
+        waited = (env.time - request.matched_at).total_seconds() if request.matched_at else 0.0
+        await bump_stats(uow, ev.partner_id, request.district_id, accepted=1,
+                         accept_seconds=max(0.0, waited))
 
     @rt.consumes(ReferralClosed)
     async def on_referral_closed(uow: UnitOfWork, env: Envelope, ev: ReferralClosed) -> None:
-        await end(uow, ev.referral_id)
+        request = await _request(uow, env, ev.referral_id)
+        request.outcome = ev.outcome
+        request.closed_at = ev.closed_at
+        if request.state != "ended":
+            await let_go(uow, request, at=ev.closed_at)
+            request.state = "ended"
 
     @rt.consumes(ReferralCancelled)
     async def on_referral_cancelled(uow: UnitOfWork, env: Envelope, ev: ReferralCancelled) -> None:
-        await end(uow, ev.referral_id)
+        request = await _request(uow, env, ev.referral_id)
+        request.closed_at = request.closed_at or env.time
+        if request.state != "ended":
+            await let_go(uow, request)
+            request.state = "ended"
 
     @rt.consumes(FamilyRegistered)
     async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered) -> None:

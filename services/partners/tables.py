@@ -1,9 +1,27 @@
-"""The partners service's own tables."""
+"""The partners service's own tables.
+
+The directory follows Open Referral HSDS 3.0: an organization (``Partner``) offers services
+(``PartnerService``), each mapped to one Need. HSDS detail that matching does not read (locations,
+service areas, schedules, cost options, contacts, phones, taxonomy terms) is kept as HSDS-shaped
+JSON on the service so an export gives back what an import brought in.
+
+Capacity is per service *and school* (``ServiceCapacity``): the rows matching reads and reserves.
+"""
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.db import UTCDateTime
@@ -11,13 +29,14 @@ from runtime.db import UTCDateTime
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON,
-                           list[int]: JSON}
+                           list[int]: JSON, list[dict[str, Any]]: JSON}
 
 
 class Partner(Base):
-    """An organization in the directory."""
+    """An organization in the directory (HSDS ``organization``)."""
 
     __tablename__ = "partners"
+    __table_args__ = (Index("ix_partners_district_hsds", "district_id", "hsds_id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     district_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -25,10 +44,16 @@ class Partner(Base):
     languages: Mapped[list[str]]
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime]
+    hsds_id: Mapped[str | None] = mapped_column(String(128))  # the source directory's own id
+    alternate_name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(String(200))
+    website: Mapped[str | None] = mapped_column(String(500))
+    source: Mapped[str] = mapped_column(String(16), default="api")  # api | hsds
 
 
 class PartnerService(Base):
-    """One service an organization offers for one need, at some schools, with open slots."""
+    """One service an organization offers for one need (HSDS ``service``)."""
 
     __tablename__ = "partner_services"
 
@@ -36,16 +61,61 @@ class PartnerService(Base):
     partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), index=True)
     district_id: Mapped[str] = mapped_column(String(64), index=True)
     need: Mapped[str] = mapped_column(String(32), index=True)
-    schools: Mapped[list[str]]
-    grades: Mapped[list[int]]  # empty: every grade
+    schools: Mapped[list[str]]  # kept in step with the ServiceCapacity rows
+    grades: Mapped[list[int]]  # empty: every grade (or the ages decide)
+    name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(24), default="active")  # HSDS service.status
+    min_age: Mapped[int | None] = mapped_column(Integer)
+    max_age: Mapped[int | None] = mapped_column(Integer)
+    service_languages: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: partner's
+    # Flat keys the candidate query filters on without JSON functions (same on both backends):
+    # ",en,es," the languages spoken; ",0,1,2," the grades served, "" for every grade.
+    languages_key: Mapped[str] = mapped_column(String(200), default="")
+    grades_key: Mapped[str] = mapped_column(String(64), default="")
+    hsds_id: Mapped[str | None] = mapped_column(String(128))
+    hsds: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # HSDS detail, as imported
+
+
+class ServiceCapacity(Base):
+    """Open slots of one service at one school. ``reserved`` never exceeds ``capacity`` and never
+    goes below zero: the database enforces it and the conditional UPDATEs respect it."""
+
+    __tablename__ = "service_capacity"
+    __table_args__ = (
+        CheckConstraint("reserved >= 0", name="ck_capacity_reserved_nonnegative"),
+        CheckConstraint("reserved <= capacity", name="ck_capacity_reserved_within"),
+        # The candidate query: one district, one need, one school, slots open.
+        Index("ix_capacity_match", "district_id", "need", "school_id"),
+    )
+
+    service_id: Mapped[str] = mapped_column(ForeignKey("partner_services.id"), primary_key=True)
+    school_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district_id: Mapped[str] = mapped_column(String(64))
+    need: Mapped[str] = mapped_column(String(32))  # copied from the service for the index
     capacity: Mapped[int] = mapped_column(Integer)
     reserved: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PartnerStats(Base):
+    """What partners has learnt about a partner's answers, for ranking."""
+
+    __tablename__ = "partner_stats"
+
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district_id: Mapped[str] = mapped_column(String(64))
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    declined: Mapped[int] = mapped_column(Integer, default=0)
+    accept_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # total, over `accepted`
+    active: Mapped[int] = mapped_column(Integer, default=0)  # referrals it holds now
 
 
 class ReferralRequest(Base):
     """What partners knows of a referral it must match: ids and categories only."""
 
     __tablename__ = "referral_requests"
+    __table_args__ = (Index("ix_requests_report", "district_id", "opened_at"),)
 
     referral_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     district_id: Mapped[str] = mapped_column(String(64))
@@ -55,13 +125,22 @@ class ReferralRequest(Base):
     urgency: Mapped[str] = mapped_column(String(16))
     grade: Mapped[int | None] = mapped_column(Integer)
     consent: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(24))  # awaiting_consent|matched|no_partner|ended
+    # awaiting_consent | matched | no_partner | consent_declined | ended
+    state: Mapped[str] = mapped_column(String(24))
     service_id: Mapped[str | None] = mapped_column(String(64))
     partner_id: Mapped[str | None] = mapped_column(String(64))
     tried_partners: Mapped[list[str]]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # For ranking and the gap map
+    matched_at: Mapped[datetime | None]
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    ever_matched: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_result: Mapped[str | None] = mapped_column(String(16))  # matched | no_partner
+    declines: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    closed_at: Mapped[datetime | None]
 
 
 class FamilyLanguage(Base):

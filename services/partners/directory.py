@@ -1,0 +1,208 @@
+"""The directory in the database: register a partner, load an HSDS import plan, read it back."""
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runtime.db import utcnow
+from runtime.districts import District
+from services.partners.hsds import ExportService, Plan, Problem
+from services.partners.matching import grades_for_ages, grades_key, languages_key
+from services.partners.tables import Partner, PartnerService, ServiceCapacity
+
+# Ids of imported rows are derived from the source's ids, so importing the same directory again
+# updates it in place (an upsert) instead of doubling it.
+NAMESPACE = uuid.UUID("8f4d2c7e-0b7a-4e38-9a57-3f1f5b9e6d21")
+ALL_SCHOOLS = {"all", "all schools", "district", "districtwide", "district-wide"}
+CHUNK = 500
+
+
+def stable_id(district_id: str, kind: str, source_id: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{district_id}/{kind}/{source_id}"))
+
+
+def schools_for_areas(district: District, areas: Iterable[str]) -> list[str]:
+    """Service-area or location names that name a school (its id or name) or the whole
+    district (its id or name, or "all")."""
+    by_name: dict[str, str] = {}
+    for school in district.schools:
+        by_name[school.id.lower()] = school.id
+        by_name[school.name.lower()] = school.id
+    whole = ALL_SCHOOLS | {district.id.lower(), district.name.lower()}
+    found: dict[str, None] = {}
+    for area in areas:
+        key = area.strip().lower()
+        if key in whole:
+            return [s.id for s in district.schools]
+        if key in by_name:
+            found[by_name[key]] = None
+    return list(found)
+
+
+async def _load(session: AsyncSession, model: Any, column: Any, keys: Sequence[str]) -> list[Any]:
+    rows: list[Any] = []
+    for i in range(0, len(keys), CHUNK):
+        rows += (await session.scalars(select(model).where(column.in_(keys[i:i + CHUNK])))).all()
+    return rows
+
+
+def _sync_capacity(session: AsyncSession, service: PartnerService, schools: list[str],
+                   current: dict[str, ServiceCapacity], capacity: int | None) -> None:
+    """Make the service's capacity rows match its schools. A school no longer served keeps the
+    slots in use (no new ones) until they are released; a given capacity never goes below what
+    is reserved."""
+    for school_id in schools:
+        row = current.get(school_id)
+        if row is None:
+            session.add(ServiceCapacity(service_id=service.id, school_id=school_id,
+                                        district_id=service.district_id, need=service.need,
+                                        capacity=capacity or 0, reserved=0))
+            continue
+        row.need = service.need
+        if capacity is not None:
+            row.capacity = max(capacity, row.reserved)
+    for school_id, row in current.items():
+        if school_id not in schools:
+            row.capacity = row.reserved
+
+
+@dataclass
+class ImportResult:
+    organizations_created: int = 0
+    organizations_updated: int = 0
+    services_created: int = 0
+    services_updated: int = 0
+    services_without_school: int = 0
+
+
+async def apply_plan(session: AsyncSession, district: District, plan: Plan,
+                     capacity: int | None) -> ImportResult:
+    """Write the plan's good rows (the caller's transaction makes it all or nothing)."""
+    result = ImportResult()
+    now = utcnow()
+    org_ids = {o.hsds_id: stable_id(district.id, "organization", o.hsds_id)
+               for o in plan.organizations}
+    partners = {p.id: p for p in await _load(session, Partner, Partner.id, list(org_ids.values()))}
+    spoken: dict[str, set[str]] = {}
+    for spec in plan.services:
+        spoken.setdefault(spec.organization_hsds_id, set()).update(spec.languages)
+    for org in plan.organizations:
+        pid = org_ids[org.hsds_id]
+        partner = partners.get(pid)
+        if partner is None:
+            partner = Partner(id=pid, district_id=district.id, status="active", created_at=now,
+                              source="hsds", name=org.name, languages=[])
+            session.add(partner)
+            partners[pid] = partner
+            result.organizations_created += 1
+        else:
+            result.organizations_updated += 1
+        partner.hsds_id = org.hsds_id
+        partner.name = org.name
+        partner.alternate_name = org.alternate_name
+        partner.description = org.description
+        partner.email = org.email
+        partner.website = org.website
+        partner.languages = sorted(spoken.get(org.hsds_id, set()))
+    await session.flush()
+
+    service_ids = [stable_id(district.id, "service", s.hsds_id) for s in plan.services]
+    existing = {s.id: s for s in await _load(session, PartnerService, PartnerService.id,
+                                              service_ids)}
+    capacity_rows: dict[str, dict[str, ServiceCapacity]] = {}
+    for row in await _load(session, ServiceCapacity, ServiceCapacity.service_id, service_ids):
+        capacity_rows.setdefault(row.service_id, {})[row.school_id] = row
+    for spec, sid in zip(plan.services, service_ids, strict=True):
+        partner = partners[org_ids[spec.organization_hsds_id]]
+        service = existing.get(sid)
+        if service is None:
+            service = PartnerService(id=sid, partner_id=partner.id, district_id=district.id)
+            session.add(service)
+            result.services_created += 1
+        else:
+            result.services_updated += 1
+        schools = schools_for_areas(district, spec.areas)
+        if not schools:
+            result.services_without_school += 1
+        grades = grades_for_ages(spec.min_age, spec.max_age)
+        service.partner_id = partner.id
+        service.need = spec.need
+        service.name = spec.name
+        service.description = spec.description
+        service.status = spec.status
+        service.min_age, service.max_age = spec.min_age, spec.max_age
+        service.grades = grades
+        service.grades_key = grades_key(grades)
+        service.schools = schools
+        service.service_languages = spec.languages
+        service.languages_key = languages_key(spec.languages or partner.languages)
+        service.hsds_id = spec.hsds_id
+        service.hsds = {**spec.detail, "need_rule": spec.need_rule}
+        _sync_capacity(session, service, schools, capacity_rows.get(sid, {}), capacity)
+    await session.flush()
+    return result
+
+
+async def register(session: AsyncSession, district_id: str, name: str, needs: list[str],
+                   schools: list[str], languages: list[str], grades: list[int],
+                   capacity: int) -> tuple[Partner, list[PartnerService]]:
+    """The simple registration: one service per need, ``capacity`` slots at each school."""
+    partner = Partner(id=str(uuid.uuid4()), district_id=district_id, name=name,
+                      languages=languages, status="active", created_at=utcnow(), source="api")
+    session.add(partner)
+    await session.flush()
+    services = []
+    for need in dict.fromkeys(needs):
+        service = PartnerService(
+            id=str(uuid.uuid4()), partner_id=partner.id, district_id=district_id, need=need,
+            name=f"{name}: {need.replace('_', ' ')}", status="active", schools=list(schools),
+            grades=list(grades), grades_key=grades_key(grades), service_languages=[],
+            languages_key=languages_key(languages), hsds={})
+        session.add(service)
+        services.append(service)
+    await session.flush()
+    for service in services:
+        _sync_capacity(session, service, list(schools), {}, capacity)
+    await session.flush()
+    return partner, services
+
+
+async def capacity_by_service(session: AsyncSession,
+                              service_ids: Sequence[str]) -> dict[str, list[ServiceCapacity]]:
+    by_service: dict[str, list[ServiceCapacity]] = {}
+    for row in await _load(session, ServiceCapacity, ServiceCapacity.service_id,
+                           list(service_ids)):
+        by_service.setdefault(row.service_id, []).append(row)
+    return by_service
+
+
+async def export_services(session: AsyncSession, district_id: str) -> list[ExportService]:
+    partners = {p.id: p for p in (await session.scalars(
+        select(Partner).where(Partner.district_id == district_id))).all()}
+    services = (await session.scalars(
+        select(PartnerService).where(PartnerService.district_id == district_id)
+        .order_by(PartnerService.partner_id, PartnerService.id))).all()
+    out = []
+    for s in services:
+        p = partners.get(s.partner_id)
+        if p is None:
+            continue
+        organization = {k: v for k, v in {
+            "id": p.hsds_id or p.id, "name": p.name, "alternate_name": p.alternate_name,
+            "description": p.description or p.name, "email": p.email, "website": p.website,
+        }.items() if v is not None}
+        detail = {k: v for k, v in (s.hsds or {}).items() if k != "need_rule"}
+        out.append(ExportService(
+            id=s.hsds_id or s.id, organization=organization, name=s.name or p.name,
+            description=s.description, status=s.status, need=s.need, min_age=s.min_age,
+            max_age=s.max_age, languages=s.service_languages or p.languages,
+            schools=s.schools, detail=detail))
+    return out
+
+
+__all__ = ["ImportResult", "Problem", "apply_plan", "export_services", "register",
+           "schools_for_areas", "stable_id"]
