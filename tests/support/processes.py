@@ -486,7 +486,7 @@ async def process_system(
     """Start NATS, the sinks and ``copies`` processes of each service; stop everything at the
     end (SIGTERM, then SIGKILL). ``backend`` is "sqlite" (files under root/data, shared by the
     copies of a service) or "postgres" (ENSEMBLE_TEST_POSTGRES_URL, a schema per service)."""
-    root.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     database_url = prefix = None
     if backend == "postgres":
         database_url = postgres_url()

@@ -21,7 +21,9 @@ def count(full: int, quick: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def scenario(root: Path, **system_options: Any) -> AsyncIterator[tuple[ProcessSystem, Ledger]]:
+async def scenario(
+    root: Path, **system_options: Any
+) -> AsyncIterator[tuple[ProcessSystem, Ledger]]:
     """Start the processes and a ledger; on failure print every process's log tail."""
     async with process_system(root, **system_options) as system:
         api = Api(system.urls, admin_headers(system.district))
