@@ -232,10 +232,11 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 raise NotFound(f"service {service_id} not found")
             row = await uow.session.get(ServiceCapacity, (service_id, body.school_id))
             if row is None:
-                uow.session.add(ServiceCapacity(
-                    service_id=service_id, school_id=body.school_id,
-                    district_id=body.district_id, need=service.need, capacity=body.capacity,
-                    reserved=0))
+                row = ServiceCapacity(service_id=service_id, school_id=body.school_id,
+                                      district_id=body.district_id, capacity=body.capacity,
+                                      reserved=0)
+                directory.copy_service(row, service)
+                uow.session.add(row)
                 service.schools = [*service.schools, body.school_id]
                 reserved = 0
             else:

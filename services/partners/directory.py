@@ -12,7 +12,7 @@ from runtime.db import utcnow
 from runtime.districts import District
 from services.partners.hsds import ExportService, Plan, Problem
 from services.partners.matching import grades_for_ages, grades_key, languages_key
-from services.partners.tables import Partner, PartnerService, ServiceCapacity
+from services.partners.tables import Partner, PartnerService, PartnerStats, ServiceCapacity
 
 # Ids of imported rows are derived from the source's ids, so importing the same directory again
 # updates it in place (an upsert) instead of doubling it.
@@ -58,16 +58,31 @@ def _sync_capacity(session: AsyncSession, service: PartnerService, schools: list
     for school_id in schools:
         row = current.get(school_id)
         if row is None:
-            session.add(ServiceCapacity(service_id=service.id, school_id=school_id,
-                                        district_id=service.district_id, need=service.need,
-                                        capacity=capacity or 0, reserved=0))
-            continue
-        row.need = service.need
-        if capacity is not None:
+            row = ServiceCapacity(service_id=service.id, school_id=school_id,
+                                  district_id=service.district_id, capacity=capacity or 0,
+                                  reserved=0)
+            session.add(row)
+        elif capacity is not None:
             row.capacity = max(capacity, row.reserved)
+        copy_service(row, service)
     for school_id, row in current.items():
         if school_id not in schools:
             row.capacity = row.reserved
+            copy_service(row, service)
+
+
+def copy_service(row: ServiceCapacity, service: PartnerService) -> None:
+    row.need = service.need
+    row.partner_id = service.partner_id
+    row.service_status = service.status
+    row.languages_key = service.languages_key
+    row.grades_key = service.grades_key
+
+
+def _stats(partner_id: str, district_id: str) -> PartnerStats:
+    # Made with the partner, so counting later is always an UPDATE (no insert race).
+    return PartnerStats(partner_id=partner_id, district_id=district_id, matched=0, accepted=0,
+                        declined=0, accept_seconds=0.0, active=0)
 
 
 @dataclass
@@ -97,6 +112,7 @@ async def apply_plan(session: AsyncSession, district: District, plan: Plan,
             partner = Partner(id=pid, district_id=district.id, status="active", created_at=now,
                               source="hsds", name=org.name, languages=[])
             session.add(partner)
+            session.add(_stats(pid, district.id))
             partners[pid] = partner
             result.organizations_created += 1
         else:
@@ -154,6 +170,7 @@ async def register(session: AsyncSession, district_id: str, name: str, needs: li
     partner = Partner(id=str(uuid.uuid4()), district_id=district_id, name=name,
                       languages=languages, status="active", created_at=utcnow(), source="api")
     session.add(partner)
+    session.add(_stats(partner.id, district_id))
     await session.flush()
     services = []
     for need in dict.fromkeys(needs):

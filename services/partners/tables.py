@@ -92,7 +92,13 @@ class ServiceCapacity(Base):
     service_id: Mapped[str] = mapped_column(ForeignKey("partner_services.id"), primary_key=True)
     school_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     district_id: Mapped[str] = mapped_column(String(64))
-    need: Mapped[str] = mapped_column(String(32))  # copied from the service for the index
+    # Copied from the service (directory.py keeps them in step) so the candidate query reads
+    # this table and the organization only.
+    need: Mapped[str] = mapped_column(String(32))
+    partner_id: Mapped[str] = mapped_column(String(64))
+    service_status: Mapped[str] = mapped_column(String(24), default="active")
+    languages_key: Mapped[str] = mapped_column(String(200), default="")
+    grades_key: Mapped[str] = mapped_column(String(64), default="")
     capacity: Mapped[int] = mapped_column(Integer)
     reserved: Mapped[int] = mapped_column(Integer, default=0)
 
