@@ -435,7 +435,8 @@ async def families_at(uow: UnitOfWork, channel: Channel, address: str) -> list[M
     phone)."""
     column = Message.email if channel == Channel.email else Message.phone
     rows = (await uow.session.scalars(
-        select(Message).where(column == address).order_by(Message.created_at.desc()).limit(200)
+        select(Message).where(column == address, Message.kind.not_in(TRANSACTIONAL))
+        .order_by(Message.created_at.desc()).limit(200)
     )).all()
     latest: dict[str, Message] = {}
     for row in rows:

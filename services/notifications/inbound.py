@@ -60,8 +60,7 @@ async def inbound_sms(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, phone: 
     """Handle one inbound SMS; returns what it was (for metrics, never the content)."""
     if not await first_time(uow, f"sms:{sid}", now):
         return "duplicate"
-    messages = [m for m in await families_at(uow, Channel.sms, phone)
-                if m.kind not in ("opt_out_confirmation", "opt_in_confirmation")]
+    messages = await families_at(uow, Channel.sms, phone)
     word = keyword(text)
     if word in STOP_WORDS:
         district = messages[0].district_id if messages else ""
