@@ -69,14 +69,17 @@ def _document() -> dict[str, Any]:
 def _fit_to_cloudevents(document: dict[str, Any]) -> dict[str, Any]:
     """FastStream assumes its own message format; ours is a CloudEvents envelope."""
     document["defaultContentType"] = CONTENT_TYPE
+    # FastStream names the one server "development"; it is whatever cluster serves the deployment.
+    document["servers"] = {"ensemble": next(iter(document.get("servers", {}).values()))}
     for name, message in document.get("components", {}).get("messages", {}).items():
         message["contentType"] = CONTENT_TYPE
         message["correlationId"] = {
             "description": "the referral's chain of events",
             "location": "$message.payload#/correlationid",
         }
-        message["name"] = name.removesuffix(":Message")
+        message["name"] = message["title"] = name.removesuffix(":Message")
     for channel in document.get("channels", {}).values():
+        channel["servers"] = [{"$ref": "#/servers/ensemble"}]
         channel["parameters"] = {
             "district": {"description": "the district id; an integrator sees only its own"}
         }
