@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -107,7 +107,7 @@ class Hooks:
     receiver: Receiver
     receiver_url: str
     base_url: str
-    js: Any = None
+    service: Service
 
     async def endpoint(self, name: str, *, district: str = "d001", event_types: tuple = (),
                        **route: Any) -> dict[str, Any]:
@@ -124,8 +124,9 @@ class Hooks:
         """Publish as the owning service would (the webhooks service is what is under test)."""
         envelope = Envelope.wrap(event, source="/ensemble/test", district=district, school=None,
                                  subject=None)
-        await self.js.publish(subject_for(type(event), district), envelope.to_bytes(),
-                              headers={"Nats-Msg-Id": envelope.id, "Content-Type": CONTENT_TYPE})
+        js = self.service.runtime.jetstream
+        await js.publish(subject_for(type(event), district), envelope.to_bytes(),
+                         headers={"Nats-Msg-Id": envelope.id, "Content-Type": CONTENT_TYPE})
         return envelope
 
 
@@ -167,9 +168,7 @@ async def hooks_running(settings: Settings, services: list[Service]) -> AsyncIte
         async with serve(receiver.app) as receiver_url, running(settings, services) as url, \
                 httpx.AsyncClient(base_url=url, timeout=10,
                                   headers=bearer(settings)) as http:
-            hooks = Hooks(config, http, receiver, receiver_url, url)
-            hooks.js = services[-1].runtime.jetstream
-            yield hooks
+            yield Hooks(config, http, receiver, receiver_url, url, services[-1])
     finally:
         await drop_webhooks_schema(config)
 
@@ -253,6 +252,13 @@ async def test_retries_then_one_accepted_delivery_per_event_and_endpoint(hooks: 
                                    params={"district_id": "d001"})).json()
     assert (detail["delivered"], detail["pending"], detail["dead"]) == (3, 0, 0)
     assert only_opened["event_types"] == ["org.ensemble.referrals.opened.v1"]
+
+    # Deliveries done long enough ago are forgotten (the events stay in the stream).
+    [dispatcher] = [f.__self__ for f in hooks.service.runtime.background]
+    await dispatcher.prune(keep=timedelta(0))
+    detail = (await hooks.http.get(f"/api/v1/webhooks/endpoints/{flaky['id']}",
+                                   params={"district_id": "d001"})).json()
+    assert (detail["delivered"], detail["pending"], detail["dead"]) == (0, 0, 0)
     assert d002["district_id"] == "d002"
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from uuid import uuid4
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from contracts.envelope import CONTENT_TYPE
 from runtime.db import utcnow
@@ -63,10 +63,15 @@ class Dispatcher:
                                      follow_redirects=False,
                                      headers={"User-Agent": USER_AGENT}) as client:
             failures = 0
+            loop = asyncio.get_running_loop()
+            last_prune = loop.time()
             while True:
                 try:
                     sent = await self.dispatch_due(client)
                     failures = 0
+                    if loop.time() - last_prune > 3600:
+                        last_prune = loop.time()
+                        await self.prune()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the database is away: back off, the rows stay
@@ -161,6 +166,12 @@ class Dispatcher:
             backlog = await session.scalar(
                 select(func.count()).select_from(Delivery).where(Delivery.status == "pending"))
         BACKLOG.labels(self.rt.name).set(backlog or 0)
+
+    async def prune(self, keep: timedelta = timedelta(days=7)) -> None:
+        """Forget deliveries done a week ago (their events stay replayable from the stream)."""
+        async with self.rt.db.transaction() as session:
+            await session.execute(delete(Delivery).where(
+                Delivery.status == "delivered", Delivery.delivered_at < utcnow() - keep))
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         s = self.settings
