@@ -32,9 +32,10 @@ import nats
 
 # --- what "done" means (one place) ------------------------------------------------------------
 
-# A served referral is done once the family was contacted, or anything after. If outreach makes
-# FamilyContacted mean "the family replied", add "matched" here and rely on the message counts.
-SERVED_ENDS = frozenset({"family_contacted", "accepted", "in_service", "closed"})
+# A served referral is done once its family's message landed (SMTP server or SMS store) and the
+# referral is matched or beyond: FamilyContacted now means "the family replied", which no family
+# does in these tests, so "matched" with the message delivered is the end of the loop here.
+SERVED_ENDS = frozenset({"matched", "family_contacted", "accepted", "in_service", "closed"})
 UNSERVED_ENDS = frozenset({"no_partner"})
 # Event types that may legally appear more than once in one referral's timeline.
 LEGAL_REPEATS: frozenset[str] = frozenset()
@@ -46,9 +47,11 @@ LANGUAGES = ("es", "en", "vi")
 AREA_CODES = ("415", "628", "650", "510", "408", "925", "707", "209", "559", "661")
 
 
-def referral_done(case: Case, detail: dict[str, Any]) -> bool:
-    ends = SERVED_ENDS if case.served else UNSERVED_ENDS
-    return detail.get("status") in ends
+def referral_done(case: Case, detail: dict[str, Any], delivered: set[str]) -> bool:
+    """`delivered`: recipients (emails, phones) whose message has landed."""
+    if not case.served:
+        return detail.get("status") in UNSERVED_ENDS
+    return detail.get("status") in SERVED_ENDS and case.recipient in delivered
 
 
 # --- HTTP with retries across copies ----------------------------------------------------------
@@ -281,20 +284,20 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def timeline_hops(detail: dict[str, Any]) -> dict[str, float]:
-    """Per-hop latency in ms from the timeline's `at` (each event's own time):
-    opened→matched, matched→sent (FamilyContacted.data.contacted_at is NotificationSent's time),
-    sent→contacted, opened→contacted."""
+def timeline_hops(detail: dict[str, Any], sent_at: datetime | None = None) -> dict[str, float]:
+    """Per-hop latency in ms from the timeline's `at` (each event's own time) and the message's
+    sent_at (notifications' record): opened→matched, matched→sent, opened→sent, and
+    sent→contacted where the family replied."""
     at: dict[str, datetime] = {}
     for entry in detail.get("timeline", []):
         at.setdefault(entry["event"], _parse_time(entry["at"]))
-        if entry["event"] == "FamilyContacted" and entry["data"].get("contacted_at"):
-            at.setdefault("NotificationSent", _parse_time(entry["data"]["contacted_at"]))
+    if sent_at is not None:
+        at["NotificationSent"] = sent_at
     hops = {}
     pairs = [("opened→matched", "ReferralOpened", "PartnerMatched"),
              ("matched→sent", "PartnerMatched", "NotificationSent"),
-             ("sent→contacted", "NotificationSent", "FamilyContacted"),
-             ("opened→contacted", "ReferralOpened", "FamilyContacted")]
+             ("opened→sent", "ReferralOpened", "NotificationSent"),
+             ("sent→contacted", "NotificationSent", "FamilyContacted")]
     for name, a, b in pairs:
         if a in at and b in at:
             hops[name] = (at[b] - at[a]).total_seconds() * 1000
@@ -383,6 +386,16 @@ class Ledger:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    async def message_sent_at(self, case: Case) -> datetime | None:
+        """When notifications says it sent the family's message (its own record)."""
+        response = await self.api.request("notifications", "GET", "/api/v1/messages", params={
+            "district_id": self.district, "family_id": case.family_id})
+        if response.status_code != 200:
+            return None
+        times = [m["sent_at"] for m in response.json()
+                 if m.get("referral_id") == case.referral_id and m.get("sent_at")]
+        return _parse_time(min(times)) if times else None
+
     async def wait_done(self, cases: Sequence[Case], timeout: float = 120,
                         window: int = 40) -> float:
         """Wait until every referral is at its end; returns when the last got there
@@ -393,7 +406,9 @@ class Ledger:
         while pending:
             head = pending[:window]
             details = await asyncio.gather(*(self.referral(c.referral_id or "") for c in head))
-            done = {c.index for c, d in zip(head, details, strict=True) if referral_done(c, d)}
+            delivered = {d.recipient for d in self.outreach.delivered()}
+            done = {c.index for c, d in zip(head, details, strict=True)
+                    if referral_done(c, d, delivered)}
             pending = [c for c in pending if c.index not in done]
             if not pending:
                 break
@@ -438,17 +453,25 @@ class Ledger:
                     by_referral[case.referral_id or ""] = await self.referral(
                         case.referral_id or "")
 
-            await asyncio.gather(*(get(c) for c in cases))
+            sent_at: dict[str, datetime] = {}
+
+            async def sent(case: Case) -> None:
+                async with slots:
+                    if when := await self.message_sent_at(case):
+                        sent_at[case.referral_id or ""] = when
+
+            await asyncio.gather(*(get(c) for c in cases), *(sent(c) for c in served))
+            delivered = {d.recipient for d in self.outreach.delivered()}
             hops: dict[str, list[float]] = defaultdict(list)
             for case in cases:
                 detail = by_referral[case.referral_id or ""]
-                if not referral_done(case, detail):
+                if not referral_done(case, detail, delivered):
                     report.not_done.append((case.referral_id or "", detail.get("status", "?")))
                 kinds = Counter(e["event"] for e in detail.get("timeline", []))
                 report.repeated_events += [(case.referral_id or "", k, n)
                                            for k, n in kinds.items()
                                            if n > 1 and k not in LEGAL_REPEATS]
-                for hop, ms in timeline_hops(detail).items():
+                for hop, ms in timeline_hops(detail, sent_at.get(case.referral_id or "")).items():
                     hops[hop].append(ms)
             report.hops_ms = dict(hops)
             await self._check_capacity(cases, by_referral, report)
