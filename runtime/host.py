@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from runtime.auth import Policy, authorizer
 from runtime.errors import DomainError
@@ -70,6 +71,13 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
         checks = {s.name: await s.runtime.readiness() for s in services}
         ok = all(all(c.values()) for c in checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.exception_handler(ValidationError)
+    async def invalid(_request: Request, exc: ValidationError) -> JSONResponse:
+        # Bodies a route validates itself (webhooks, uploads): the same 422 FastAPI gives.
+        errors = [{"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                  for err in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
