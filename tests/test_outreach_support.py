@@ -87,3 +87,38 @@ async def eventually_get(system: System, path: str, check: Any, what: str,
         return body if check(body) else None
 
     return await system.eventually(probe, timeout, what)
+
+
+async def seed_families(system: System, count: int, school_id: str = "lincoln-es",
+                        sms_every: int = 3, unreachable_every: int = 0,
+                        grades: tuple[int, ...] = (1,)) -> list[str]:
+    """Families written straight into engagement's tables (registering thousands over HTTP
+    would test the HTTP layer, not outreach): every ``sms_every``-th prefers SMS, one in
+    ``unreachable_every`` has no consent at all; each has a student in one of ``grades``."""
+    from sqlalchemy import insert
+
+    from runtime.db import utcnow
+    from services.engagement.tables import Family, Student
+
+    now = utcnow()
+    prefix = f"{school_id}-{free_port()}"
+    families, students = [], []
+    for n in range(count):
+        family_id = f"{prefix}-{n:06d}"
+        sms = sms_every and n % sms_every == 0
+        silent = unreachable_every and n % unreachable_every == unreachable_every - 1
+        families.append({
+            "id": family_id, "district_id": "d001", "school_id": school_id,
+            "name": f"Family {n}", "preferred_language": ("es", "en", "vi", "zh", "ar")[n % 5],
+            "phone": f"+1415{n % 10_000_000:07d}", "email": f"family{n}@{prefix}.example.org",
+            "preferred_channel": "sms" if sms else "email", "sms_consent": not silent,
+            "email_consent": not silent, "sms_opted_out": False, "email_opted_out": False,
+            "created_at": now})
+        students.append({"district_id": "d001", "student_ref": f"stu-{family_id}",
+                         "family_id": family_id, "school_id": school_id,
+                         "grade": grades[n % len(grades)]})
+    runtime = system.services["engagement"].runtime
+    async with runtime.unit_of_work() as uow:
+        await uow.session.execute(insert(Family), families)
+        await uow.session.execute(insert(Student), students)
+    return [f["id"] for f in families]
