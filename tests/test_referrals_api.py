@@ -9,6 +9,7 @@ import pytest
 from conftest import System
 from nats.js.errors import NotFoundError
 from sqlalchemy import select
+from test_loop import family_replies_by_email
 
 from services.referrals.lifecycle import replay
 
@@ -44,18 +45,20 @@ async def test_partner_accepts_then_service_then_outcome(system: System) -> None
     referral = await system.open_referral(family)
     rid = referral["id"]
     assert referral["follow_up"] == "scheduled" and referral["follow_up_due_at"]
-    await system.wait_status(rid, "family_contacted")
+    await matched(system, rid)
 
     other = await post(system, rid, "accept", partner_id="someone-else")
     assert other.status_code == 403 and "only the matched partner" in other.text
     early = await post(system, rid, "in-service", partner_id=partner["id"])
     assert early.status_code == 409
-    assert "family_contacted cannot go into service" in early.json()["detail"]
+    assert "matched cannot go into service" in early.json()["detail"]
 
     accepted = await post(system, rid, "accept", partner_id=partner["id"])
     assert accepted.status_code == 200, accepted.text
-    # the family was reached before the partner answered: both are now true
-    assert accepted.json()["status"] == "family_contacted" and accepted.json()["accepted_at"]
+    assert accepted.json()["status"] == "accepted" and accepted.json()["accepted_at"]
+    await family_replies_by_email(system, family, "Yes please")
+    contacted = await system.wait_status(rid, "family_contacted")
+    assert contacted["accepted_at"] and contacted["family_contacted_at"]
     again = await post(system, rid, "accept", partner_id=partner["id"])
     assert again.status_code == 200 and again.headers["Already-Applied"] == "true"
     late_decline = await post(system, rid, "decline", partner_id=partner["id"],
@@ -74,8 +77,9 @@ async def test_partner_accepts_then_service_then_outcome(system: System) -> None
     rebuilt = replay([(e["event"], e["data"]) for e in detail["timeline"]])
     assert (rebuilt.status, rebuilt.partner_id, rebuilt.outcome, rebuilt.accepted) == (
         "closed", partner["id"], "services_received", True)
-    assert [(e["event"], e["actor"]) for e in detail["timeline"]][3:] == [
+    assert [(e["event"], e["actor"]) for e in detail["timeline"]][2:] == [
         ("ReferralAccepted", f"partner:{partner['id']}"),
+        ("FamilyContacted", "service:engagement"),
         ("ReferralInService", f"partner:{partner['id']}"),
         ("ReferralClosed", "coordinator:coordinator"),
     ]
@@ -242,7 +246,7 @@ async def test_notes_never_leave_the_service(system: System) -> None:
     added = await system.http.post(f"/api/v1/referrals/{referral['id']}/notes",
                                    json=D | {"text": second, "author": "counselor-7"})
     assert added.status_code == 201
-    await system.wait_status(referral["id"], "family_contacted")
+    await matched(system, referral["id"])
     await post(system, referral["id"], "close", outcome="services_received")
     detail = await system.referral(referral["id"])
     assert detail["note"] == secret and [n["text"] for n in detail["notes"]] == [second]
