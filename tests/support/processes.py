@@ -56,6 +56,15 @@ def tail(path: Path, chars: int = 3000) -> str:
         return f"(no {path})"
 
 
+def die_with_parent() -> None:
+    """Linux: the child is SIGKILLed when the test process dies (a timeout, a Ctrl-C), so an
+    interrupted run never leaves services or nats-servers behind."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 # --- NATS ------------------------------------------------------------------------------------
 
 
@@ -104,6 +113,7 @@ class NatsNode:
         self.process = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def kill(self) -> None:
@@ -321,7 +331,7 @@ class ServiceProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ensemble.cli", self.name, "--port", str(self.port)],
                 cwd=SOURCE, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
 
     async def wait_ready(self, timeout: float = 90) -> None:

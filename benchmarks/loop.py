@@ -1,0 +1,89 @@
+"""The whole referral loop, each service its own process: referrals opened over HTTP until the
+family's message is sent (FamilyContacted now needs the family's reply, which no benchmark
+family gives, so the loop is measured opened → NotificationSent). Sustained referrals/s and
+per-hop latency from the referral timeline's `at` and notifications' `sent_at`, on SQLite and
+PostgreSQL (ENSEMBLE_TEST_POSTGRES_URL, else skipped), one and two copies per service.
+
+Run alone: `python -m benchmarks.loop [--quick] [--only sqlite-x1]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.harness import Result, render_table
+from benchmarks.raw_jetstream import PIPELINE
+from tests.support.ledger import Api, Ledger, Outreach, make_cases
+from tests.support.processes import admin_headers, postgres_url, process_system
+
+FULL_COUNT = 600
+QUICK_COUNT = 100
+CONCURRENCY = 32
+HOPS = ("opened→matched", "matched→sent", "opened→sent")
+CONFIGS = (("sqlite", 1), ("sqlite", 2), ("postgres", 1), ("postgres", 2))
+
+
+async def measure(backend: str, copies: int, count: int, root: Path) -> list[Result]:
+    name = f"loop.{backend}.x{copies}"
+    async with process_system(root, copies=copies, backend=backend) as system:
+        api = Api(system.urls, admin_headers())
+        ledger = Ledger(api, Outreach(system.mail.snapshot, system.sms.records),
+                        system.nats.url)
+        try:
+            await ledger.register_partners(capacity=count * 2)
+            warm = make_cases(10, start=10**6)  # first requests pay for imports and caches
+            await ledger.drive(warm)
+            await ledger.wait_done(warm, timeout=120)
+            cases = make_cases(count)
+            ledger.started = time.monotonic()
+            await ledger.drive(cases, concurrency=CONCURRENCY)
+            report = await ledger.check(cases, timeout=600)
+        finally:
+            await api.close()
+    problems = report.problems()
+    if problems:
+        raise RuntimeError(f"{name}: {problems}")
+    pct = report.percentiles()
+    hops = "; ".join(f"{hop} p50 {pct[hop][0]:.0f} / p99 {pct[hop][1]:.0f} ms"
+                     for hop in HOPS if hop in pct)
+    e2e = pct.get("opened→sent", (None, None))
+    results = [Result.timed(
+        name, count, report.seconds, p50_ms=e2e[0], p99_ms=e2e[1], baseline=PIPELINE,
+        notes=f"opened → NotificationSent, {copies} process(es) per service on {backend}; "
+              f"{hops}")]
+    results += [Result.timed(f"{name}.{hop}", count, report.seconds, p50_ms=pct[hop][0],
+                             p99_ms=pct[hop][1], notes="per hop, same run")
+                for hop in HOPS if hop in pct and hop != "opened→sent"]
+    return results
+
+
+async def run(quick: bool, only: list[str] | None = None) -> list[Result]:
+    count = QUICK_COUNT if quick else FULL_COUNT
+    results: list[Result] = []
+    for backend, copies in CONFIGS:
+        label = f"{backend}-x{copies}"
+        if only and not any(o in label for o in only):
+            continue
+        if backend == "postgres" and not postgres_url():
+            print(f"loop: {label} skipped (set ENSEMBLE_TEST_POSTGRES_URL)", file=sys.stderr)
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"ensemble-loop-{label}-") as tmp:
+            results += await measure(backend, copies, count, Path(tmp))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", action="append", default=[], help="e.g. sqlite-x1")
+    args = parser.parse_args()
+    print(render_table(asyncio.run(run(args.quick, args.only))))
+
+
+if __name__ == "__main__":
+    main()
