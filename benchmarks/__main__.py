@@ -19,6 +19,9 @@ from benchmarks.harness import Result, apply_baselines, render_table, write_read
 BENCHMARKS: list[str] = [
     "benchmarks.raw_jetstream",
     "benchmarks.matching",
+    "benchmarks.loop",
+    "benchmarks.memory",
+    "benchmarks.http_load",
 ]
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -82,9 +82,9 @@ async def test_the_outbox_relay_lets_go_when_acks_never_come(tmp_path: Path) -> 
             uow.emit(ReferralCancelled(referral_id="r-1", reason="test"), district="d001",
                      subject="r-1")
         await asyncio.sleep(1)  # the relay is now waiting for the ack
-        await asyncio.wait_for(rt.db.ping(), timeout=25)  # the database is still usable
+        await asyncio.wait_for(rt.db.ping(), timeout=20)  # the database is still usable
     finally:
         process.send_signal(signal.SIGCONT)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(rt.stop(), timeout=30)
+            await asyncio.wait_for(rt.stop(), timeout=10)
         server.stop()
