@@ -18,6 +18,7 @@ from benchmarks.harness import Result, apply_baselines, render_table, write_read
 # (set `Result.baseline` to e.g. raw_jetstream.CONSUME and the ratio is filled in).
 BENCHMARKS: list[str] = [
     "benchmarks.raw_jetstream",
+    "benchmarks.fanout",
     "benchmarks.matching",
     "benchmarks.loop",
     "benchmarks.memory",
