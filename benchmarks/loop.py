@@ -42,7 +42,7 @@ async def measure(backend: str, copies: int, count: int, root: Path) -> list[Res
             cases = make_cases(count)
             ledger.started = time.monotonic()
             await ledger.drive(cases, concurrency=CONCURRENCY)
-            report = await ledger.check(cases, timeout=600)
+            report = await ledger.check([*warm, *cases], timeout=600, timed=cases)
         finally:
             await api.close()
     problems = report.problems()
@@ -54,8 +54,8 @@ async def measure(backend: str, copies: int, count: int, root: Path) -> list[Res
     e2e = pct.get("opened→sent", (None, None))
     results = [Result.timed(
         name, count, report.seconds, p50_ms=e2e[0], p99_ms=e2e[1], baseline=PIPELINE,
-        notes=f"opened → NotificationSent, {copies} process(es) per service on {backend}; "
-              f"{hops}")]
+        notes=f"family registered + referral opened over HTTP → NotificationSent, {CONCURRENCY} "
+              f"in flight, {copies} process(es) per service on {backend}; {hops}")]
     results += [Result.timed(f"{name}.{hop}", count, report.seconds, p50_ms=pct[hop][0],
                              p99_ms=pct[hop][1], notes="per hop, same run")
                 for hop in HOPS if hop in pct and hop != "opened→sent"]
