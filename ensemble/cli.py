@@ -66,7 +66,9 @@ def demo(
     from ensemble.demo import run_demo
 
     if url:
-        ok = asyncio.run(run_demo(url, _demo_token(Settings())))
+        settings = _settings(data_dir)
+        ok = asyncio.run(run_demo(url, _demo_token(settings),
+                                  mail_dir=settings.data_dir.resolve() / "mailbox"))
     else:
         ok = asyncio.run(_demo_embedded(_settings(data_dir or Path("data/demo"))))
     raise typer.Exit(0 if ok else 1)
@@ -87,7 +89,7 @@ async def _demo_embedded(settings: Settings) -> bool:
     env = {k: v for k, v in os.environ.items() if k in ("NATS_URL", "SMTP_URL", "SMS_API_URL")}
     with embedded_infrastructure(settings, env) as embedded:
         s = embedded.settings
-        async with dev_sms(s, env, None):
+        async with dev_sms(s, env, f"http://127.0.0.1:{port}/api/v1/sms/inbound"):
             server = uvicorn.Server(uvicorn.Config(build_app(s), host="127.0.0.1", port=port,
                                                    log_config=None, access_log=False))
             serving = asyncio.create_task(server.serve())
@@ -97,7 +99,9 @@ async def _demo_embedded(settings: Settings) -> bool:
                 await asyncio.sleep(0.05)
             say(f"system up: nats {s.nats_url}, all four services on http://127.0.0.1:{port}")
             try:
-                ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s))
+                ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s),
+                                    mail_dir=s.data_dir.resolve() / "mailbox",
+                                    sms_url=None if "SMS_API_URL" in env else s.sms_api_url)
             finally:
                 server.should_exit = True
                 await serving

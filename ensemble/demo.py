@@ -1,7 +1,9 @@
 """`ensemble demo`: a small sample district pushed through the loop, printed as it happens."""
 
 import asyncio
+import email
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,7 +38,14 @@ def say(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')}  {text}", flush=True)
 
 
-async def run_demo(base_url: str, token: str, timeout: float = 60) -> bool:
+REPLIES = {"es": "Sí, gracias. ¿Cuándo es la cita?", "vi": "Vâng, cảm ơn cô.",
+           "en": "Yes please, thank you."}
+
+
+async def run_demo(base_url: str, token: str, timeout: float = 60,
+                   mail_dir: Path | None = None, sms_url: str | None = None) -> bool:
+    """``mail_dir`` and ``sms_url`` (the local mailbox and dev SMS provider) let the sample
+    families answer their messages; without them a coordinator logs a call instead."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=f"{base_url}/api/v1", timeout=10,
                                  headers=headers) as http:
@@ -62,6 +71,8 @@ async def run_demo(base_url: str, token: str, timeout: float = 60) -> bool:
             say(f"referral opened: {student} needs {need} ({urgency})")
         seen: dict[str, int] = {r: 0 for r in referrals}
         closed: set[str] = set()
+        answered: set[str] = set()
+        family_of = {r: families[i] for r, (i, *_rest) in zip(referrals, REFERRALS, strict=True)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = {}
@@ -72,6 +83,10 @@ async def run_demo(base_url: str, token: str, timeout: float = 60) -> bool:
                     say(f"  {detail['student_ref']}: {_describe(entry, names)}")
                 seen[referral_id] = len(detail["timeline"])
                 states[referral_id] = detail["status"]
+                if detail["status"] == "matched" and referral_id not in answered:
+                    family = family_of[referral_id]
+                    if await _answer(http, family, referral_id, mail_dir, sms_url):
+                        answered.add(referral_id)
                 if detail["status"] == "family_contacted" and referral_id not in closed:
                     closed.add(referral_id)
                     (await http.post(f"/referrals/{referral_id}/close", json={
@@ -84,6 +99,40 @@ async def run_demo(base_url: str, token: str, timeout: float = 60) -> bool:
             await asyncio.sleep(0.3)
         say("timed out waiting for the loop")
         return False
+
+
+async def _answer(http: httpx.AsyncClient, family: dict[str, Any], referral_id: str,
+                  mail_dir: Path | None, sms_url: str | None) -> bool:
+    """Once the message is out, the family answers it (or a coordinator reaches them)."""
+    sent = (await http.get("/messages", params={"district_id": DISTRICT,
+                                                "referral_id": referral_id})).json()
+    sent = [m for m in sent if m["status"] in ("sent", "delivered")]
+    if not sent:
+        return False
+    message = sent[0]
+    reply = REPLIES.get(family["preferred_language"], REPLIES["en"])
+    say(f"  message sent by {message['channel']} in {message['used_language']}")
+    if message["channel"] == "sms" and sms_url:
+        async with httpx.AsyncClient(timeout=10) as dev:
+            answer = await dev.post(f"{sms_url}/_dev/inbound",
+                                    data={"From": family["phone"], "Body": reply})
+        if answer.status_code < 300:
+            say(f"  the family texts back: {reply!r}")
+            return True
+    if message["channel"] == "email" and mail_dir and (box := mail_dir / "new").exists():
+        for path in sorted(box.iterdir()):
+            mail = email.message_from_bytes(path.read_bytes())
+            if mail["To"] == family["email"] and mail["Reply-To"]:
+                answer = await http.post("/email/inbound", json={
+                    "to": mail["Reply-To"], "from": family["email"], "text": reply})
+                if answer.status_code < 300:
+                    say(f"  the family answers the email: {reply!r}")
+                    return True
+    await http.post(f"/families/{family['id']}/contacts", json={
+        "district_id": DISTRICT, "kind": "phone_call", "outcome": "reached",
+        "referral_id": referral_id, "by": "demo-coordinator"})
+    say("  the coordinator calls the family and reaches them")
+    return True
 
 
 async def _open(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
@@ -109,7 +158,7 @@ def _describe(entry: dict[str, Any], names: dict[str, str]) -> str:
         case "NoPartnerAvailable":
             return f"NoPartnerAvailable: {data.get('reason')}"
         case "FamilyContacted":
-            return f"FamilyContacted by {data.get('kind')} (message sent in the family's language)"
+            return f"FamilyContacted by {data.get('kind')} (the family answered)"
         case "ReferralClosed":
             return f"ReferralClosed: {data.get('outcome')} (the partner's slot is released)"
         case other:
