@@ -36,12 +36,9 @@ async def test_smtp_and_sms_provider_down_then_back(tmp_path: Path) -> None:
         print(f"outage of {OUTAGE_SECONDS} s: {retried:.0f} sends retried")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "services/notifications/providers.py SmtpEmail.send builds the Message-ID with "
-    "make_msgid(idstring=key), which adds a timestamp, the pid and a random number: a resend "
-    "after a crash gets a different Message-ID, so no relay or reader can tell it is a resend. "
-    "Fix: email['Message-ID'] = f'<{message.idempotency_key}@ensemble.local>'"))
 async def test_a_resent_email_keeps_its_message_id() -> None:
+    """A resend after a crash carries the same Message-ID, so a relay or a reader can tell
+    (fixed in ea6a4e3: it was make_msgid(idstring=key), random per send)."""
     from services.notifications.providers import Outgoing, SmtpEmail
 
     sink = MailSink()
