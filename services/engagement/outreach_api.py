@@ -16,13 +16,18 @@ from sqlalchemy import func, insert, select
 from contracts.events import FamilyAttended, FamilyEventScheduled
 from contracts.taxonomy import Urgency
 from runtime.db import utcnow
-from runtime.errors import NotFound
+from runtime.errors import DomainError, NotFound
 from runtime.service import ServiceRuntime
 from services.engagement.api import Language, Token, caller
 from services.engagement.background import Background, emit_bulk, recipient
 from services.engagement.config import EngagementConfig
 from services.engagement.handlers import record_rsvp
 from services.engagement.tables import Announcement, Family, FamilyEvent, Invitation, Student
+
+
+class Forbidden(DomainError):
+    status_code = 403
+
 
 PUBLIC_ROUTES = frozenset({("GET", "/rsvp/{invitation_id}"), ("POST", "/rsvp/{invitation_id}")})
 
@@ -263,7 +268,11 @@ def build_outreach_router(rt: ServiceRuntime, config: EngagementConfig,
 
     @router.post("/announcements", status_code=202, response_model=AnnouncementView)
     async def announce(body: Announce, request: Request) -> AnnouncementView:
-        """Queued at once; families are fanned out in the background in chunks."""
+        """Queued at once; families are fanned out in the background in chunks. A coordinator
+        announces to one of their schools; the whole district is for district admins."""
+        principal = getattr(request.state, "principal", None)
+        if body.school_id is None and str(getattr(principal, "role", "")) == "coordinator":
+            raise Forbidden("a coordinator announces to one of their schools (school_id)")
         if body.school_id and rt.districts.school(body.district_id, body.school_id) is None:
             raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
         if rt.districts.get(body.district_id) is None:
