@@ -17,6 +17,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from contracts.envelope import Envelope, EnvelopeError, decode_envelope
 from contracts.events import Event
@@ -33,6 +35,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("ensemble.consumer")
 
 Item = tuple[Msg, Envelope, Event]
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Errors that say the database cannot be reached or is overloaded right now."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | PoolTimeout | ConnectionError)
 
 
 class EventConsumer:
@@ -187,6 +196,12 @@ class EventConsumer:
         settings = self.runtime.settings
         delivered = msg.metadata.num_delivered
         reason = describe_error(exc)
+        if is_outage(exc):
+            # The database is away, not the message at fault: wait, never dead-letter for it.
+            log.warning("%s: database unavailable (%s); retrying", self.durable, reason)
+            await msg.nak(delay=settings.retry_max_seconds)
+            CONSUMED.labels(self.runtime.name, self.event_label, "retried").inc()
+            return
         if delivered >= settings.max_deliver:
             await self.dead_letter(msg, f"failed {delivered} times; last: {reason}")
             return

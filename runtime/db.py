@@ -82,6 +82,10 @@ class Database:
 
     async def create_schema(self) -> None:
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Two copies starting together would both create tables; one waits instead.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                                   {"key": f"ensemble-schema:{self.schema or ''}"})
             if self.schema and not self.is_sqlite:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             await conn.run_sync(self.metadata.create_all)

@@ -212,8 +212,9 @@ class OutboxRelay:
                     )
                     for row in rows
                 ]
-                # Raises if any publish was not acknowledged: nothing is marked, all retried.
-                await asyncio.gather(*futures)
+                # Raises if any publish was not acknowledged, or no ack came in time (a node
+                # died holding it): nothing is marked, all retried; Nats-Msg-Id dedupes.
+                await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
                 await session.execute(
                     update(outbox)
                     .where(outbox.c.seq.in_([row.seq for row in rows]))

@@ -8,7 +8,10 @@ from typing import Any, TypeVar
 
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsUserPassword
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 from sqlalchemy import MetaData
 
 from contracts.events import Event
@@ -92,7 +95,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         await self.db.create_schema()
         await self.broker.connect()
-        await ensure_streams(self.jetstream, self.settings.stream_replicas)
+        await self._ensure_streams()
         await self.broker.start()
         for consumer in self.consumers:
             await consumer.start()
@@ -103,6 +106,24 @@ class ServiceRuntime:
         ]
         self.started = True
         log.info("%s started with %d consumers", self.name, len(self.consumers))
+
+    async def _ensure_streams(self, patience: float = 60) -> None:
+        """A cluster still electing its JetStream leader answers with time-outs: wait for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        delay = 0.2
+        while True:
+            try:
+                await ensure_streams(self.jetstream, self.settings.stream_replicas)
+                return
+            except (NatsTimeoutError, TimeoutError, ServiceUnavailableError,
+                    NoRespondersError) as exc:
+                if loop.time() > deadline:
+                    raise
+                log.warning("%s: JetStream not ready (%s); retrying", self.name,
+                            type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
 
     async def stop(self) -> None:
         """Stop taking messages, let handlers in hand finish, flush the outbox, close."""

@@ -35,12 +35,6 @@ async def test_two_copies_share_consumers_and_survive_losing_one(tmp_path: Path)
             assert survivor.starts == 1 and applied > 0, service
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime/db.py Database.create_schema: two copies of a service starting at once on "
-    "PostgreSQL both run CREATE SCHEMA IF NOT EXISTS / create_all and one fails with "
-    "UniqueViolation on pg_namespace (the loser exits at start). Fix: first statement in the "
-    "create_schema transaction on PostgreSQL: SELECT pg_advisory_xact_lock(hashtext(:key)) "
-    "with key f'ensemble-schema:{self.schema}'"))
 async def test_copies_starting_together_create_one_postgres_schema() -> None:
     from runtime.db import Database
     from services.partners.tables import Base

@@ -28,10 +28,6 @@ async def stream_leader(url: str, stream: str) -> str:
         await nc.close()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "fails whenever a publish ack is lost with the killed node: the outbox relay then waits "
-    "forever holding its DB transaction (see the relay test below and its fix); not strict "
-    "because whether an ack is lost depends on timing"))
 async def test_a_nats_node_killed_and_brought_back(tmp_path: Path) -> None:
     async with scenario(tmp_path, nats_nodes=3) as (system, ledger):
         await ledger.register_partners(capacity=REFERRALS * 2)
@@ -55,14 +51,6 @@ async def test_a_nats_node_killed_and_brought_back(tmp_path: Path) -> None:
         assert all(p.starts == 1 and p.alive for p in system.processes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime/outbox.py OutboxRelay.publish_pending awaits the publish acks "
-    "(asyncio.gather(*futures)) inside the DB transaction with no timeout; nats-py's "
-    "publish_async futures never resolve when an ack is lost (node killed, server frozen), so "
-    "the relay stalls for good and, on SQLite, holds the process's only connection: every "
-    "other transaction then fails with 'QueuePool limit ... timed out'. Fix: "
-    "await asyncio.wait_for(asyncio.gather(*futures), timeout=10) (nothing is marked, the "
-    "transaction rolls back, run() retries; Nats-Msg-Id makes the republish safe)"))
 async def test_the_outbox_relay_lets_go_when_acks_never_come(tmp_path: Path) -> None:
     from support.processes import Nats
 
