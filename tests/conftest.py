@@ -153,8 +153,13 @@ def smtp() -> Iterator[tuple[Inbox, str]]:
 
 @pytest.fixture
 def settings(tmp_path: Path, nats_url: str, backend: dict[str, str],
-             smtp: tuple[Inbox, str]) -> Settings:
+             smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    # Tests run at any hour: no quiet hours unless a test sets them (equal ends: none).
+    monkeypatch.setenv("ENSEMBLE_QUIET_HOURS_START", "00:00")
+    monkeypatch.setenv("ENSEMBLE_QUIET_HOURS_END", "00:00")
+    port = free_port()
     return Settings(
+        public_base_url=f"http://127.0.0.1:{port}",
         nats_url=nats_url,
         data_dir=tmp_path / "data",
         smtp_url=smtp[1],
@@ -268,8 +273,10 @@ async def system(settings: Settings, smtp: tuple[Inbox, str]) -> AsyncIterator[S
     sms_store = settings.data_dir / "sms" / "messages.jsonl"
     sms_port = int(str(settings.sms_api_url).rsplit(":", 1)[1])
     admin = {"Authorization": f"Bearer {token(settings, 'district_admin', 'd001')}"}
-    async with DevSmsServer(sms_store, sms_port, settings.sms_auth_token, None), \
-            running(settings, services) as url, \
+    port = int(settings.public_base_url.rsplit(":", 1)[1])
+    inbound = f"{settings.public_base_url}/api/v1/sms/inbound"
+    async with DevSmsServer(sms_store, sms_port, settings.sms_auth_token, inbound), \
+            running(settings, services, port) as url, \
             httpx.AsyncClient(base_url=url, timeout=10, headers=admin) as http:
         yield System(settings, http, {s.name: s for s in services}, smtp[0], sms_store)
 

@@ -134,6 +134,13 @@ async def test_a_message_that_always_fails_is_dead_lettered_after_retries(system
         await system.register_partner()
         family = await system.register_family()
         referral = await system.open_referral(family)
-        await system.wait_status(referral["id"], "family_contacted")
+        await system.wait_status(referral["id"], "matched")
+        [email] = await system.eventually(lambda: _now(system.inbox.to(family["email"])),
+                                          what="the message to the family")
+        assert email["Subject"]
     finally:
         await nc.close()
+
+
+async def _now(value: object) -> object:
+    return value
