@@ -9,7 +9,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1.conversion import to_dict
 from cloudevents.v1.http import from_json
 from conftest import System
-from test_private_boundary import PUBLIC_STREAMS, read_stream
+from test_private_boundary import PUBLIC_STREAMS, read_stream, reply_by_email
 
 from contracts.envelope import CONTENT_TYPE
 from contracts.events import event_class
@@ -22,6 +22,7 @@ async def test_published_envelopes_are_cloudevents(system: System) -> None:
     await system.register_partner()
     family = await system.register_family()
     referral = await system.open_referral(family)
+    await reply_by_email(system, family["email"], "Yes, thank you")
     await system.wait_status(referral["id"], "family_contacted")
     closed = await system.http.post(f"/api/v1/referrals/{referral['id']}/close",
                                     json={"district_id": "d001", "outcome": "services_received"})

@@ -63,6 +63,34 @@ async def settled(system: System) -> bool:
     return True
 
 
+async def reply_by_email(system: System, address: str, text: str) -> None:
+    """The family answers the email (the loop counts a reply, not a sent message, as contact):
+    an inbound-mail relay posts it to notifications."""
+    async def arrived() -> list[Any]:
+        return system.inbox.to(address)
+
+    [email] = await system.eventually(arrived, what=f"an email to {address}")
+    reply = await system.http.post("/api/v1/email/inbound", json={
+        "to": email["Reply-To"], "from": address, "text": text})
+    assert reply.status_code == 200, reply.text
+
+
+async def reply_by_sms(system: System, phone: str, text: str) -> None:
+    """The family texts back: the provider posts Twilio's signed inbound webhook."""
+    from services.notifications.twilio import SIGNATURE_HEADER, compute_signature
+
+    async def sent() -> bool:
+        return system.sms_store.exists()
+
+    await system.eventually(sent, what="the text message")
+    url = str(system.http.base_url).rstrip("/") + "/api/v1/sms/inbound"
+    form = {"MessageSid": "SM" + uuid.uuid4().hex, "From": phone, "To": "+15005550006",
+            "Body": text}
+    signature = compute_signature(system.settings.sms_auth_token, url, form)
+    reply = await system.http.post(url, data=form, headers={SIGNATURE_HEADER: signature})
+    assert reply.status_code == 200, reply.text
+
+
 def variants(phone_national: str) -> list[str]:
     digits = re.sub(r"\D", "", phone_national)
     return [f"+1{digits}", digits, phone_national, f"{digits[3:6]}-{digits[6:]}"]
@@ -77,6 +105,7 @@ async def test_no_personal_data_on_public_subjects(system: System) -> None:
     notes = [f"Toothache since March, dad works nights {tag}",
              f"Grandmother Ophelia asked about the clinic {tag}",
              f"Lives at 1428 Elm Street apartment {tag}"]
+    replies = [f"Yes please, call me after six {tag}", f"Vang, cam on nhieu {tag}"]
 
     await system.register_partner(name="Smile Bright Dental", needs=["dental"])
     await system.register_partner(name="Harbor Counseling", needs=["mental_health"],
@@ -91,6 +120,8 @@ async def test_no_personal_data_on_public_subjects(system: System) -> None:
     counseling = await system.open_referral(fam2, need="mental_health", urgency="urgent",
                                             note=notes[1])
     unserved = await system.open_referral(fam1, need="vision", note=notes[2])
+    await reply_by_email(system, first["email"], replies[0])
+    await reply_by_sms(system, "+14155550163", replies[1])
     await system.wait_status(dental["id"], "family_contacted")
     await system.wait_status(counseling["id"], "family_contacted")
     await system.wait_status(unserved["id"], "no_partner")
@@ -119,7 +150,8 @@ async def test_no_personal_data_on_public_subjects(system: System) -> None:
     public_text, internal_text = text(public), text(internal)
     personal = [*first["name"].split(), *second["name"].split(), first["email"],
                 second["email"], first["email"].split("@")[0], *variants(first["phone"]),
-                *variants(second["phone"]), *notes, "toothache", "ophelia", "elm street"]
+                *variants(second["phone"]), *notes, *replies, "toothache", "ophelia",
+                "elm street", "call me after", "cam on"]
     leaked = [p for p in personal if p.lower() in public_text]
     assert leaked == [], f"personal data on public subjects: {leaked}"
 
@@ -132,7 +164,7 @@ async def test_no_personal_data_on_public_subjects(system: System) -> None:
         assert some_id in public_text
     assert all(m.subject.startswith("ensemble.d001.") for m in public)
     # ...the internal stream did carry their contact details to notifications...
-    for carried in (first["name"], second["name"], first["email"], "+14155550163"):
+    for carried in (first["name"], second["name"], first["email"], "+14155550163", *replies):
         assert carried.lower() in internal_text, carried
     assert all(m.subject.startswith("ensemble_internal.") for m in internal)
     # ...and the notes were stored where they belong.
