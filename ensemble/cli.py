@@ -53,7 +53,7 @@ def _one(name: str):  # type: ignore[no-untyped-def]
     return run
 
 
-for _name in ("referrals", "partners", "engagement", "notifications"):
+for _name in ("referrals", "partners", "engagement", "notifications", "webhooks"):
     app.command(name=_name)(_one(_name))
 
 

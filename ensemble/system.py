@@ -18,6 +18,7 @@ from services.engagement.service import build as build_engagement
 from services.notifications.service import build as build_notifications
 from services.partners.service import build as build_partners
 from services.referrals.service import build as build_referrals
+from services.webhooks.service import build as build_webhooks
 
 log = logging.getLogger("ensemble")
 
@@ -26,6 +27,7 @@ BUILDERS = {
     "partners": build_partners,
     "engagement": build_engagement,
     "notifications": build_notifications,
+    "webhooks": build_webhooks,  # signed deliveries to integrators without NATS
 }
 assert tuple(BUILDERS) == SERVICES
 

@@ -7,6 +7,7 @@ and, at the last allowed delivery, parked on the dead-letter stream with its rea
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -83,6 +84,10 @@ class EventConsumer:
         if self._fetching:
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        # Messages fetched but not handled would make the connection's drain wait for them;
+        # unacked, they are redelivered to the next copy after ack_wait.
+        with contextlib.suppress(Exception):
+            await self._subscription.unsubscribe()
 
     async def _run(self) -> None:
         # Our own pull loop: fetch returns as soon as any message is there (low latency when

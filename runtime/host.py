@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from contracts.publish import asyncapi_route
 from runtime.auth import Policy, authorizer
 from runtime.errors import DomainError
 from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
@@ -61,6 +62,9 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    # The event contract for integrators (AsyncAPI 3, generated from contracts/).
+    app.get("/asyncapi.json", tags=["contract"])(asyncapi_route)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

@@ -2,12 +2,14 @@
 
 from conftest import System
 from prometheus_client.parser import text_string_to_metric_families
+from test_loop import family_replies_by_email
 
 
 async def test_metrics_parse_and_count_the_loop(system: System) -> None:
     await system.register_partner()
     family = await system.register_family()
     referral = await system.open_referral(family)
+    await family_replies_by_email(system, family, "yes")
     await system.wait_status(referral["id"], "family_contacted")
 
     response = await system.http.get("/metrics")
@@ -32,7 +34,7 @@ async def test_readiness_reports_each_dependency(system: System) -> None:
     ready = await system.http.get("/health/ready")
     assert ready.status_code == 200
     checks = ready.json()["checks"]
-    assert set(checks) == {"referrals", "partners", "engagement", "notifications"}
+    assert set(checks) == {"referrals", "partners", "engagement", "notifications", "webhooks"}
     assert all(all(c.values()) for c in checks.values())
     assert (await system.http.get("/health/live")).json() == {"status": "alive"}
 
