@@ -20,8 +20,11 @@ def opened(family_id: str, referral_id: str | None = None) -> Envelope:
                          subject=event.referral_id)
 
 
-async def dead_letters(js: JetStreamContext, count: int) -> list[nats.aio.msg.Msg]:
-    sub = await js.pull_subscribe("ensemble_dlq.>", stream="ENSEMBLE_DLQ")
+async def dead_letters(js: JetStreamContext, count: int,
+                       service: str = "*") -> list[nats.aio.msg.Msg]:
+    """The first ``count`` dead letters one service parked (every service consuming the
+    subject parks its own copy)."""
+    sub = await js.pull_subscribe(f"ensemble_dlq.{service}.>", stream="ENSEMBLE_DLQ")
     letters: list[nats.aio.msg.Msg] = []
     while len(letters) < count:  # fetch returns what is there; dead letters come one by one
         letters += await sub.fetch(count - len(letters), timeout=10)
@@ -94,7 +97,7 @@ async def test_poison_messages_are_parked_with_reasons_and_the_consumer_goes_on(
 
         await system.eventually(lambda: _reserved_is(system, partner["id"], 1),
                                 what="the good message after the poison handled")
-        letters = await dead_letters(js, 4)
+        letters = await dead_letters(js, 4, service="partners")
         reasons = sorted(m.headers["Ensemble-Reason"] for m in letters if m.headers)
         assert len(reasons) == 4
         assert any(r.startswith("not JSON") for r in reasons)
@@ -123,7 +126,9 @@ async def test_a_message_that_always_fails_is_dead_lettered_after_retries(system
     js = nc.jetstream()
     try:
         await js.publish("ensemble.d001.partners.matched", envelope.to_bytes())
-        letters = await dead_letters(js, 2)  # referrals and engagement both give up on it
+        # referrals and engagement both give up on it
+        letters = [*await dead_letters(js, 1, "referrals"),
+                   *await dead_letters(js, 1, "engagement")]
         by_consumer = {m.headers["Ensemble-Consumer"]: m.headers for m in letters if m.headers}
         assert by_consumer["referrals-partners-matched"]["Ensemble-Delivered"] == "3"
         assert "failed 3 times" in by_consumer["referrals-partners-matched"]["Ensemble-Reason"]
