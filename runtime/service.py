@@ -141,6 +141,7 @@ class ServiceRuntime:
                         self.name, type(exc).__name__)
         await self.broker.stop()
         await self.db.dispose()
+        log.info("%s stopped: consumers drained, outbox flushed", self.name)
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"database": False, "nats": False, "streams": False, "consumers": False}
