@@ -5,6 +5,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -26,6 +27,8 @@ class Service:
     runtime: ServiceRuntime
     router: APIRouter
     policy: Policy = field(default_factory=Policy)
+    # Run on every route after the policy (e.g. the referrals audit trail).
+    dependencies: list[Any] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -57,7 +60,7 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
         # every query of the request in the data layer (runtime.tenancy).
         authorize = authorizer(service.runtime.settings.jwt_secret, service.policy)
         app.include_router(service.router, prefix="/api/v1", tags=[service.name],
-                           dependencies=[Depends(authorize)])
+                           dependencies=[Depends(authorize), *service.dependencies])
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -1,5 +1,7 @@
 """Assembles the referrals service."""
 
+from fastapi import Depends
+
 from runtime.auth import STAFF, Policy, Role
 from runtime.districts import Districts
 from runtime.host import Service
@@ -7,6 +9,7 @@ from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.referrals import handlers
 from services.referrals.api import build_router
+from services.referrals.audit import AUDIT_READERS, AUDIT_ROUTE, auditor, build_audit_router
 from services.referrals.follow_up import run_metrics, run_timers
 from services.referrals.referrals import Clock, Desk
 from services.referrals.tables import Base
@@ -41,4 +44,7 @@ def build(
     handlers.register(rt, desk)
     rt.run_in_background(lambda: run_timers(rt, desk, scan))
     rt.run_in_background(lambda: run_metrics(rt, desk, gauges))
-    return Service(rt, build_router(rt, desk), Policy(rules=dict(PARTNER_ANSWERS.rules)))
+    router = build_router(rt, desk)
+    router.include_router(build_audit_router(rt))
+    rules = {**PARTNER_ANSWERS.rules, ("GET", AUDIT_ROUTE): AUDIT_READERS}
+    return Service(rt, router, Policy(rules=rules), dependencies=[Depends(auditor(rt))])

@@ -1,0 +1,86 @@
+"""The audit trail: who read or changed a student's referral, when, kept per district.
+
+Recorded by a dependency attached where the referrals routes are mounted, so no endpoint can
+forget it; read by district admins only."""
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from runtime.auth import Principal, Role
+from runtime.db import utcnow
+from runtime.errors import NotFound
+from runtime.outbox import SEQ
+from runtime.service import ServiceRuntime
+from services.referrals.tables import Base, Referral
+
+AUDIT_ROUTE = "/referrals/{referral_id}/audit"
+
+
+class AuditEntry(Base):
+    __tablename__ = "referral_audit"
+
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    district_id: Mapped[str] = mapped_column(String(64), index=True)
+    referral_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(24))
+    action: Mapped[str] = mapped_column(String(64))  # "read", "list", or the change made
+    at: Mapped[datetime]
+
+
+class AuditView(BaseModel):
+    at: datetime
+    actor: str
+    role: str
+    action: str
+
+
+def action_of(method: str, path: str) -> str:
+    if method == "GET":
+        return "read" if "{referral_id}" in path else "list"
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return "open" if last == "referrals" else last
+
+
+def auditor(rt: ServiceRuntime):  # type: ignore[no-untyped-def]
+    async def audit(request: Request) -> AsyncIterator[None]:
+        yield  # record after the route ran: a refused request (403/404/422) raised before this
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:
+            return
+        route = request.scope.get("route")
+        path = getattr(route, "path", request.url.path).removeprefix("/api/v1")
+        async with rt.unit_of_work() as uow:
+            uow.session.add(AuditEntry(
+                district_id=principal.district,
+                referral_id=request.path_params.get("referral_id"),
+                actor=principal.subject, role=principal.role.value,
+                action=action_of(request.method, path), at=utcnow()))
+
+    return audit
+
+
+def build_audit_router(rt: ServiceRuntime) -> APIRouter:
+    router = APIRouter()
+
+    @router.get(AUDIT_ROUTE, response_model=list[AuditView])
+    async def trail(referral_id: str, district_id: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AuditView]:
+        async with rt.unit_of_work() as uow:
+            if await uow.session.get(Referral, referral_id) is None:
+                raise NotFound(f"referral {referral_id} not found")
+            rows = (await uow.session.scalars(
+                select(AuditEntry).where(AuditEntry.referral_id == referral_id)
+                .order_by(AuditEntry.seq).limit(limit))).all()
+        return [AuditView(at=r.at, actor=r.actor, role=r.role, action=r.action) for r in rows]
+
+    return router
+
+
+AUDIT_READERS = frozenset({Role.district_admin})
