@@ -198,7 +198,7 @@ REVIEWED = {
     ("org.ensemble.engagement.family_event_scheduled.v1", "title"):
         "a school workshop's public title",
     ("org.ensemble.referrals.consent_recorded.v1", "recorded_by"):
-        "declared an Id: the staff user's id (see the xfail test below)",
+        "declared an Id: the staff user's id (see the test below)",
 }
 
 
@@ -296,10 +296,6 @@ def test_the_static_check_passes_ids_categories_numbers_times() -> None:
     assert field_problems(ok) == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "services/referrals accepts any text (Actor, up to 128 characters) as recorded_by and puts "
-    "it on the public ConsentRecorded event: a staff member's name can reach integrators. "
-    "Fix: record the bearer token's subject (an id) instead, then remove this marker."))
 def test_consent_recorder_is_an_id_not_free_text() -> None:
     from pydantic import ValidationError
 

@@ -45,7 +45,8 @@ from services.referrals.tables import Referral, ReferralNote, TimelineEntry
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 ReasonCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$",
                                   description="a reason code such as no_capacity, not free text")]
-Actor = Annotated[str, Field(min_length=1, max_length=128)]
+# Who did it, as an id (a staff or partner user id), never a name: it can reach public events.
+Actor = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class OpenReferral(BaseModel):
