@@ -125,8 +125,12 @@ async def test_silence_on_every_channel_makes_the_family_unreachable(outreach: S
         lambda rows: rows and rows[0]["status"] == "unreachable", "unreachable", timeout=30)
     assert attempt["attempts"] == 2
     assert len(texts(outreach)) == 1 and len(outreach.inbox.to(family["email"])) == 1
-    detail = await outreach.referral(referral["id"])
-    assert "FamilyUnreachable" in [e["event"] for e in detail["timeline"]]
+
+    async def referrals_heard_it() -> bool:  # the event reaches referrals asynchronously
+        detail = await outreach.referral(referral["id"])
+        return "FamilyUnreachable" in [e["event"] for e in detail["timeline"]]
+
+    assert await outreach.eventually(referrals_heard_it, what="FamilyUnreachable applied")
 
 
 async def _true(value: Any) -> Any:
