@@ -2,12 +2,11 @@
 schedule whether or not earlier ones have answered), against the referrals process alone on
 SQLite, the other services running beside it. Latency p50/p99 per request.
 
-Run alone: `python -m benchmarks.http_load [--quick]`.
+Run alone: `python -m benchmarks --only http_load [--quick]`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.harness import Result, percentile, render_table
+from benchmarks.harness import Result, percentile
 from tests.support.ledger import Api, Ledger, Outreach, consumer_states, make_cases
 from tests.support.processes import admin_headers, process_system
 
@@ -101,14 +100,3 @@ async def run(quick: bool) -> list[Result]:
             finally:
                 await api.close()
     return results
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(render_table(asyncio.run(run(args.quick))))
-
-
-if __name__ == "__main__":
-    main()

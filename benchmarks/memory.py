@@ -2,18 +2,16 @@
 (quick: 200 and 2,000), one process per service on SQLite. History lives in the databases and
 streams, never in a process: RSS must stay flat.
 
-Run alone: `python -m benchmarks.memory [--quick]`.
+Run alone: `python -m benchmarks --only memory [--quick]`.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import Result, render_table
+from benchmarks.harness import Result
 from tests.support.ledger import Api, Ledger, Outreach, make_cases
 from tests.support.processes import SERVICES, ProcessSystem, admin_headers, process_system
 
@@ -62,14 +60,3 @@ async def run(quick: bool) -> list[Result]:
         if b > a * ALLOWED_GROWTH:
             raise RuntimeError(f"{service}: RSS grew from {a:.0f} to {b:.0f} MB with history")
     return results
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(render_table(asyncio.run(run(args.quick))))
-
-
-if __name__ == "__main__":
-    main()

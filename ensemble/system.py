@@ -1,11 +1,10 @@
 """Builds services and runs them: all four in one process (`ensemble up`) or one alone."""
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -51,8 +50,6 @@ class Embedded:
     settings: Settings
     nats: NatsProcess | None = None
     mail: LocalMailServer | None = None
-    sms_task: asyncio.Task[None] | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @contextmanager

@@ -93,7 +93,6 @@ def verify_token(secret: str, token: str) -> Principal:
 
 Rule = frozenset[Role]
 STAFF: Rule = frozenset({Role.district_admin, Role.coordinator})
-READERS: Rule = STAFF
 
 
 @dataclass

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.envelope import CONTENT_TYPE, Envelope
-from contracts.events import Event
+from contracts.events import Event, event_class
 from contracts.subjects import subject_for
 from runtime.db import UTCDateTime, utcnow
 from runtime.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST, PUBLISHED
@@ -127,7 +127,7 @@ class UnitOfWork:
             {
                 "event_id": env.id,
                 "event_type": env.type,
-                "subject": subject_for(_event_cls(env), env.districtid),
+                "subject": subject_for(_registered(env.type), env.districtid),
                 "payload": env.to_bytes(),
                 "created_at": now,
             }
@@ -136,11 +136,9 @@ class UnitOfWork:
         await self.session.execute(insert(outbox), rows)
 
 
-def _event_cls(envelope: Envelope) -> type[Event]:
-    from contracts.events import event_class
-
-    cls = event_class(envelope.type)
-    assert cls is not None, envelope.type
+def _registered(ce_type: str) -> type[Event]:
+    cls = event_class(ce_type)
+    assert cls is not None, ce_type  # envelopes are made from registered events only
     return cls
 
 

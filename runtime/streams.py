@@ -35,15 +35,15 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("ENSEMBLE_DLQ", (f"{DLQ_ROOT}.>",), 90, "dead letters with their reason"),
 )
 
-STREAM_OF_ROOT = {PUBLIC_ROOT: None, INTERNAL_ROOT: "ENSEMBLE_INTERNAL", DLQ_ROOT: "ENSEMBLE_DLQ"}
-
-
 def stream_for_subject(subject: str) -> str:
+    """The stream that captures a subject or a consumer's filter."""
     root, _district, domain, *_ = [*subject.split("."), "", "", ""]
     if root == PUBLIC_ROOT:
         return f"ENSEMBLE_{domain.upper()}"
-    if STREAM_OF_ROOT.get(root):
-        return STREAM_OF_ROOT[root]  # type: ignore[return-value]
+    if root == INTERNAL_ROOT:
+        return "ENSEMBLE_INTERNAL"
+    if root == DLQ_ROOT:
+        return "ENSEMBLE_DLQ"
     raise ValueError(f"no stream captures {subject!r}")
 
 

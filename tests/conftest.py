@@ -21,6 +21,7 @@ import nats
 import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
+from support.processes import drop_schemas
 
 from ensemble.embedded import DevSmsServer, NatsProcess, free_port
 from ensemble.system import build_services
@@ -102,18 +103,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         pytest.skip("PostgreSQL: set ENSEMBLE_TEST_POSTGRES_URL (Docker does not run here)")
     prefix = f"t{uuid.uuid4().hex[:10]}"
     yield {f"{s}_database_url": url for s in SERVICES} | {"database_schema_prefix": prefix}
-    asyncio.run(_drop_schemas(url, prefix))
-
-
-async def _drop_schemas(url: str, prefix: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        for service in SERVICES:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}_{service}" CASCADE')
-    finally:
-        await conn.close()
+    asyncio.run(drop_schemas(url, prefix))
 
 
 # --- SMTP and SMS ----------------------------------------------------------------------------
