@@ -29,9 +29,10 @@ import nats
 import pytest
 import yaml
 
+from runtime.settings import SERVICES
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
-SERVICES = ("referrals", "partners", "engagement", "notifications")
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
 NATS_SERVER = shutil.which("nats-server", path=sysconfig.get_path("scripts"))
 
@@ -323,9 +324,11 @@ def test_postgres_init_script_syntax() -> None:
     script = DEPLOY / "postgres" / "init-databases.sh"
     assert os.access(script, os.X_OK), "the postgres image runs it only if executable"
     run_tool(["bash", "-n", str(script)])
-    text = script.read_text()
-    for svc in SERVICES:
-        assert svc in text
+    # Its default list is every service the runtime knows, no more and no fewer.
+    pattern = r'^services=\$\{ENSEMBLE_DB_SERVICES:-"([^"]*)"\}$'
+    default = re.search(pattern, script.read_text(), re.M)
+    assert default, pattern
+    assert default.group(1).split() == list(SERVICES)
 
 
 def test_postgres_init_script_creates_databases() -> None:
@@ -565,6 +568,7 @@ def test_k8s_nats_statefulset_and_secrets_match_the_config() -> None:
             assert (DEPLOY / "k8s" / item.split("=", 1)[1]).resolve().is_file(), item
     config = next(d for _, d in docs if d["metadata"]["name"] == "ensemble-config")
     assert config["data"]["ENSEMBLE_DISTRICTS_FILE"] == "/etc/ensemble/districts.toml"
+    assert config["data"]["ENSEMBLE_WEBHOOKS_REQUIRE_HTTPS"] == "true"  # not a laptop
     # Every password variable accounts.conf reads is in the nats-passwords Secret template.
     needed = set(
         re.findall(r"\$(NATS_\w+_PASSWORD)", (DEPLOY / "nats" / "accounts.conf").read_text())
@@ -586,5 +590,5 @@ def test_k8s_kustomize_builds() -> None:
         [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(DEPLOY / "k8s")]
     )
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
-    assert kinds.count("Deployment") == 4 and kinds.count("StatefulSet") == 1
+    assert kinds.count("Deployment") == len(SERVICES) and kinds.count("StatefulSet") == 1
     assert "ConfigMap" in kinds

@@ -5,7 +5,8 @@ that only sets the loopback port and a temp store dir) with the development pass
 deploy/nats/dev.env. The tests prove that a district integrator reads its own district's public
 events, core and JetStream, and is refused everything else: other districts, internal subjects,
 dead letters, the services' durables and the by-sequence read APIs. Service users may publish
-only in their own domain.
+only in their own domain; webhooks, which relays every district's public events, consumes the
+whole public root and publishes nothing but its own dead letters.
 """
 
 from __future__ import annotations
@@ -473,6 +474,12 @@ async def test_other_district_integrator_sees_only_its_own(server: Server) -> No
         ),
         ("referrals", "ensemble_internal.d001.referrals.anything", "ENSEMBLE_INTERNAL"),
         ("partners", "ensemble_dlq.referrals.ensemble.d001.referrals.opened", "ENSEMBLE_DLQ"),
+        ("webhooks", "ensemble.d001.referrals.opened", "ENSEMBLE_REFERRALS"),
+        ("webhooks", "ensemble.d002.partners.matched", "ENSEMBLE_PARTNERS"),
+        ("webhooks", "ensemble.d001.engagement.family_contacted", "ENSEMBLE_ENGAGEMENT"),
+        ("webhooks", "ensemble.d001.notifications.sent", "ENSEMBLE_NOTIFICATIONS"),
+        ("webhooks", "ensemble_internal.d001.engagement.outreach_requested", "ENSEMBLE_INTERNAL"),
+        ("webhooks", "ensemble_dlq.referrals.ensemble.d001.referrals.opened", "ENSEMBLE_DLQ"),
     ],
 )
 async def test_service_refused_outside_its_domain(
@@ -501,6 +508,88 @@ async def test_service_may_dead_letter_its_own_and_not_delete_streams(server: Se
         await notifications.permission_error('publish to "$js.api.stream.delete.ensemble_internal"')
     finally:
         await notifications.nc.close()
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+
+async def test_webhooks_consumes_public_events_of_every_district(server: Server) -> None:
+    """As the runtime does: a durable pull consumer per public event type, across districts."""
+    webhooks = await connect(server, "webhooks")
+    referrals = await connect(server, "referrals")
+    try:
+        psub = await webhooks.js.pull_subscribe(
+            "ensemble.*.referrals.opened",
+            durable="webhooks-referrals-opened",
+            stream="ENSEMBLE_REFERRALS",
+        )
+        msgs = await psub.fetch(100, timeout=2)
+        subjects = {m.subject for m in msgs}
+        assert {"ensemble.d001.referrals.opened", "ensemble.d002.referrals.opened"} <= subjects
+        for m in msgs:
+            await m.ack_sync(timeout=2)
+        info = await webhooks.js.consumer_info("ENSEMBLE_REFERRALS", "webhooks-referrals-opened")
+        assert info.num_ack_pending == 0
+        # Core subscription to the public root: any domain, any district.
+        sub = await webhooks.nc.subscribe("ensemble.>")
+        await webhooks.nc.flush()
+        await referrals.nc.publish("ensemble.d002.referrals.closed", b"{}")
+        await referrals.nc.flush()
+        assert (await sub.next_msg(timeout=2)).subject == "ensemble.d002.referrals.closed"
+        assert webhooks.errors == []
+    finally:
+        await webhooks.nc.close()
+        await referrals.nc.close()
+
+
+async def test_webhooks_may_dead_letter_its_own_and_not_delete_or_purge(server: Server) -> None:
+    before = {s: await stream_messages(server, s) for s in ("ENSEMBLE_REFERRALS", "ENSEMBLE_DLQ")}
+    webhooks = await connect(server, "webhooks")
+    try:
+        ack = await webhooks.js.publish(
+            "ensemble_dlq.webhooks.ensemble.d001.referrals.opened", b"{}"
+        )
+        assert ack.stream == "ENSEMBLE_DLQ"
+        with pytest.raises(nats.errors.TimeoutError):
+            await webhooks.js_refused.purge_stream("ENSEMBLE_REFERRALS")
+        await webhooks.permission_error('publish to "$js.api.stream.purge.ensemble_referrals"')
+        with pytest.raises(nats.errors.TimeoutError):
+            await webhooks.js_refused.delete_stream("ENSEMBLE_REFERRALS")
+        await webhooks.permission_error('publish to "$js.api.stream.delete.ensemble_referrals"')
+    finally:
+        await webhooks.nc.close()
+    assert await stream_messages(server, "ENSEMBLE_REFERRALS") == before["ENSEMBLE_REFERRALS"]
+    assert await stream_messages(server, "ENSEMBLE_DLQ") == before["ENSEMBLE_DLQ"] + 1
+
+
+@pytest.mark.parametrize(
+    ("subject", "publisher", "published"),
+    [
+        (
+            "ensemble_internal.>",
+            "engagement",
+            "ensemble_internal.d001.engagement.outreach_requested",
+        ),
+        ("ensemble_dlq.>", "referrals", "ensemble_dlq.referrals.ensemble.d001.referrals.opened"),
+        (">", "engagement", "ensemble_internal.d001.engagement.outreach_requested"),
+    ],
+)
+async def test_webhooks_core_subscribe_refused_beyond_public(
+    server: Server, subject: str, publisher: str, published: str
+) -> None:
+    webhooks = await connect(server, "webhooks")
+    service = await connect(server, publisher)
+    try:
+        sub = await webhooks.nc.subscribe(subject)
+        await webhooks.nc.flush()
+        await webhooks.permission_error(f'subscription to "{subject}"')
+        await service.nc.publish(published, b"{}")
+        await service.nc.flush()
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.next_msg(timeout=QUIET)
+    finally:
+        await webhooks.nc.close()
+        await service.nc.close()
 
 
 async def test_service_core_subscribe_limited_to_what_it_consumes(server: Server) -> None:
@@ -556,18 +645,19 @@ async def test_services_run_the_loop_under_their_own_users(
     tmp_path: Path, smtp: tuple[Inbox, str]
 ) -> None:
     """Each service connects as its own NATS user (NATS_USER/NATS_PASSWORD), as in compose and
-    k8s: they create the streams and their durables, and a referral goes from opened to
-    family contacted (outreach email out, the family's reply in) without one permission
-    violation on the server."""
+    k8s: they create the streams and their durables, a referral goes from opened to family
+    contacted (outreach email out, the family's reply in), and webhooks relays the loop's
+    public events to a district's endpoint, without one permission violation on the server."""
     # Imported here so the permission tests above do not depend on the services' code.
     from conftest import System, running, token
+    from test_webhooks_service import Receiver, Route, serve
 
     from ensemble.system import build_services
-    from runtime.settings import Settings
+    from runtime.settings import SERVICES, Settings
 
     with nats_with_accounts(tmp_path / "nats") as srv:
         services = []
-        for name in ("referrals", "partners", "engagement", "notifications"):
+        for name in SERVICES:
             settings = Settings(
                 nats_url=srv.url,
                 nats_user=name,
@@ -581,13 +671,22 @@ async def test_services_run_the_loop_under_their_own_users(
             )
             services += build_services(settings, (name,))
         admin = {"Authorization": f"Bearer {token(settings, 'district_admin', 'd001')}"}
+        receiver = Receiver()
         async with (
+            serve(receiver.app) as receiver_url,
             running(settings, services) as url,
             httpx.AsyncClient(base_url=url, timeout=10, headers=admin) as http,
         ):
             system = System(
                 settings, http, {s.name: s for s in services}, smtp[0], tmp_path / "sms.jsonl"
             )
+            secret = "whsec_deploy_permissions_test"
+            receiver.routes["d001"] = Route(secret=secret)
+            endpoint = await http.post(
+                "/api/v1/webhooks/endpoints",
+                json={"district_id": "d001", "url": f"{receiver_url}/hooks/d001", "secret": secret},
+            )
+            assert endpoint.status_code == 201, endpoint.text
             await system.register_partner()
             family = await system.register_family(preferred_channel="email")
             referral = await system.open_referral(family)
@@ -602,6 +701,20 @@ async def test_services_run_the_loop_under_their_own_users(
             )
             assert reply.status_code == 200, reply.text
             await system.wait_status(referral["id"], "family_contacted")
+            # Consumed under the webhooks user from every public stream, then delivered.
+            wanted = {
+                "org.ensemble.engagement.family_registered.v1",
+                "org.ensemble.referrals.opened.v1",
+                "org.ensemble.partners.matched.v1",
+                "org.ensemble.notifications.sent.v1",
+                "org.ensemble.engagement.family_contacted.v1",
+            }
+            route = receiver.routes["d001"]
+            await system.eventually(
+                lambda: _value(wanted <= {e["type"] for e in route.events()}),
+                what="the loop's public events at the webhook endpoint",
+            )
+            assert route.bad_signatures == 0
         assert srv.violations() == []
 
 

@@ -5,10 +5,10 @@
 # existing server:  PGHOST=... PGUSER=postgres REFERRALS_DB_PASSWORD=... bash init-databases.sh
 #
 # Passwords: <SERVICE>_DB_PASSWORD (REFERRALS_DB_PASSWORD, PARTNERS_DB_PASSWORD, ...), required.
-# ENSEMBLE_DB_SERVICES overrides the list (default: the four services).
+# ENSEMBLE_DB_SERVICES overrides the list (default: the five services).
 set -euo pipefail
 
-services=${ENSEMBLE_DB_SERVICES:-"referrals partners engagement notifications"}
+services=${ENSEMBLE_DB_SERVICES:-"referrals partners engagement notifications webhooks"}
 
 for svc in $services; do
   var="${svc^^}_DB_PASSWORD"
