@@ -170,7 +170,9 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
         district = district_of(district_id)
         body = await request.body()
         if not body:
-            return JSONResponse({"detail": "send a zip of HSDS CSV files or HSDS JSON"}, 422)
+            return JSONResponse({"detail": [{"loc": ["body"], "type": "missing",
+                                             "msg": "send a zip of HSDS CSV files or HSDS JSON"}]},
+                                422)
         plan = hsds.read_zip(body) if body[:2] == b"PK" else hsds.read_json(body)  # zip magic
         loaded = None
         if plan.services or plan.organizations:
@@ -181,7 +183,7 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
         status = 200 if loaded or not plan.errors else 422
         return JSONResponse(report, status_code=status)
 
-    @router.get("/partners/export/hsds")
+    @router.get("/partners/export/hsds", responses={200: {"content": {"application/zip": {}}}})
     async def export_hsds(district_id: Token, format: str = Query(
             "json", pattern="^(json|csv-zip)$")) -> Response:
         district_of(district_id)
@@ -192,7 +194,7 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 "Content-Disposition": f'attachment; filename="hsds-{district_id}.zip"'})
         return JSONResponse(hsds.to_json(services))
 
-    @router.get("/partners/gaps")
+    @router.get("/partners/gaps", responses={200: {"content": {"text/csv": {}}}})
     async def gap_map(
         request: Request, district_id: Token, school_id: Token | None = None,
         start: Annotated[date | datetime | None, Query(alias="from")] = None,
@@ -235,7 +237,10 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 row = ServiceCapacity(service_id=service_id, school_id=body.school_id,
                                       district_id=body.district_id, capacity=body.capacity,
                                       reserved=0)
-                directory.copy_service(row, service)
+                partner = await uow.session.get(Partner, service.partner_id)
+                if partner is None:  # the foreign key keeps it; said plainly if ever not
+                    raise NotFound(f"organization of service {service_id} not found")
+                directory.copy_service(row, service, partner)
                 uow.session.add(row)
                 service.schools = [*service.schools, body.school_id]
                 reserved = 0

@@ -1,21 +1,37 @@
 """Matching against the database: the candidate query, the reservation, and the slot's release.
 
-The candidate query reads one index range (district, need, school in ``service_capacity``) and
-joins by primary key; it reads no JSON, so it costs the same on SQLite and PostgreSQL and stays
-well under a millisecond or two with 10,000 services (benchmarks/matching.py).
+The candidate query ranks inside one index range (district, need, school of ``service_capacity``;
+the index covers every column it reads there, the organization's status included) and looks up
+each row's partner stats by primary key; only the best few rows are then joined to the
+organization. It reads no JSON and forces no hash of the whole directory (a plain three-table
+join lets PostgreSQL hash every partner on each match), so it costs the same on SQLite and
+PostgreSQL. The statements are built once, at import: building a SQLAlchemy expression of this
+size costs more than running it, so a match only binds values (benchmarks/matching.py).
 """
 
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Float, Select, case, func, literal, or_, select, update
+from sqlalchemy import Float, Integer, Select, bindparam, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NoPartnerAvailable, PartnerMatched
 from runtime.db import utcnow
 from runtime.outbox import UnitOfWork
 from services.partners.capacity import release, reserve
-from services.partners.matching import WEIGHTS, Request, Row, primary_language, rank, rule_failures
+from services.partners.matching import (
+    W_ACCEPTANCE,
+    W_LANGUAGE,
+    W_LOAD,
+    W_OPEN,
+    W_SPEED,
+    Request,
+    Row,
+    primary_language,
+    rank,
+    rule_failures,
+)
 from services.partners.tables import (
     FamilyLanguage,
     Partner,
@@ -29,71 +45,98 @@ _cap = ServiceCapacity.__table__
 _svc = PartnerService.__table__
 _org = Partner.__table__
 _stats = PartnerStats.__table__
-BEST = 16  # rows the candidate query returns, best first; ranking re-checks and explains them
-
-
-def _rows_query(request: Request) -> Select:  # type: ignore[type-arg]
-    return (
-        select(_cap.c.service_id, _cap.c.school_id, _cap.c.capacity, _cap.c.reserved,
-               _cap.c.partner_id, _org.c.name, _cap.c.need, _cap.c.languages_key,
-               _cap.c.grades_key, _cap.c.service_status, _org.c.status,
-               func.coalesce(_stats.c.accepted, 0), func.coalesce(_stats.c.declined, 0),
-               func.coalesce(_stats.c.accept_seconds, 0.0), func.coalesce(_stats.c.active, 0))
-        .select_from(
-            _cap.join(_org, _org.c.id == _cap.c.partner_id)
-            .outerjoin(_stats, _stats.c.partner_id == _cap.c.partner_id)
-        )
-        .where(_cap.c.district_id == request.district_id, _cap.c.need == request.need,
-               _cap.c.school_id == request.school_id)
-    )
+BEST = 16  # rows the candidate query returns, best first; ranking re-checks them
 
 
 def _f(value: float):  # type: ignore[no-untyped-def]
     return literal(value, Float())  # float arithmetic (PostgreSQL would use slow numeric)
 
 
-def _sql_score(request: Request):  # type: ignore[no-untyped-def]
-    """matching.score's formula in SQL, so the database hands back only the best few rows."""
-    accepted = func.coalesce(_stats.c.accepted, 0)
-    answered = accepted + func.coalesce(_stats.c.declined, 0)
-    language = f"%,{primary_language(request.language)},%"
-    parts = {
-        "language": case((_cap.c.languages_key.like(language), _f(1.0)), else_=_f(0.0)),
-        "open": (_cap.c.capacity - _cap.c.reserved) * _f(1.0) / _cap.c.capacity,
-        "acceptance": (accepted + _f(1.0)) / (answered + _f(2.0)),
-        "speed": case((accepted > 0, _f(1.0) / (
-            _f(1.0) + func.coalesce(_stats.c.accept_seconds, _f(0.0)) / accepted / _f(86400.0))),
-            else_=_f(0.5)),
-        "load": _f(1.0) / (_f(1.0) + func.coalesce(_stats.c.active, 0)),
-    }
-    return sum((_f(WEIGHTS[k]) * v for k, v in parts.items()), _f(0.0))
+def _partner_points():  # type: ignore[no-untyped-def]
+    """The partner's share of matching.total (acceptance, speed, load) from its stats row: a
+    scalar subquery on the stats' primary key, one per candidate row."""
+    accepted, declined = _stats.c.accepted, _stats.c.declined
+    points = (
+        _f(W_ACCEPTANCE) * ((accepted + _f(1.0)) / (accepted + declined + _f(2.0)))
+        + _f(W_SPEED) * case((accepted > 0, _f(1.0) / (
+            _f(1.0) + _stats.c.accept_seconds / accepted / _f(86400.0))), else_=_f(0.5))
+        + _f(W_LOAD) * (_f(1.0) / (_f(1.0) + _stats.c.active)))
+    found = select(points).where(_stats.c.partner_id == _cap.c.partner_id).scalar_subquery()
+    # No stats row counts as a new partner, as Row's defaults do: 0.2 x 0.5 + 0.1 x 0.5 + 0.1.
+    return func.coalesce(found, _f(W_ACCEPTANCE * 0.5 + W_SPEED * 0.5 + W_LOAD))
+
+
+def _sql_score():  # type: ignore[no-untyped-def]
+    """matching.parts and matching.total in SQL, so the database hands back only the best few
+    rows. ``language`` is bound to the LIKE pattern of the family's language."""
+    speaks = case((_cap.c.languages_key.like(bindparam("language")), _f(1.0)), else_=_f(0.0))
+    open_share = (_cap.c.capacity - _cap.c.reserved) * _f(1.0) / _cap.c.capacity
+    return _f(W_LANGUAGE) * speaks + _f(W_OPEN) * open_share + _partner_points()
+
+
+def _rows(top: Any) -> Select[Any]:
+    """Row's columns for capacity rows ``top``, with the organization and its stats."""
+    return (
+        select(top.c.service_id, top.c.school_id, top.c.capacity, top.c.reserved,
+               top.c.partner_id, _org.c.name, top.c.need, top.c.languages_key,
+               top.c.grades_key, top.c.service_status, _org.c.status,
+               func.coalesce(_stats.c.accepted, 0), func.coalesce(_stats.c.declined, 0),
+               func.coalesce(_stats.c.accept_seconds, 0.0), func.coalesce(_stats.c.active, 0))
+        .select_from(top.join(_org, _org.c.id == top.c.partner_id)
+                     .outerjoin(_stats, _stats.c.partner_id == top.c.partner_id))
+    )
+
+
+_HERE = (_cap.c.district_id == bindparam("district"), _cap.c.need == bindparam("need"),
+         _cap.c.school_id == bindparam("school"))
+# Every hard rule the database can check (``rank`` checks them all). ``grade`` is the LIKE
+# pattern of the referral's grade, "%" when it has none; ``tried`` the partners it had.
+_ELIGIBLE = (
+    *_HERE, _cap.c.service_status == "active", _cap.c.partner_status == "active",
+    _cap.c.reserved < _cap.c.capacity,
+    (_cap.c.grades_key == "") | _cap.c.grades_key.like(bindparam("grade")),
+    _cap.c.partner_id.not_in(bindparam("tried", expanding=True)),
+)
+_ALL_HERE = _rows(_cap).where(*_HERE)
+_ALL_ELIGIBLE = _rows(_cap).where(*_ELIGIBLE)
+_BEST = _rows(
+    select(_cap).where(*_ELIGIBLE)
+    .order_by(_sql_score().desc(), _cap.c.service_id)
+    .limit(bindparam("best", type_=Integer))
+    .subquery("best"))
+_OFFERED = select(func.count()).select_from(_svc).where(
+    _svc.c.district_id == bindparam("district"), _svc.c.need == bindparam("need"),
+    _svc.c.status == "active")
+
+
+def _params(request: Request) -> dict[str, Any]:
+    return {"district": request.district_id, "need": request.need, "school": request.school_id,
+            "grade": "%" if request.grade is None else f"%,{request.grade},%",
+            "tried": list(request.tried_partners),
+            "language": f"%,{primary_language(request.language)},%"}
 
 
 async def candidate_rows(session: AsyncSession, request: Request,
                          best: int | None = None) -> list[Row]:
-    """Services that pass every hard rule the database can check (``rank`` checks them all);
-    with ``best``, only that many, by the ranking's own score."""
-    query = _rows_query(request).where(
-        _cap.c.reserved < _cap.c.capacity, _cap.c.service_status == "active",
-        _org.c.status == "active")
-    if request.grade is not None:
-        query = query.where(or_(_cap.c.grades_key == "",
-                                _cap.c.grades_key.like(f"%,{request.grade},%")))
-    if request.tried_partners:
-        query = query.where(_cap.c.partner_id.not_in(request.tried_partners))
-    if best is not None:
-        query = query.order_by(_sql_score(request).desc(), _cap.c.service_id).limit(best)
-    return [Row(*r) for r in (await session.execute(query)).all()]
+    """Services that pass every hard rule the database can check; with ``best``, only that
+    many, by the ranking's own score. Core on the session's connection: no ORM on this path."""
+    connection = await session.connection()
+    params = _params(request)
+    if best is None:
+        result = await connection.execute(_ALL_ELIGIBLE, params)
+    else:
+        result = await connection.execute(_BEST, {**params, "best": best})
+    return [Row._make(r) for r in result]
 
 
 async def why_none(session: AsyncSession, request: Request) -> tuple[str, int]:
     """Why no service fits, for the coordinator; and how many were considered."""
-    rows = [Row(*r) for r in (await session.execute(_rows_query(request))).all()]
+    connection = await session.connection()
+    where = {"district": request.district_id, "need": request.need}
+    rows = [Row._make(r) for r in await connection.execute(
+        _ALL_HERE, {**where, "school": request.school_id})]
     if not rows:
-        offered = await session.scalar(
-            select(func.count()).select_from(_svc).where(
-                _svc.c.district_id == request.district_id, _svc.c.need == request.need,
-                _svc.c.status == "active"))
+        offered = (await connection.execute(_OFFERED, where)).scalar()
         if not offered:
             return f"no active partner offers {request.need} in this district", 0
         return (f"{offered} active services offer {request.need}, none at school "
@@ -110,12 +153,18 @@ def as_request(request: ReferralRequest, language: str | None) -> Request:
                    tried_partners=tuple(request.tried_partners))
 
 
+_COUNTS = ("matched", "accepted", "declined", "accept_seconds", "active")
+_BUMP = update(_stats).where(_stats.c.partner_id == bindparam("pid")).values(
+    {name: getattr(_stats.c, name) + bindparam(f"d_{name}") for name in _COUNTS})
+
+
 async def bump_stats(uow: UnitOfWork, partner_id: str, district_id: str, **deltas: float) -> None:
     """Atomic increments (two copies of the service may count at once)."""
-    values = {name: getattr(_stats.c, name) + delta for name, delta in deltas.items()}
-    result = await uow.session.execute(
-        update(_stats).where(_stats.c.partner_id == partner_id).values(**values))
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    connection = await uow.session.connection()
+    values = {f"d_{name}": int(deltas.get(name, 0)) for name in _COUNTS}
+    values["d_accept_seconds"] = float(deltas.get("accept_seconds", 0.0))
+    result = await connection.execute(_BUMP, {"pid": partner_id, **values})
+    if result.rowcount == 0:
         uow.session.add(PartnerStats(partner_id=partner_id, district_id=district_id,
                                      **{"matched": 0, "accepted": 0, "declined": 0,
                                         "accept_seconds": 0.0, "active": 0,

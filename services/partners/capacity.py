@@ -4,33 +4,30 @@ PostgreSQL the second transaction waits for the first's row lock, re-reads the r
 slot (rowcount 0); on SQLite writers are serialized (BEGIN IMMEDIATE). CHECK constraints on the
 table are the last guard."""
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from runtime.errors import Conflict
 from runtime.outbox import UnitOfWork
 from services.partners.tables import ServiceCapacity
 
 _cap = ServiceCapacity.__table__
+_THIS = (_cap.c.service_id == bindparam("sid"), _cap.c.school_id == bindparam("school"))
+# Built once: a match only binds values (see assign.py).
+_RESERVE = update(_cap).where(*_THIS, _cap.c.reserved < _cap.c.capacity).values(
+    reserved=_cap.c.reserved + 1)
+_RELEASE = update(_cap).where(*_THIS, _cap.c.reserved > 0).values(reserved=_cap.c.reserved - 1)
 
 
 async def reserve(uow: UnitOfWork, service_id: str, school_id: str) -> bool:
-    result = await uow.session.execute(
-        update(_cap)
-        .where(_cap.c.service_id == service_id, _cap.c.school_id == school_id,
-               _cap.c.reserved < _cap.c.capacity)
-        .values(reserved=_cap.c.reserved + 1)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    connection = await uow.session.connection()
+    result = await connection.execute(_RESERVE, {"sid": service_id, "school": school_id})
+    return result.rowcount == 1
 
 
 async def release(uow: UnitOfWork, service_id: str, school_id: str) -> bool:
-    result = await uow.session.execute(
-        update(_cap)
-        .where(_cap.c.service_id == service_id, _cap.c.school_id == school_id,
-               _cap.c.reserved > 0)
-        .values(reserved=_cap.c.reserved - 1)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    connection = await uow.session.connection()
+    result = await connection.execute(_RELEASE, {"sid": service_id, "school": school_id})
+    return result.rowcount == 1
 
 
 async def set_capacity(uow: UnitOfWork, service_id: str, school_id: str, capacity: int) -> int:

@@ -50,8 +50,9 @@ async def _load(session: AsyncSession, model: Any, column: Any, keys: Sequence[s
     return rows
 
 
-def _sync_capacity(session: AsyncSession, service: PartnerService, schools: list[str],
-                   current: dict[str, ServiceCapacity], capacity: int | None) -> None:
+def _sync_capacity(session: AsyncSession, service: PartnerService, partner: Partner,
+                   schools: list[str], current: dict[str, ServiceCapacity],
+                   capacity: int | None) -> None:
     """Make the service's capacity rows match its schools. A school no longer served keeps the
     slots in use (no new ones) until they are released; a given capacity never goes below what
     is reserved."""
@@ -64,17 +65,18 @@ def _sync_capacity(session: AsyncSession, service: PartnerService, schools: list
             session.add(row)
         elif capacity is not None:
             row.capacity = max(capacity, row.reserved)
-        copy_service(row, service)
+        copy_service(row, service, partner)
     for school_id, row in current.items():
         if school_id not in schools:
             row.capacity = row.reserved
-            copy_service(row, service)
+            copy_service(row, service, partner)
 
 
-def copy_service(row: ServiceCapacity, service: PartnerService) -> None:
+def copy_service(row: ServiceCapacity, service: PartnerService, partner: Partner) -> None:
     row.need = service.need
     row.partner_id = service.partner_id
     row.service_status = service.status
+    row.partner_status = partner.status
     row.languages_key = service.languages_key
     row.grades_key = service.grades_key
 
@@ -158,7 +160,8 @@ async def apply_plan(session: AsyncSession, district: District, plan: Plan,
         service.languages_key = languages_key(spec.languages or partner.languages)
         service.hsds_id = spec.hsds_id
         service.hsds = {**spec.detail, "need_rule": spec.need_rule}
-        _sync_capacity(session, service, schools, capacity_rows.get(sid, {}), capacity)
+        _sync_capacity(session, service, partner, schools, capacity_rows.get(sid, {}),
+                       capacity)
     await session.flush()
     return result
 
@@ -183,7 +186,7 @@ async def register(session: AsyncSession, district_id: str, name: str, needs: li
         services.append(service)
     await session.flush()
     for service in services:
-        _sync_capacity(session, service, list(schools), {}, capacity)
+        _sync_capacity(session, service, partner, list(schools), {}, capacity)
     await session.flush()
     return partner, services
 

@@ -11,11 +11,16 @@ The score (0..1) orders the eligible ones:
     0.10 x speed      1 / (1 + mean hours to accept / 24); 0.5 without history
     0.10 x load       1 / (1 + referrals it holds now)
 Ties go to the service id, so the same directory always gives the same answer.
+
+Ranking only computes numbers; the reasons (the rules passed and the score's parts, in words)
+are written for a candidate when asked, which in practice is only for the one chosen.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 WEIGHTS = {"language": 0.40, "open": 0.20, "acceptance": 0.20, "speed": 0.10, "load": 0.10}
+W_LANGUAGE, W_OPEN, W_ACCEPTANCE, W_SPEED, W_LOAD = WEIGHTS.values()
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,8 @@ class Request:
     tried_partners: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Row:
-    """One service at one school, as the candidate query returns it."""
+class Row(NamedTuple):
+    """One service at one school, as the candidate query returns it (a tuple: cheap to make)."""
 
     service_id: str
     school_id: str
@@ -53,14 +57,6 @@ class Row:
     @property
     def open(self) -> int:
         return max(0, self.capacity - self.reserved)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    row: Row
-    score: float
-    reasons: list[str] = field(default_factory=list)
-    parts: dict[str, float] = field(default_factory=dict)
 
 
 def primary_language(tag: str | None) -> str:
@@ -107,50 +103,83 @@ def rule_failures(request: Request, row: Row) -> list[str]:
     return failed
 
 
+def _eligible(request: Request, grade: str | None, row: Row) -> bool:
+    """rule_failures(request, row) == [], without writing any of the reasons."""
+    return (row.service_status == "active" and row.partner_status == "active"
+            and row.need == request.need and row.school_id == request.school_id
+            and (grade is None or not row.grades_key or grade in row.grades_key)
+            and row.capacity > row.reserved and row.partner_id not in request.tried_partners)
+
+
+def parts(language: str, row: Row) -> tuple[float, float, float, float, float]:
+    """The score's parts in WEIGHTS order; ``language`` is the ",es," form."""
+    accepted = row.accepted
+    return (
+        1.0 if language in row.languages_key else 0.0,
+        row.open / row.capacity if row.capacity else 0.0,
+        (accepted + 1) / (accepted + row.declined + 2),
+        1 / (1 + row.accept_seconds / accepted / 3600 / 24) if accepted else 0.5,
+        1 / (1 + row.active),
+    )
+
+
+def total(p: tuple[float, float, float, float, float]) -> float:
+    return round(W_LANGUAGE * p[0] + W_OPEN * p[1] + W_ACCEPTANCE * p[2] + W_SPEED * p[3]
+                 + W_LOAD * p[4], 4)
+
+
 def score(request: Request, row: Row) -> tuple[float, dict[str, float], list[str]]:
+    """The score with its parts by name and the reasons a coordinator reads."""
     language = primary_language(request.language)
-    speaks = f",{language}," in row.languages_key
+    p = parts(f",{language},", row)
+    named = dict(zip(WEIGHTS, p, strict=True))
+    points = total(p)
     answered = row.accepted + row.declined
-    acceptance = (row.accepted + 1) / (answered + 2)
     if row.accepted:
-        hours = row.accept_seconds / row.accepted / 3600
-        speed = 1 / (1 + hours / 24)
-        speed_reason = f"accepts in {hours:.1f} h on average"
+        speed_reason = f"accepts in {row.accept_seconds / row.accepted / 3600:.1f} h on average"
     else:
-        speed, speed_reason = 0.5, "no acceptance yet (speed 0.5)"
-    parts = {
-        "language": 1.0 if speaks else 0.0,
-        "open": row.open / row.capacity if row.capacity else 0.0,
-        "acceptance": acceptance,
-        "speed": speed,
-        "load": 1 / (1 + row.active),
-    }
-    total = round(sum(WEIGHTS[k] * v for k, v in parts.items()), 4)
+        speed_reason = "no acceptance yet (speed 0.5)"
     reasons = [
-        f"language {language} {'spoken' if speaks else 'not spoken'}",
+        f"language {language} {'spoken' if p[0] else 'not spoken'}",
         f"{row.open} of {row.capacity} slots open at {row.school_id}",
-        f"accepted {row.accepted} of {answered} answered ({acceptance:.2f})",
+        f"accepted {row.accepted} of {answered} answered ({p[2]:.2f})",
         speed_reason,
         f"holds {row.active} referrals now",
-        "score " + f"{total} = "
-        + " + ".join(f"{WEIGHTS[k]:.2f} x {k} {v:.2f}" for k, v in parts.items()),
+        "score " + f"{points} = "
+        + " + ".join(f"{WEIGHTS[k]:.2f} x {k} {v:.2f}" for k, v in named.items()),
     ]
-    return total, parts, reasons
+    return points, named, reasons
 
 
-def rank(request: Request, rows: list[Row]) -> list[Candidate]:
-    """Eligible candidates, best first."""
-    candidates = []
-    for row in rows:
-        if rule_failures(request, row):
-            continue
-        total, parts, scored = score(request, row)
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An eligible row and its score; ``reasons`` and ``parts`` are written on demand."""
+
+    row: Row
+    score: float
+    request: Request
+
+    @property
+    def reasons(self) -> list[str]:
+        request, row = self.request, self.row
         grade_rule = (
             "all grades" if not row.grades_key or request.grade is None
             else f"grade {request.grade} served"
         )
         passed = [f"need {request.need} offered", f"school {request.school_id} served",
                   grade_rule, "open slot", "consent given", "not tried before"]
-        candidates.append(Candidate(row, total, [*passed, *scored], parts))
+        return [*passed, *score(request, row)[2]]
+
+    @property
+    def parts(self) -> dict[str, float]:
+        return score(self.request, self.row)[1]
+
+
+def rank(request: Request, rows: list[Row]) -> list[Candidate]:
+    """Eligible candidates, best first."""
+    language = f",{primary_language(request.language)},"
+    grade = None if request.grade is None else f",{request.grade},"
+    candidates = [Candidate(row, total(parts(language, row)), request)
+                  for row in rows if _eligible(request, grade, row)]
     candidates.sort(key=lambda c: (-c.score, c.row.service_id))
     return candidates

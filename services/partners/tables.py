@@ -85,18 +85,22 @@ class ServiceCapacity(Base):
     __table_args__ = (
         CheckConstraint("reserved >= 0", name="ck_capacity_reserved_nonnegative"),
         CheckConstraint("reserved <= capacity", name="ck_capacity_reserved_within"),
-        # The candidate query: one district, one need, one school, slots open.
-        Index("ix_capacity_match", "district_id", "need", "school_id"),
+        # The candidate query: one district, one need, one school. It covers every column the
+        # query reads from this table, so the range is read from the index alone.
+        Index("ix_capacity_match", "district_id", "need", "school_id", "service_status",
+              "partner_status", "reserved", "capacity", "partner_id", "languages_key",
+              "grades_key", "service_id"),
     )
 
     service_id: Mapped[str] = mapped_column(ForeignKey("partner_services.id"), primary_key=True)
     school_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     district_id: Mapped[str] = mapped_column(String(64))
-    # Copied from the service (directory.py keeps them in step) so the candidate query reads
-    # this table and the organization only.
+    # Copied from the service and its organization (directory.copy_service keeps them in step)
+    # so the candidate query ranks from this table and the partner's stats alone.
     need: Mapped[str] = mapped_column(String(32))
     partner_id: Mapped[str] = mapped_column(String(64))
     service_status: Mapped[str] = mapped_column(String(24), default="active")
+    partner_status: Mapped[str] = mapped_column(String(16), default="active")
     languages_key: Mapped[str] = mapped_column(String(200), default="")
     grades_key: Mapped[str] = mapped_column(String(64), default="")
     capacity: Mapped[int] = mapped_column(Integer)
