@@ -642,7 +642,7 @@ def test_server_config_refuses_to_start_without_passwords(tmp_path: Path) -> Non
 
 
 async def test_services_run_the_loop_under_their_own_users(
-    tmp_path: Path, smtp: tuple[Inbox, str]
+    tmp_path: Path, smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each service connects as its own NATS user (NATS_USER/NATS_PASSWORD), as in compose and
     k8s: they create the streams and their durables, a referral goes from opened to family
@@ -655,6 +655,7 @@ async def test_services_run_the_loop_under_their_own_users(
     from ensemble.system import build_services
     from runtime.settings import SERVICES, Settings
 
+    monkeypatch.setenv("ENSEMBLE_WEBHOOKS_ALLOW_PRIVATE", "true")  # the receiver is on loopback
     with nats_with_accounts(tmp_path / "nats") as srv:
         services = []
         for name in SERVICES:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,10 +27,14 @@ from contracts.taxonomy import Consent, Need, Outcome, Urgency
 from ensemble.embedded import DevSmsServer, free_port
 from ensemble.system import build_services
 from examples.verify_webhook import verify_signature
+from runtime.db import utcnow
 from runtime.host import Service
 from runtime.settings import SERVICES, Settings
 from services.webhooks.config import WebhooksSettings, webhooks_settings
+from services.webhooks.destinations import system_resolve
+from services.webhooks.dispatch import Dispatcher
 from services.webhooks.service import build as build_webhooks
+from services.webhooks.tables import Endpoint
 
 # --- a real receiver ---------------------------------------------------------------------------
 
@@ -110,12 +115,22 @@ class Hooks:
     base_url: str
     service: Service
 
+    @property
+    def dispatcher(self) -> Dispatcher:
+        [dispatcher] = [f.__self__ for f in self.service.runtime.background]
+        assert isinstance(dispatcher, Dispatcher)
+        return dispatcher
+
     async def endpoint(self, name: str, *, district: str = "d001", event_types: tuple = (),
-                       **route: Any) -> dict[str, Any]:
+                       host: str | None = None, **route: Any) -> dict[str, Any]:
+        """An endpoint at the receiver's /hooks/<name>, reached as ``host`` if given."""
         secret = f"whsec_{name}_{uuid.uuid4().hex}"
         self.receiver.routes[name] = Route(secret=secret, **route)
+        base = self.receiver_url
+        if host is not None:
+            base = f"http://{host}:{urlsplit(base).port}"
         response = await self.http.post("/api/v1/webhooks/endpoints", json={
-            "district_id": district, "url": f"{self.receiver_url}/hooks/{name}",
+            "district_id": district, "url": f"{base}/hooks/{name}",
             "secret": secret, "event_types": list(event_types)},
             headers=bearer(self.settings, district=district))
         assert response.status_code == 201, response.text
@@ -131,16 +146,17 @@ class Hooks:
         return envelope
 
 
-def fast(settings: Settings) -> WebhooksSettings:
-    return webhooks_settings(
-        settings,
-        webhooks_database_url=settings.referrals_database_url,  # same server, own schema
-        webhooks_max_attempts=4,
-        webhooks_retry_base_seconds=0.05,
-        webhooks_retry_max_seconds=0.3,
-        webhooks_poll_seconds=0.1,
-        webhooks_timeout_seconds=1.0,
-    )
+def fast(settings: Settings, **overrides: Any) -> WebhooksSettings:
+    return webhooks_settings(settings, **{
+        "webhooks_database_url": settings.referrals_database_url,  # same server, own schema
+        "webhooks_max_attempts": 4,
+        "webhooks_retry_base_seconds": 0.05,
+        "webhooks_retry_max_seconds": 0.3,
+        "webhooks_poll_seconds": 0.1,
+        "webhooks_timeout_seconds": 1.0,
+        # The receiver is on 127.0.0.1; the guard's own tests turn it on.
+        "webhooks_allow_private": True,
+    } | overrides)
 
 
 async def drop_webhooks_schema(settings: WebhooksSettings) -> None:
@@ -255,8 +271,7 @@ async def test_retries_then_one_accepted_delivery_per_event_and_endpoint(hooks: 
     assert only_opened["event_types"] == ["org.ensemble.referrals.opened.v1"]
 
     # Deliveries done long enough ago are forgotten (the events stay in the stream).
-    [dispatcher] = [f.__self__ for f in hooks.service.runtime.background]
-    await dispatcher.prune(keep=timedelta(0))
+    await hooks.dispatcher.prune(keep=timedelta(0))
     detail = (await hooks.http.get(f"/api/v1/webhooks/endpoints/{flaky['id']}",
                                    params={"district_id": "d001"})).json()
     assert (detail["delivered"], detail["pending"], detail["dead"]) == (0, 0, 0)
@@ -332,6 +347,111 @@ async def test_endpoint_api_validation_secret_and_tenancy(hooks: Hooks) -> None:
     deleted = await hooks.http.delete(f"{api}/{endpoint['id']}", params={"district_id": "d001"})
     assert deleted.status_code == 204
     assert (await hooks.http.get(api, params={"district_id": "d001"})).json() == []
+
+
+# --- private addresses (ENSEMBLE_WEBHOOKS_ALLOW_PRIVATE) -----------------------------------------
+
+
+@pytest.fixture
+async def guarded(settings: Settings) -> AsyncIterator[Hooks]:
+    """The webhooks service as deployed: private addresses refused."""
+    config = fast(settings, webhooks_allow_private=False)
+    async with hooks_running(settings, [build_webhooks(config)]) as h:
+        yield h
+
+
+PRIVATE_URLS = [
+    "http://127.0.0.1:8222/varz", "http://localhost:5432/", "http://LOCALHOST./x",
+    "http://api.localhost/x", "http://10.0.0.7/x", "http://172.18.0.5:4222/",
+    "http://192.168.1.20/x", "http://169.254.169.254/latest/meta-data/", "http://100.64.0.1/x",
+    "http://0.0.0.0:8000/", "http://224.0.0.251/x", "http://240.0.0.1/x", "http://[::1]:8000/",
+    "http://[fe80::1]/x", "http://[fd00::5]/x", "http://[::]/x", "http://[ff02::1]/x",
+    "http://[::ffff:127.0.0.1]/x", "http://[::ffff:169.254.169.254]/x",
+    "https://[64:ff9b::a9fe:a9fe]/x",  # NAT64 of the metadata address
+    # Spellings the system resolver turns into 127.0.0.1
+    "http://2130706433/x", "http://0177.0.0.1/x", "http://127.1/x", "http://0x7f000001/x",
+]
+
+
+async def test_private_urls_are_refused_at_registration(guarded: Hooks) -> None:
+    api = "/api/v1/webhooks/endpoints"
+    for url in PRIVATE_URLS:
+        response = await guarded.http.post(api, json={"district_id": "d001", "url": url})
+        assert response.status_code == 422, (url, response.text)
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "url"], (url, error)
+        assert "public addresses only" in error["msg"], (url, error)
+    # Public addresses pass, and so do names: what a name resolves to is checked at delivery.
+    accepted = ["https://hooks.example.org/ensemble", "http://93.184.216.34/x",
+                "http://nats-1:8222/varz"]
+    for url in accepted:
+        response = await guarded.http.post(api, json={"district_id": "d001", "url": url})
+        assert response.status_code == 201, (url, response.text)
+    listed = (await guarded.http.get(api, params={"district_id": "d001"})).json()
+    assert sorted(e["url"] for e in listed) == sorted(accepted)
+
+
+async def test_names_resolving_to_private_addresses_are_refused_at_delivery(
+        guarded: Hooks) -> None:
+    """DNS rebinding and internal names: a name that passed registration but resolves to a
+    private address (any of its addresses) is never connected to; the delivery is parked at
+    once with the reason. The receiver listens on 127.0.0.1 and gets nothing."""
+    names = {"rebind.example.test": ["127.0.0.1"], "nats-1": ["172.18.0.3"],
+             "mixed.example.test": ["93.184.216.34", "127.0.0.1"]}
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return names[host] if host in names else await system_resolve(host, port)
+
+    guarded.dispatcher.backend.resolve = resolve
+    hosts = {name.split(".")[0]: name for name in names}
+    for route, host in hosts.items():
+        await guarded.endpoint(route, host=host)
+    # Registered before the guard was on (or by an operator in the database): `localhost`,
+    # resolved by the system resolver, is refused the same way.
+    port = urlsplit(guarded.receiver_url).port
+    guarded.receiver.routes["old"] = Route(secret="whsec_registered_before_the_guard")
+    async with guarded.service.runtime.unit_of_work() as uow:
+        uow.session.add(Endpoint(id=str(uuid.uuid4()), district_id="d001",
+                                 url=f"http://localhost:{port}/hooks/old",
+                                 secret="whsec_registered_before_the_guard", event_types=[],
+                                 description=None, created_at=utcnow()))
+    hosts["old"] = "localhost"
+    envelope = await guarded.publish(opened())
+
+    listed = (await guarded.http.get("/api/v1/webhooks/endpoints",
+                                     params={"district_id": "d001"})).json()
+    assert len(listed) == len(hosts)
+    for endpoint in listed:
+        host = urlsplit(endpoint["url"]).hostname
+        path = f"/api/v1/webhooks/endpoints/{endpoint['id']}/dead-letters"
+
+        async def parked(path: str = path) -> list[dict[str, Any]]:
+            return list((await guarded.http.get(path, params={"district_id": "d001"})).json())
+
+        [letter] = await eventually(parked, f"the delivery to {host} parked")
+        assert letter["event_id"] == envelope.id
+        assert letter["attempts"] == 1 and letter["last_status"] is None  # no retries
+        assert letter["last_error"] == f"refused: {host} resolves to a non-public address"
+    assert {name: len(guarded.receiver.routes[name].requests) for name in hosts} == {
+        name: 0 for name in hosts}
+
+
+async def test_the_dispatcher_connects_to_the_address_it_checked(hooks: Hooks) -> None:
+    """The client connects to the address the guard resolved (here through the resolver hook,
+    for a name no DNS knows) and still sends the URL's host name."""
+    async def resolve(host: str, port: int) -> list[str]:
+        if host == "receiver.example.test":
+            return ["127.0.0.1"]
+        return await system_resolve(host, port)
+
+    hooks.dispatcher.backend.resolve = resolve
+    await hooks.endpoint("named", host="receiver.example.test")
+    envelope = await hooks.publish(opened())
+    route = hooks.receiver.routes["named"]
+    await eventually(lambda: len(route.accepted) == 1, "the delivery to a resolved name")
+    assert [e["id"] for e in route.events()] == [envelope.id]
+    port = urlsplit(hooks.receiver_url).port
+    assert route.requests[0]["headers"]["host"] == f"receiver.example.test:{port}"
 
 
 # --- with the whole system ----------------------------------------------------------------------

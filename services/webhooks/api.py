@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, select
 
@@ -17,6 +18,7 @@ from runtime.db import utcnow
 from runtime.errors import NotFound
 from runtime.service import ServiceRuntime
 from services.webhooks.config import WebhooksSettings
+from services.webhooks.destinations import refused_host
 from services.webhooks.dispatch import Dispatcher
 from services.webhooks.tables import DeadLetter, Delivery, Endpoint
 
@@ -124,7 +126,11 @@ def build_router(rt: ServiceRuntime, settings: WebhooksSettings, dispatcher: Dis
         if rt.districts.get(district) is None:
             raise NotFound(f"district {district} not found")
         if settings.webhooks_require_https and not body.url.startswith("https://"):
-            raise HTTPException(422, "this deployment delivers to https URLs only")
+            raise _invalid_url("this deployment delivers to https URLs only")
+        refused = None if settings.webhooks_allow_private else refused_host(
+            urlsplit(body.url).hostname or "")
+        if refused:
+            raise _invalid_url(f"{refused}: webhooks are delivered to public addresses only")
         endpoint = Endpoint(id=str(uuid4()), district_id=district, url=body.url,
                             secret=body.secret or f"whsec_{secrets.token_urlsafe(32)}",
                             event_types=body.event_types, description=body.description,
@@ -166,7 +172,9 @@ def build_router(rt: ServiceRuntime, settings: WebhooksSettings, dispatcher: Dis
     @router.get("/webhooks/endpoints/{endpoint_id}/dead-letters",
                 response_model=list[DeadLetterView])
     async def dead_letters(endpoint_id: str, request: Request, district_id: Token,
-                           limit: int = 100, offset: int = 0) -> list[DeadLetterView]:
+                           limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                           offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+                           ) -> list[DeadLetterView]:
         district = district_of(request, district_id)
         async with rt.unit_of_work() as uow:
             await _endpoint(uow.session, district, endpoint_id)
@@ -202,6 +210,11 @@ def build_router(rt: ServiceRuntime, settings: WebhooksSettings, dispatcher: Dis
         return Replayed(delivery_id=delivery.id, status="pending")
 
     return router
+
+
+def _invalid_url(message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", "url"), "type": "value_error",
+                                    "msg": message}])
 
 
 def _view(endpoint: Endpoint) -> EndpointView:

@@ -19,6 +19,9 @@ class WebhooksSettings(Settings):
     webhooks_concurrency: int = Field(16, ge=1, alias="ENSEMBLE_WEBHOOKS_CONCURRENCY")
     webhooks_batch: int = Field(100, ge=1, alias="ENSEMBLE_WEBHOOKS_BATCH")
     webhooks_require_https: bool = Field(False, alias="ENSEMBLE_WEBHOOKS_REQUIRE_HTTPS")
+    # "true" lets endpoints be private, loopback or link-local addresses (a laptop, tests);
+    # otherwise an integrator's URL could reach into the cluster (services.webhooks.destinations).
+    webhooks_allow_private: bool = Field(False, alias="ENSEMBLE_WEBHOOKS_ALLOW_PRIVATE")
 
 
 def webhooks_settings(settings: Settings, **overrides: object) -> WebhooksSettings:

@@ -1,6 +1,9 @@
 """The dispatcher: POSTs due deliveries, retries with exponential back-off, and after the last
 attempt parks a delivery in its endpoint's dead letters.
 
+Only to public addresses unless the deployment allows private ones: the client connects
+through services.webhooks.destinations, and a refused address parks the delivery at once.
+
 At least once: a delivery is leased (its next attempt pushed past the request timeout) before it
 is sent and marked delivered only after a 2xx, so a crash mid-flight means another try, never a
 loss. Receivers dedupe on the Ensemble-Delivery-Id header. Two copies of the service claim
@@ -22,6 +25,7 @@ from contracts.envelope import CONTENT_TYPE
 from runtime.db import utcnow
 from runtime.service import ServiceRuntime
 from services.webhooks.config import WebhooksSettings
+from services.webhooks.destinations import GuardedBackend, GuardedTransport, RefusedDestination
 from services.webhooks.metrics import BACKLOG, DELIVERIES
 from services.webhooks.signing import HEADER, sign
 from services.webhooks.tables import DeadLetter, Delivery, Endpoint
@@ -48,6 +52,7 @@ class Result:
     status: int | None = None
     error: str | None = None
     retry_after: float | None = None
+    final: bool = False  # no point retrying: park it now
 
 
 class Dispatcher:
@@ -55,12 +60,13 @@ class Dispatcher:
         self.rt = rt
         self.settings = settings
         self.wake = asyncio.Event()
+        self.backend = GuardedBackend(allow_private=settings.webhooks_allow_private)
 
     async def run(self) -> None:
         s = self.settings
         limits = httpx.Limits(max_connections=s.webhooks_concurrency)
-        async with httpx.AsyncClient(timeout=s.webhooks_timeout_seconds, limits=limits,
-                                     follow_redirects=False,
+        async with httpx.AsyncClient(transport=GuardedTransport(self.backend, limits),
+                                     timeout=s.webhooks_timeout_seconds, follow_redirects=False,
                                      headers={"User-Agent": USER_AGENT}) as client:
             failures = 0
             loop = asyncio.get_running_loop()
@@ -131,6 +137,10 @@ class Dispatcher:
         }
         try:
             response = await client.post(attempt.url, content=attempt.payload, headers=headers)
+        except RefusedDestination as exc:
+            log.warning("webhook delivery %s refused: %s resolves to %s", attempt.delivery_id,
+                        exc.host, exc.address)
+            return Result(False, error=str(exc)[:300], final=True)
         except httpx.HTTPError as exc:
             return Result(False, error=type(exc).__name__)
         if 200 <= response.status_code < 300:
@@ -153,7 +163,7 @@ class Dispatcher:
                     delivery.status = "delivered"
                     delivery.delivered_at = now
                     DELIVERIES.labels(self.rt.name, "delivered").inc()
-                elif attempt.attempt >= s.webhooks_max_attempts:
+                elif result.final or attempt.attempt >= s.webhooks_max_attempts:
                     delivery.status = "dead"
                     session.add(_dead_letter(delivery, now))
                     DELIVERIES.labels(self.rt.name, "dead_lettered").inc()
