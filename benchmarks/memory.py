@@ -24,6 +24,8 @@ ALLOWED_GROWTH = 1.5  # RSS after the long run over RSS after the short one
 async def grow(ledger: Ledger, start: int, count: int) -> None:
     for first in range(start, start + count, CHUNK):
         cases = make_cases(min(CHUNK, start + count - first), start=first)
+        await ledger.register_families(cases)
+        await ledger.wait_drained()  # referrals has heard of every family
         await ledger.drive(cases, concurrency=32)
         if await ledger.wait_done(cases, timeout=900) < 0:
             raise RuntimeError(f"referrals {first}.. did not finish")

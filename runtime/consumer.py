@@ -7,16 +7,15 @@ and, at the last allowed delivery, parked on the dead-letter stream with its rea
 """
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -28,6 +27,7 @@ from runtime.errors import RetryLater, describe_error
 from runtime.logs import correlation
 from runtime.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, REDELIVERIES
 from runtime.outbox import Handler
+from runtime.pull import PullFeed
 from runtime.streams import stream_for_subject
 
 if TYPE_CHECKING:
@@ -70,12 +70,14 @@ class EventConsumer:
     async def start(self) -> None:
         self._stopping = False
         self._fetching = False
-        self._subscription = await self.runtime.jetstream.pull_subscribe(
-            self.filter_subject,
-            durable=self.durable,
-            stream=self.stream,
-            config=self.consumer_config(),
-        )
+        js = self.runtime.jetstream
+        try:
+            await js.consumer_info(self.stream, self.durable)
+        except NotFoundError:  # an existing consumer keeps its configuration
+            await js.add_consumer(self.stream, config=self.consumer_config())
+        self._feed = PullFeed(self.runtime.nats, self.stream, self.durable,
+                              self.runtime.settings.fetch_batch)
+        await self._feed.start()
         self._task = asyncio.create_task(self._run(), name=f"consume-{self.durable}")
 
     async def stop(self) -> None:
@@ -84,22 +86,17 @@ class EventConsumer:
         if self._fetching:
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        # Messages fetched but not handled would make the connection's drain wait for them;
-        # unacked, they are redelivered to the next copy after ack_wait.
-        with contextlib.suppress(Exception):
-            await self._subscription.unsubscribe()
+        # Messages fetched but not handled are redelivered to the next copy after ack_wait.
+        await self._feed.stop()
 
     async def _run(self) -> None:
-        # Our own pull loop: fetch returns as soon as any message is there (low latency when
-        # quiet, full batches under load). FastStream 0.7.8's batch loop waits out its timeout
-        # for every batch and dies on the asyncio.TimeoutError nats-py 2.16 raises.
-        settings = self.runtime.settings
+        # Our own pull loop (runtime.pull): a batch is handled as soon as one message is there.
+        # FastStream 0.7.8's batch loop waits out its timeout for every batch and dies on the
+        # asyncio.TimeoutError nats-py 2.16 raises.
         while not self._stopping:
             self._fetching = True
             try:
-                msgs = await self._subscription.fetch(settings.fetch_batch, timeout=5)
-            except (TimeoutError, NatsTimeoutError):
-                continue
+                msgs = await self._feed.next_batch()
             except asyncio.CancelledError:
                 if self._stopping:
                     return
@@ -110,6 +107,8 @@ class EventConsumer:
                 continue
             finally:
                 self._fetching = False
+            if not msgs:
+                continue
             try:
                 await self.process(msgs)
             except Exception as exc:  # never lose the loop; unacked messages come back

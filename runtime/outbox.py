@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
     Table,
     delete,
@@ -183,46 +184,63 @@ class OutboxRelay:
         self.wake.set()
 
     async def publish_pending(self) -> int:
-        rt = self.runtime
-        outbox = rt.tables.outbox
         total = 0
         while True:
-            async with rt.db.transaction() as session:
-                rows = (
-                    await session.execute(
-                        select(outbox.c.seq, outbox.c.event_id, outbox.c.event_type,
-                               outbox.c.subject, outbox.c.payload)
-                        .where(outbox.c.sent_at.is_(None))
-                        .order_by(outbox.c.seq)
-                        .limit(self.batch)
-                        # Two copies of a service relay different rows (PostgreSQL).
-                        .with_for_update(skip_locked=True)
-                    )
-                ).all()
-                if not rows:
-                    return total
-                js = rt.jetstream
-                futures = [
-                    await js.publish_async(
-                        row.subject,
-                        row.payload,
-                        headers={"Nats-Msg-Id": row.event_id, "Content-Type": CONTENT_TYPE},
-                    )
-                    for row in rows
-                ]
-                # Raises if any publish was not acknowledged, or no ack came in time (a node
-                # died holding it): nothing is marked, all retried; Nats-Msg-Id dedupes.
-                await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
-                await session.execute(
-                    update(outbox)
-                    .where(outbox.c.seq.in_([row.seq for row in rows]))
-                    .values(sent_at=utcnow())
-                )
+            if self.runtime.db.is_sqlite:
+                # SQLite has one connection per process: do not hold it while NATS answers.
+                async with self.runtime.db.transaction() as session:
+                    rows = await self._pending(session, lock=False)
+                await self._publish(rows)
+                async with self.runtime.db.transaction() as session:
+                    await self._mark_sent(session, rows)
+            else:
+                async with self.runtime.db.transaction() as session:
+                    # Rows stay locked while published: two copies relay different rows.
+                    rows = await self._pending(session, lock=True)
+                    await self._publish(rows)
+                    await self._mark_sent(session, rows)
             for row in rows:
-                PUBLISHED.labels(rt.name, row.event_type).inc()
+                PUBLISHED.labels(self.runtime.name, row.event_type).inc()
             total += len(rows)
             if len(rows) < self.batch:
                 return total
+
+    async def _pending(self, session: AsyncSession, *, lock: bool) -> list[Row[Any]]:
+        outbox = self.runtime.tables.outbox
+        query = (
+            select(outbox.c.seq, outbox.c.event_id, outbox.c.event_type, outbox.c.subject,
+                   outbox.c.payload)
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.seq)
+            .limit(self.batch)
+        )
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        return list((await session.execute(query)).all())
+
+    async def _publish(self, rows: list[Row[Any]]) -> None:
+        if not rows:
+            return
+        js = self.runtime.jetstream
+        futures = [
+            await js.publish_async(
+                row.subject,
+                row.payload,
+                headers={"Nats-Msg-Id": row.event_id, "Content-Type": CONTENT_TYPE},
+            )
+            for row in rows
+        ]
+        # Raises if any publish was not acknowledged, or no ack came in time (a node died
+        # holding it): nothing is marked, all retried; Nats-Msg-Id dedupes.
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
+
+    async def _mark_sent(self, session: AsyncSession, rows: list[Row[Any]]) -> None:
+        if rows:
+            outbox = self.runtime.tables.outbox
+            await session.execute(
+                update(outbox).where(outbox.c.seq.in_([row.seq for row in rows]))
+                .values(sent_at=utcnow())
+            )
 
     async def update_gauges(self) -> None:
         rt = self.runtime

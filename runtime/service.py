@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsUserPassword
+from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -67,6 +68,12 @@ class ServiceRuntime:
         js = self.broker.config.connection_state.stream
         assert js is not None, "broker not connected"
         return js
+
+    @property
+    def nats(self) -> Client:
+        nc = self.broker.config.connection_state.connection
+        assert nc is not None, "broker not connected"
+        return nc
 
     def consumes(self, event_cls: type[E]) -> Callable[[Handler], Handler]:
         """Decorator: ``@rt.consumes(ReferralOpened) async def on_opened(uow, env, event)``."""

@@ -15,7 +15,7 @@ import logging
 import re
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -75,17 +75,18 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-async def _post_signed(url: str, params: dict[str, str], auth_token: str, token: str) -> int:
+async def _post_signed(client: httpx.AsyncClient, url: str, params: dict[str, str],
+                       auth_token: str, token: str) -> int:
     headers = {
         SIGNATURE_HEADER: compute_signature(auth_token, url, params),
         IDEMPOTENCY_HEADER: token,
     }
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        response = await client.post(url, data=params, headers=headers)
+    response = await client.post(url, data=params, headers=headers)
     return response.status_code
 
 
-async def _status_callback(url: str, record: dict[str, Any], auth_token: str) -> None:
+async def _status_callback(client: httpx.AsyncClient, url: str, record: dict[str, Any],
+                           auth_token: str) -> None:
     params = {
         "AccountSid": record["account_sid"],
         "ApiVersion": API_VERSION,
@@ -97,7 +98,7 @@ async def _status_callback(url: str, record: dict[str, Any], auth_token: str) ->
         "SmsStatus": "delivered",
     }
     try:
-        await _post_signed(url, params, auth_token, _sid("callback-"))
+        await _post_signed(client, url, params, auth_token, _sid("callback-"))
     except httpx.HTTPError as exc:  # Twilio does not retry status callbacks by default either
         log.warning("dev sms: status callback failed: %s", type(exc).__name__)
 
@@ -111,7 +112,16 @@ def create_dev_sms_app(
     service_number: str = DEV_SERVICE_NUMBER,
 ) -> FastAPI:
     """``app.state.failing`` and ``app.state.webhook_url`` may be changed while it runs."""
-    app = FastAPI(title="Ensemble dev SMS provider", docs_url=None, redoc_url=None)
+    # One client for every callback: a new one per message costs an SSL context each time.
+    client = httpx.AsyncClient(timeout=10.0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    app = FastAPI(title="Ensemble dev SMS provider", docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
     app.state.failing = None
     app.state.webhook_url = webhook_url
     lock = asyncio.Lock()
@@ -157,11 +167,11 @@ def create_dev_sms_app(
                     "idempotency_token": token,
                     "status_callback": callback or None,
                 }
-                await asyncio.to_thread(_append, store_path, record)
+                _append(store_path, record)  # one short local append: not worth a thread
                 if token:
                     by_token[token] = record
                 if callback:
-                    background.add_task(_status_callback, callback, record, auth_token)
+                    background.add_task(_status_callback, client, callback, record, auth_token)
         reply = {
             "sid": record["sid"],
             "account_sid": record["account_sid"],
@@ -208,7 +218,7 @@ def create_dev_sms_app(
             "NumSegments": str(max(count_segments(body).segments, 1)),
         }
         try:
-            status = await _post_signed(url, params, auth_token, _sid("inbound-"))
+            status = await _post_signed(client, url, params, auth_token, _sid("inbound-"))
         except httpx.HTTPError as exc:
             return JSONResponse(
                 {"sid": message_sid, "forwarded": False, "error": type(exc).__name__},

@@ -496,6 +496,9 @@ async def process_system(
     """Start NATS, the sinks and ``copies`` processes of each service; stop everything at the
     end (SIGTERM, then SIGKILL). ``backend`` is "sqlite" (files under root/data, shared by the
     copies of a service) or "postgres" (ENSEMBLE_TEST_POSTGRES_URL, a schema per service)."""
+    # The SMTP and SMS sinks answer from threads of this process while its event loop drives
+    # load: with the default 5 ms GIL switch interval every SMTP round trip waited for it.
+    sys.setswitchinterval(0.0005)
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     database_url = prefix = None
     if backend == "postgres":
