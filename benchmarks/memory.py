@@ -7,6 +7,7 @@ Run alone: `python -m benchmarks --only memory [--quick]`.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ async def grow(ledger: Ledger, start: int, count: int) -> None:
         await ledger.drive(cases, concurrency=32)
         if await ledger.wait_done(cases, timeout=900) < 0:
             raise RuntimeError(f"referrals {first}.. did not finish")
+        print(f"memory: {first + len(cases):,} referrals done", file=sys.stderr, flush=True)
 
 
 def rss(system: ProcessSystem) -> dict[str, float]:
