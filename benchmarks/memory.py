@@ -22,7 +22,7 @@ CHUNK = 1_000  # referrals opened, then waited for, at a time: bounded work in f
 ALLOWED_GROWTH = 1.5  # RSS after the long run over RSS after the short one
 
 
-async def grow(ledger: Ledger, start: int, count: int) -> None:
+async def grow(ledger: Ledger, start: int, count: int, system: ProcessSystem) -> None:
     for first in range(start, start + count, CHUNK):
         cases = make_cases(min(CHUNK, start + count - first), start=first)
         await ledger.register_families(cases)
@@ -30,7 +30,9 @@ async def grow(ledger: Ledger, start: int, count: int) -> None:
         await ledger.drive(cases, concurrency=32)
         if await ledger.wait_done(cases, timeout=900) < 0:
             raise RuntimeError(f"referrals {first}.. did not finish")
-        print(f"memory: {first + len(cases):,} referrals done", file=sys.stderr, flush=True)
+        sizes = ", ".join(f"{s} {mb:.0f}" for s, mb in rss(system).items())
+        print(f"memory: {first + len(cases):,} referrals done; RSS MB {sizes}", file=sys.stderr,
+              flush=True)
 
 
 def rss(system: ProcessSystem) -> dict[str, float]:
@@ -47,9 +49,9 @@ async def run(quick: bool) -> list[Result]:
             try:
                 await ledger.register_partners(capacity=large)  # the API caps a service at 100,000
                 started = time.monotonic()
-                await grow(ledger, 0, small)
+                await grow(ledger, 0, small, system)
                 after_small = rss(system)
-                await grow(ledger, small, large - small)
+                await grow(ledger, small, large - small, system)
                 seconds = time.monotonic() - started
                 after_large = rss(system)
             finally:

@@ -328,9 +328,11 @@ class ServiceProcess:
         with self.log.open("ab") as out:
             out.write(f"\n--- start {self.starts} of {self.label} on :{self.port}\n".encode())
             out.flush()
+            # Provider callbacks (SMS status) come back to this copy's own address.
+            env = {"ENSEMBLE_PUBLIC_BASE_URL": self.url, **self.env}
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ensemble.cli", self.name, "--port", str(self.port)],
-                cwd=SOURCE, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=SOURCE, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=die_with_parent,
             )
 
