@@ -58,6 +58,42 @@ for _name in ("referrals", "partners", "engagement", "notifications", "webhooks"
 
 
 @app.command()
+def streams() -> None:
+    """Create the JetStream streams that are missing, as NATS_USER (the admin user: service
+    users may not create streams). Deployments run it once before the services; `ensemble up`
+    needs no such step."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    asyncio.run(_create_streams(settings))
+
+
+async def _create_streams(settings: Settings, patience: float = 120) -> None:
+    import nats
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.errors import ServiceUnavailableError
+
+    from runtime.streams import STREAMS, ensure_streams
+
+    nc = await nats.connect(settings.nats_url.split(","), user=settings.nats_user,
+                            password=settings.nats_password, name="ensemble-streams")
+    try:
+        deadline = asyncio.get_running_loop().time() + patience
+        while True:
+            try:
+                await ensure_streams(nc.jetstream(), settings.stream_replicas)
+                break
+            except (NatsTimeoutError, ServiceUnavailableError, NoRespondersError):
+                # A cluster still electing its leader (a user without the right times out too).
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(2)
+    finally:
+        await nc.close()
+    typer.echo("streams ready: " + ", ".join(spec.name for spec in STREAMS))
+
+
+@app.command()
 def demo(
     url: Annotated[str | None, typer.Option(help="a running system; default: start one")] = None,
     data_dir: DataDir = None,

@@ -29,7 +29,10 @@ import nats
 import pytest
 import yaml
 
-from runtime.settings import SERVICES
+from ensemble.system import build_services
+from runtime.host import Service
+from runtime.settings import SERVICES, Settings
+from runtime.streams import STREAMS
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -164,10 +167,33 @@ def test_compose_services_two_copies_each(compose: dict[str, Any]) -> None:
             deps = spec["depends_on"]
             for dep in (*NATS_NODES, "postgres"):
                 assert deps[dep]["condition"] == "service_healthy", (name, dep)
+            # Their NATS users may not create streams: the admin step has run.
+            assert deps["nats-streams"]["condition"] == "service_completed_successfully", name
     notif = next(iter(copies_of(compose, "notifications").values()))["environment"]
     assert compose_default(notif["SMTP_URL"]) == "smtp://mailpit:1025"
     assert {"SMS_API_URL", "SMS_ACCOUNT_SID", "SMS_AUTH_TOKEN", "SMS_FROM_NUMBER"} <= set(notif)
     assert "mailpit" in compose["services"]
+
+
+def test_compose_streams_are_created_by_the_admin_user(compose: dict[str, Any]) -> None:
+    spec = compose["services"]["nats-streams"]
+    assert spec["command"] == ["streams"]
+    assert spec["build"] in (".", {"context": "."})
+    assert spec.get("restart") == "no"
+    env = spec["environment"]
+    assert env["NATS_USER"] == "admin"
+    assert compose_default(env["NATS_PASSWORD"]) == dev_env()["NATS_ADMIN_PASSWORD"]
+    assert set(env["NATS_URL"].split(",")) == {f"nats://{n}:4222" for n in NATS_NODES}
+    assert str(env["ENSEMBLE_STREAM_REPLICAS"]) == "3"
+    for node in NATS_NODES:
+        assert spec["depends_on"][node]["condition"] == "service_healthy"
+
+
+def test_compose_webhooks_refuse_private_destinations(compose: dict[str, Any]) -> None:
+    """On the compose network nats-1:8222 and postgres:5432 are private addresses."""
+    for name, spec in copies_of(compose, "webhooks").items():
+        env = spec["environment"]
+        assert compose_default(env["ENSEMBLE_WEBHOOKS_ALLOW_PRIVATE"]) == "false", name
 
 
 def test_compose_postgres_and_observability(compose: dict[str, Any]) -> None:
@@ -201,6 +227,70 @@ def test_dockerfile() -> None:
     assert re.search(r"^COPY deploy/districts\.toml /etc/ensemble/districts\.toml$", text, re.M)
     assert "ENSEMBLE_DISTRICTS_FILE=/etc/ensemble/districts.toml" in text
     assert "ENSEMBLE_HOST=0.0.0.0" in text  # the CLI's default, 127.0.0.1, is unreachable
+
+
+# --- NATS service users: only the JetStream API their consumers use --------------------
+
+
+def publish_allowed(user: str) -> list[str]:
+    """The publish allow list of a user's block in deploy/nats/accounts.conf."""
+    text = (DEPLOY / "nats" / "accounts.conf").read_text()
+    block = re.search(rf"^{user.upper()}_PERMISSIONS = \{{\n(.*?)^\}}", text, re.S | re.M)
+    assert block, user
+    publish = re.search(r"publish = \{\s*allow = \[(.*?)\]", block.group(1), re.S)
+    assert publish, user
+    return re.findall(r'"([^"]+)"', publish.group(1))
+
+
+def jetstream_needs(service: Service) -> set[str]:
+    """The JetStream API subjects a service's runtime uses: stream look-ups (start, readiness)
+    and, per consumer, creating, looking up, pulling from and acking its own durable."""
+    needs = {f"$JS.API.STREAM.INFO.{spec.name}" for spec in STREAMS}
+    for consumer in service.runtime.consumers:
+        stream, durable = consumer.stream, consumer.durable
+        config = consumer.consumer_config()
+        if config.name:  # nats-py creates a named consumer with its filter in the subject
+            create = f"$JS.API.CONSUMER.CREATE.{stream}.{config.name}.{config.filter_subject}"
+        else:  # a durable without a name: the durable create
+            create = f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}"
+        needs |= {
+            create,
+            f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"$JS.ACK.{stream}.{durable}.>",
+        }
+    return needs
+
+
+def test_service_users_get_only_the_jetstream_api_their_consumers_use(tmp_path: Path) -> None:
+    services = build_services(Settings(data_dir=tmp_path), SERVICES)
+    for service in services:
+        publish = publish_allowed(service.name)
+        granted = {subject for subject in publish if subject.startswith("$JS.")}
+        needed = jetstream_needs(service)
+        missing, extra = sorted(needed - granted), sorted(granted - needed)
+        assert not missing and not extra, (
+            f"{service.name.upper()}_PERMISSIONS in deploy/nats/accounts.conf\n  add:\n"
+            + "\n".join(f'      "{subject}",' for subject in missing)
+            + "\n  remove:\n"
+            + "\n".join(f'      "{subject}",' for subject in extra)
+        )
+        for subject in granted:  # named for itself, no wildcards beyond an ack's own tail
+            assert "*" not in subject and not subject.startswith("$JS.API.STREAM.CREATE"), subject
+            if ".CONSUMER." in subject or subject.startswith("$JS.ACK."):
+                assert f".{service.name}-" in subject, subject
+    # The internal stream (personal data) is read only by the services consuming from it, and
+    # dead letters by operators only.
+    readers = {
+        service.name
+        for service in services
+        for subject in publish_allowed(service.name)
+        if ".CONSUMER." in subject and ".ENSEMBLE_INTERNAL." in subject
+    }
+    assert readers == {"engagement", "notifications"}
+    assert not any(
+        ".ENSEMBLE_DLQ." in subject for s in services for subject in publish_allowed(s.name)
+    )
 
 
 # --- NATS config as a running cluster -------------------------------------------------
@@ -569,6 +659,7 @@ def test_k8s_nats_statefulset_and_secrets_match_the_config() -> None:
     config = next(d for _, d in docs if d["metadata"]["name"] == "ensemble-config")
     assert config["data"]["ENSEMBLE_DISTRICTS_FILE"] == "/etc/ensemble/districts.toml"
     assert config["data"]["ENSEMBLE_WEBHOOKS_REQUIRE_HTTPS"] == "true"  # not a laptop
+    assert config["data"]["ENSEMBLE_WEBHOOKS_ALLOW_PRIVATE"] == "false"
     # Every password variable accounts.conf reads is in the nats-passwords Secret template.
     needed = set(
         re.findall(r"\$(NATS_\w+_PASSWORD)", (DEPLOY / "nats" / "accounts.conf").read_text())
@@ -584,6 +675,22 @@ def test_k8s_nats_statefulset_and_secrets_match_the_config() -> None:
         assert {"NATS_PASSWORD", f"{svc.upper()}_DATABASE_URL", "ENSEMBLE_JWT_SECRET"} <= keys
 
 
+def test_k8s_streams_job_runs_as_the_nats_admin() -> None:
+    """Streams are created by a Job as the admin user; the services' users may not."""
+    (job,) = [d for _, d in k8s_docs() if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "nats-streams"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure"
+    (container,) = pod["containers"]
+    assert container["image"] == "ensemble" and container["args"] == ["streams"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NATS_USER"]["value"] == "admin"
+    assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "nats-passwords", "key": "NATS_ADMIN_PASSWORD"}
+    assert {"configMapRef": {"name": "ensemble-config"}} in container["envFrom"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_k8s_kustomize_builds() -> None:
     kubectl = need("kubectl")
     out = run_tool(
@@ -591,4 +698,5 @@ def test_k8s_kustomize_builds() -> None:
     )
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
     assert kinds.count("Deployment") == len(SERVICES) and kinds.count("StatefulSet") == 1
+    assert kinds.count("Job") == 1  # nats-streams
     assert "ConfigMap" in kinds

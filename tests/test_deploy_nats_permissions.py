@@ -6,7 +6,11 @@ deploy/nats/dev.env. The tests prove that a district integrator reads its own di
 events, core and JetStream, and is refused everything else: other districts, internal subjects,
 dead letters, the services' durables and the by-sequence read APIs. Service users may publish
 only in their own domain; webhooks, which relays every district's public events, consumes the
-whole public root and publishes nothing but its own dead letters.
+whole public root and publishes nothing but its own dead letters. Through the JetStream API a
+service reads only with its own durables, on the streams it consumes from: the internal stream
+(personal data) is out of reach of referrals, partners and webhooks by every route (consumers of
+any name or kind, someone else's durable, reads by sequence, a stream that copies it), and no
+service creates, updates, purges or deletes streams: an admin step (`ensemble streams`) does.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 NATS_DIR = REPO / "deploy" / "nats"
 NATS_SERVER = shutil.which("nats-server", path=sysconfig.get_path("scripts"))
+# The durable the notifications runtime pulls outreach commands (phone numbers) with.
+OUTREACH_DURABLE = "notifications-engagement-outreach-requested"
 
 STREAMS = {
     "ENSEMBLE_REFERRALS": ["ensemble.*.referrals.>"],
@@ -191,6 +197,14 @@ async def provision(srv: Server) -> None:
             name="partners-referral-opened",
             durable_name="partners-referral-opened",
             filter_subject="ensemble.*.referrals.opened",
+        ),
+    )
+    # notifications' durable on the internal stream, to show other services cannot pull it.
+    await admin.js.add_consumer(
+        "ENSEMBLE_INTERNAL",
+        ConsumerConfig(
+            durable_name=OUTREACH_DURABLE,
+            filter_subject="ensemble_internal.*.engagement.outreach_requested",
         ),
     )
     await admin.nc.close()
@@ -510,18 +524,219 @@ async def test_service_may_dead_letter_its_own_and_not_delete_streams(server: Se
         await notifications.nc.close()
 
 
+# --- services and the JetStream API -----------------------------------------------------
+
+
+def internal_read_attempts(user: str) -> list[tuple[str, dict[str, object]]]:
+    """Every JetStream route to the internal stream's messages, for a user of that name."""
+    steal = f"{user}-steal"
+    everything = "ensemble_internal.>"
+    return [
+        # what nats-py sends for a durable (as the runtime does), named for the user
+        (
+            f"$JS.API.CONSUMER.DURABLE.CREATE.ENSEMBLE_INTERNAL.{steal}",
+            {
+                "stream_name": "ENSEMBLE_INTERNAL",
+                "config": {"durable_name": steal, "filter_subject": everything},
+            },
+        ),
+        # the runtime's own durable name for an internal event, created by this user
+        (
+            f"$JS.API.CONSUMER.DURABLE.CREATE.ENSEMBLE_INTERNAL.{user}-engagement-outreach-requested",
+            {
+                "stream_name": "ENSEMBLE_INTERNAL",
+                "config": {"durable_name": f"{user}-engagement-outreach-requested"},
+            },
+        ),
+        (
+            f"$JS.API.CONSUMER.CREATE.ENSEMBLE_INTERNAL.{steal}.{everything}",
+            {
+                "stream_name": "ENSEMBLE_INTERNAL",
+                "config": {"name": steal, "filter_subject": everything},
+            },
+        ),
+        # ephemeral
+        (
+            "$JS.API.CONSUMER.CREATE.ENSEMBLE_INTERNAL",
+            {"stream_name": "ENSEMBLE_INTERNAL", "config": {"filter_subject": everything}},
+        ),
+        # pulling from, or re-filtering, the durable notifications reads outreach with
+        (f"$JS.API.CONSUMER.MSG.NEXT.ENSEMBLE_INTERNAL.{OUTREACH_DURABLE}", {"batch": 10}),
+        (
+            f"$JS.API.CONSUMER.DURABLE.CREATE.ENSEMBLE_INTERNAL.{OUTREACH_DURABLE}",
+            {
+                "stream_name": "ENSEMBLE_INTERNAL",
+                "config": {"durable_name": OUTREACH_DURABLE, "filter_subject": everything},
+            },
+        ),
+        # reads by sequence
+        ("$JS.API.STREAM.MSG.GET.ENSEMBLE_INTERNAL", {"seq": 1}),
+        ("$JS.API.DIRECT.GET.ENSEMBLE_INTERNAL", {"seq": 1}),
+        # a stream of its own that copies the internal one
+        (
+            "$JS.API.STREAM.CREATE.COPY_INTERNAL",
+            {"name": "COPY_INTERNAL", "sources": [{"name": "ENSEMBLE_INTERNAL"}]},
+        ),
+        (
+            "$JS.API.STREAM.CREATE.MIRROR_INTERNAL",
+            {"name": "MIRROR_INTERNAL", "mirror": {"name": "ENSEMBLE_INTERNAL"}},
+        ),
+        # widening a public stream the user reads to the internal subjects
+        (
+            "$JS.API.STREAM.UPDATE.ENSEMBLE_REFERRALS",
+            {"name": "ENSEMBLE_REFERRALS", "subjects": ["ensemble.*.referrals.>", everything]},
+        ),
+    ]
+
+
+async def admin_view(srv: Server) -> tuple[set[str], set[str]]:
+    """The streams, and the internal stream's consumers, as the admin user sees them."""
+    admin = await connect(srv, "admin")
+    try:
+        streams = {info.config.name for info in await admin.js.streams_info()}
+        consumers = {info.name for info in await admin.js.consumers_info("ENSEMBLE_INTERNAL")}
+        return streams, consumers
+    finally:
+        await admin.nc.close()
+
+
+@pytest.mark.parametrize("user", ["webhooks", "partners", "referrals"])
+async def test_service_cannot_read_the_internal_stream_through_jetstream(
+    server: Server, user: str
+) -> None:
+    """The finding: with $JS.API.> the webhooks user could open a consumer on ENSEMBLE_INTERNAL
+    and pull outreach commands (phone numbers) to its _INBOX, which its subscribe permissions
+    allow. Services that consume no internal subject now have no route to it at all."""
+    before = await admin_view(server)
+    conn = await connect(server, user)
+    try:
+        for subject, body in internal_read_attempts(user):
+            with pytest.raises(nats.errors.TimeoutError):
+                await raw_api(conn, subject, body, timeout=REFUSED_TIMEOUT)
+            await conn.permission_error(f'publish to "{subject}"')
+        # The client's own way, as in the finding.
+        with pytest.raises(nats.errors.TimeoutError):
+            await conn.js_refused.pull_subscribe(
+                "ensemble_internal.>", durable=f"{user}-pull", stream="ENSEMBLE_INTERNAL"
+            )
+        await conn.permission_error(f"ensemble_internal.{user}-pull")
+    finally:
+        await conn.nc.close()
+    assert await admin_view(server) == before  # no consumer, no copy of the stream
+    assert before[0] == set(STREAMS)
+
+
+async def test_internal_reader_reads_only_through_its_own_durables(server: Server) -> None:
+    """notifications consumes outreach commands: it pulls them with its own durable, and only
+    that; engagement, the other internal reader, cannot pull notifications' durable."""
+    notifications = await connect(server, "notifications")
+    engagement = await connect(server, "engagement")
+    try:
+        psub = await notifications.js.pull_subscribe(
+            "ensemble_internal.*.engagement.outreach_requested",
+            durable=OUTREACH_DURABLE,
+            stream="ENSEMBLE_INTERNAL",
+        )
+        msgs = await psub.fetch(100, timeout=2)
+        assert b'{"phone": "personal"}' in [m.data for m in msgs]
+        for m in msgs:
+            await m.ack_sync(timeout=2)
+        with pytest.raises(nats.errors.TimeoutError):
+            await notifications.js_refused.add_consumer(
+                "ENSEMBLE_INTERNAL",
+                ConsumerConfig(
+                    durable_name="notifications-extra", filter_subject="ensemble_internal.>"
+                ),
+            )
+        await notifications.permission_error("ensemble_internal.notifications-extra")
+        assert len(notifications.errors) == 1, notifications.errors
+
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.ENSEMBLE_INTERNAL.{OUTREACH_DURABLE}"
+        with pytest.raises(nats.errors.TimeoutError):
+            await raw_api(engagement, subject, {"batch": 1}, timeout=REFUSED_TIMEOUT)
+        await engagement.permission_error(f'publish to "{subject}"')
+    finally:
+        await notifications.nc.close()
+        await engagement.nc.close()
+
+
+@pytest.mark.parametrize(
+    "user", ["referrals", "partners", "engagement", "notifications", "webhooks"]
+)
+async def test_services_do_not_create_change_or_remove_streams(server: Server, user: str) -> None:
+    """Streams are an admin step: not even a service's own domain stream is its to create."""
+    domain = user.upper() if user != "webhooks" else "REFERRALS"
+    stream = f"ENSEMBLE_{domain}"
+    conn = await connect(server, user)
+    try:
+        info = await conn.js.stream_info(stream)  # looking up is allowed: start and readiness
+        assert info.config.name == stream
+        config = {"name": stream, "subjects": info.config.subjects}
+        for subject, body in [
+            (f"$JS.API.STREAM.CREATE.{stream}", config),
+            (f"$JS.API.STREAM.UPDATE.{stream}", config | {"max_age": 1_000_000_000}),
+            (f"$JS.API.STREAM.PURGE.{stream}", {}),
+            (f"$JS.API.STREAM.DELETE.{stream}", {}),
+            (
+                "$JS.API.STREAM.CREATE.ENSEMBLE_EXTRA",
+                {"name": "ENSEMBLE_EXTRA", "subjects": ["extra.>"]},
+            ),
+        ]:
+            with pytest.raises(nats.errors.TimeoutError):
+                await raw_api(conn, subject, body, timeout=REFUSED_TIMEOUT)
+            await conn.permission_error(f'publish to "{subject}"')
+    finally:
+        await conn.nc.close()
+    streams, _ = await admin_view(server)
+    assert streams == set(STREAMS)
+
+
+async def test_webhooks_cannot_take_over_another_services_durable(server: Server) -> None:
+    webhooks = await connect(server, "webhooks")
+    try:
+        for subject, body in [
+            ("$JS.API.CONSUMER.MSG.NEXT.ENSEMBLE_REFERRALS.partners-referral-opened", {"batch": 1}),
+            (
+                "$JS.API.CONSUMER.DURABLE.CREATE.ENSEMBLE_REFERRALS.partners-referral-opened",
+                {
+                    "stream_name": "ENSEMBLE_REFERRALS",
+                    "config": {"durable_name": "partners-referral-opened"},
+                },
+            ),
+            # its own durable name, on a stream that does not carry that event
+            (
+                "$JS.API.CONSUMER.DURABLE.CREATE.ENSEMBLE_DLQ.webhooks-referrals-opened",
+                {
+                    "stream_name": "ENSEMBLE_DLQ",
+                    "config": {"durable_name": "webhooks-referrals-opened"},
+                },
+            ),
+        ]:
+            with pytest.raises(nats.errors.TimeoutError):
+                await raw_api(webhooks, subject, body, timeout=REFUSED_TIMEOUT)
+            await webhooks.permission_error(f'publish to "{subject}"')
+    finally:
+        await webhooks.nc.close()
+
+
 # --- webhooks ---------------------------------------------------------------------------
 
 
 async def test_webhooks_consumes_public_events_of_every_district(server: Server) -> None:
-    """As the runtime does: a durable pull consumer per public event type, across districts."""
+    """As the runtime does (runtime/consumer.py): a durable pull consumer per public event type,
+    across districts, created by durable name and pulled from."""
     webhooks = await connect(server, "webhooks")
     referrals = await connect(server, "referrals")
     try:
-        psub = await webhooks.js.pull_subscribe(
-            "ensemble.*.referrals.opened",
-            durable="webhooks-referrals-opened",
-            stream="ENSEMBLE_REFERRALS",
+        await webhooks.js.add_consumer(
+            "ENSEMBLE_REFERRALS",
+            ConsumerConfig(
+                durable_name="webhooks-referrals-opened",
+                filter_subject="ensemble.*.referrals.opened",
+            ),
+        )
+        psub = await webhooks.js.pull_subscribe_bind(
+            durable="webhooks-referrals-opened", stream="ENSEMBLE_REFERRALS"
         )
         msgs = await psub.fetch(100, timeout=2)
         subjects = {m.subject for m in msgs}
@@ -645,9 +860,10 @@ async def test_services_run_the_loop_under_their_own_users(
     tmp_path: Path, smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each service connects as its own NATS user (NATS_USER/NATS_PASSWORD), as in compose and
-    k8s: they create the streams and their durables, a referral goes from opened to family
-    contacted (outreach email out, the family's reply in), and webhooks relays the loop's
-    public events to a district's endpoint, without one permission violation on the server."""
+    k8s: the admin step (`ensemble streams` as admin) creates the streams, the services their
+    durables, a referral goes from opened to family contacted (outreach email out, the family's
+    reply in), and webhooks relays the loop's public events to a district's endpoint, without
+    one permission violation on the server."""
     # Imported here so the permission tests above do not depend on the services' code.
     from conftest import System, running, token
     from test_webhooks_service import Receiver, Route, serve
@@ -657,6 +873,7 @@ async def test_services_run_the_loop_under_their_own_users(
 
     monkeypatch.setenv("ENSEMBLE_WEBHOOKS_ALLOW_PRIVATE", "true")  # the receiver is on loopback
     with nats_with_accounts(tmp_path / "nats") as srv:
+        await create_streams_as_admin(srv)
         services = []
         for name in SERVICES:
             settings = Settings(
@@ -717,6 +934,31 @@ async def test_services_run_the_loop_under_their_own_users(
             )
             assert route.bad_signatures == 0
         assert srv.violations() == []
+
+
+async def create_streams_as_admin(srv: Server) -> None:
+    """The deployments' admin step, run as they run it (compose nats-streams, k8s Job)."""
+    ensemble = shutil.which("ensemble", path=sysconfig.get_path("scripts"))
+    assert ensemble is not None, "the ensemble command (pip install -e .)"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "NATS_URL": srv.url,
+        "NATS_USER": "admin",
+        "NATS_PASSWORD": password_of("admin"),
+    }
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [ensemble, "streams"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "streams ready" in out.stdout
+    streams, _ = await admin_view(srv)
+    assert streams == set(STREAMS)
 
 
 async def _value(value: T) -> T:
