@@ -4,6 +4,10 @@ ENSEMBLE_BENCH_POSTGRES_URL or ENSEMBLE_TEST_POSTGRES_URL is set). Target: well 
 
 Two shapes of directory: a county's (20 schools, each service at 3 of them: about 100
 candidates per need and school) and a dense one (2 schools, every service at both: about 670).
+
+A third row per backend times the handler's whole path on the county shape: ``assign.match``
+in a unit of work (family language, candidate query, ranking, the reservation, the partner's
+stats, PartnerMatched and its reasons written to the outbox), up to but not including the commit.
 """
 
 from __future__ import annotations
@@ -20,13 +24,24 @@ from sqlalchemy import insert, text
 from benchmarks.harness import Result, percentile
 from contracts.taxonomy import Need
 from runtime.db import Database, utcnow
-from services.partners.assign import BEST, candidate_rows
+from runtime.outbox import UnitOfWork, messaging_tables
+from services.partners.assign import BEST, candidate_rows, match
 from services.partners.matching import Request, grades_key, languages_key, rank
-from services.partners.tables import Base, Partner, PartnerService, PartnerStats, ServiceCapacity
+from services.partners.tables import (
+    Base,
+    FamilyLanguage,
+    Partner,
+    PartnerService,
+    PartnerStats,
+    ReferralRequest,
+    ServiceCapacity,
+)
 
 SERVICES = 10_000
 NEEDS = [n.value for n in Need]
 LANGUAGES = ["en", "es", "vi", "zh", "ar"]
+FAMILIES = 200
+OUTBOX = messaging_tables(Base.metadata).outbox  # as the service's runtime adds it
 
 
 async def _fill(db: Database, schools: list[str], per_service: int, rng: random.Random) -> None:
@@ -58,8 +73,10 @@ async def _fill(db: Database, schools: list[str], per_service: int, rng: random.
                                  "partner_id": pid, "service_status": services[-1]["status"],
                                  "languages_key": languages_key(langs),
                                  "grades_key": grades_key(grades)})
+    families = [{"district_id": "d001", "family_id": f"fam-{i}",
+                 "language": rng.choice(LANGUAGES)} for i in range(FAMILIES)]
     async with db.transaction() as session:
-        for model, rows in [(Partner, partners), (PartnerStats, stats),
+        for model, rows in [(Partner, partners), (PartnerStats, stats), (FamilyLanguage, families),
                             (PartnerService, services), (ServiceCapacity, capacity)]:
             for i in range(0, len(rows), 2000):
                 await session.execute(insert(model.__table__), rows[i:i + 2000])
@@ -86,8 +103,36 @@ async def _measure(db: Database, schools: list[str], count: int,
     return timings, candidates / count
 
 
+async def _measure_match(db: Database, schools: list[str], count: int,
+                         rng: random.Random) -> tuple[list[float], int]:
+    """The handler's path, one referral per transaction, timed up to the commit."""
+    timings: list[float] = []
+    matched = 0
+    for i in range(count + 50):
+        now = utcnow()
+        request = ReferralRequest(
+            referral_id=str(uuid.UUID(int=rng.getrandbits(128))), district_id="d001",
+            school_id=rng.choice(schools), family_id=f"fam-{rng.randrange(FAMILIES)}",
+            need=rng.choice(NEEDS), urgency="routine",
+            grade=rng.choice([None, *range(-1, 13)]), consent="given", state="awaiting_consent",
+            tried_partners=[], attempts=0, opened_at=now, updated_at=now, accepted=False,
+            ever_matched=False, declines=0)
+        async with db.transaction() as session:
+            uow = UnitOfWork(session, "/bench/partners")
+            session.add(request)
+            await session.connection()  # begun, as the consumer's inbox check begins it
+            started = time.perf_counter()
+            await match(uow, request)
+            await uow.flush(OUTBOX)
+            elapsed = time.perf_counter() - started
+        if i >= 50:
+            timings.append(elapsed)
+            matched += request.state == "matched"
+    return timings, matched
+
+
 async def _one(url: str, schema: str | None, label: str, schools: int, per_service: int,
-               count: int) -> Result:
+               count: int) -> list[Result]:
     db = Database(url, Base.metadata, schema)
     try:
         if schema and not db.is_sqlite:
@@ -98,17 +143,27 @@ async def _one(url: str, schema: str | None, label: str, schools: int, per_servi
         names = [f"school-{i:02d}" for i in range(schools)]
         await _fill(db, names, per_service, rng)
         timings, mean_candidates = await _measure(db, names, count, rng)
+        whole = await _measure_match(db, names, count // 3, rng) if schools == 20 else None
     finally:
         if schema and not db.is_sqlite:
             async with db.engine.begin() as conn:
                 await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         await db.dispose()
     ms = [t * 1000 for t in timings]
-    return Result.timed(
+    results = [Result.timed(
         f"matching.{label}.{schools}_schools", len(timings), sum(timings),
         p50_ms=percentile(ms, 50), p99_ms=percentile(ms, 99),
         notes=f"{SERVICES:,} services; candidate query + ranking; "
-              f"best {BEST} of the eligible returned, {mean_candidates:.0f} on average")
+              f"best {BEST} of the eligible returned, {mean_candidates:.0f} on average")]
+    if whole is not None:
+        times, matched = whole
+        ms = [t * 1000 for t in times]
+        results.append(Result.timed(
+            f"matching.{label}.{schools}_schools.handler", len(times), sum(times),
+            p50_ms=percentile(ms, 50), p99_ms=percentile(ms, 99),
+            notes=f"assign.match whole: query, ranking, reservation, stats, PartnerMatched "
+                  f"to the outbox (commit excluded); {matched} of {len(times)} matched"))
+    return results
 
 
 async def run(quick: bool) -> list[Result]:
@@ -117,11 +172,11 @@ async def run(quick: bool) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="ensemble-bench-matching-") as tmp:
         for schools, per_service in [(20, 3), (2, 2)]:
             url = f"sqlite+aiosqlite:///{Path(tmp) / f'partners-{schools}.db'}"
-            results.append(await _one(url, None, "sqlite", schools, per_service, count))
+            results += await _one(url, None, "sqlite", schools, per_service, count)
     pg = os.environ.get("ENSEMBLE_BENCH_POSTGRES_URL") or os.environ.get(
         "ENSEMBLE_TEST_POSTGRES_URL")
     if pg:
         for schools, per_service in [(20, 3), (2, 2)]:
             schema = f"bench_matching_{uuid.uuid4().hex[:8]}"
-            results.append(await _one(pg, schema, "postgres", schools, per_service, count))
+            results += await _one(pg, schema, "postgres", schools, per_service, count)
     return results

@@ -45,6 +45,7 @@ _cap = ServiceCapacity.__table__
 _svc = PartnerService.__table__
 _org = Partner.__table__
 _stats = PartnerStats.__table__
+_family = FamilyLanguage.__table__
 BEST = 16  # rows the candidate query returns, best first; ranking re-checks them
 
 
@@ -104,6 +105,8 @@ _BEST = _rows(
     .order_by(_sql_score().desc(), _cap.c.service_id)
     .limit(bindparam("best", type_=Integer))
     .subquery("best"))
+_LANGUAGE = select(_family.c.language).where(_family.c.district_id == bindparam("district"),
+                                             _family.c.family_id == bindparam("family"))
 _OFFERED = select(func.count()).select_from(_svc).where(
     _svc.c.district_id == bindparam("district"), _svc.c.need == bindparam("need"),
     _svc.c.status == "active")
@@ -174,8 +177,10 @@ async def bump_stats(uow: UnitOfWork, partner_id: str, district_id: str, **delta
 
 async def match(uow: UnitOfWork, request: ReferralRequest) -> None:
     """Reserve the best eligible service and emit PartnerMatched, or NoPartnerAvailable."""
-    known = await uow.session.get(FamilyLanguage, (request.district_id, request.family_id))
-    wanted = as_request(request, known.language if known else None)
+    connection = await uow.session.connection()
+    language = (await connection.execute(
+        _LANGUAGE, {"district": request.district_id, "family": request.family_id})).scalar()
+    wanted = as_request(request, language)
     now = utcnow()
     request.updated_at = now
     for _ in range(3):  # a fresh look if others took every one of the best meanwhile
