@@ -12,7 +12,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from contracts.events import Event, event_class
+from contracts.events import Event, Instant, event_class
 from contracts.subjects import check_token
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -29,7 +29,7 @@ class Envelope(BaseModel):
     id: str = Field(min_length=1, max_length=128)
     source: str = Field(min_length=1)
     type: str = Field(min_length=1)
-    time: datetime
+    time: Instant
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     districtid: str
@@ -75,12 +75,25 @@ class Envelope(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+def contains_nul(value: Any) -> bool:
+    """Whether parsed JSON holds U+0000 anywhere: PostgreSQL stores no text with it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(v) for v in value)
+    return False
+
+
 def decode_envelope(raw: bytes) -> tuple[Envelope, Event]:
     """Parse and validate a message; raise EnvelopeError with the reason if it never can be."""
     try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EnvelopeError(f"not JSON: {exc}") from exc
+    if b"\\u0000" in raw and contains_nul(payload):  # JSON carries U+0000 only escaped
+        raise EnvelopeError("not storable: the JSON holds the NUL character (U+0000)")
     if not isinstance(payload, dict):
         raise EnvelopeError("not a CloudEvents envelope: the JSON is not an object")
     try:

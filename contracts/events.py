@@ -4,16 +4,30 @@ Raising ``version`` is required for a breaking change (a removed or retyped fiel
 field); consumers ignore fields they do not know, so adding an optional field is not breaking.
 """
 
-from datetime import datetime
-from typing import ClassVar
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from contracts.taxonomy import Channel, Consent, ContactKind, Need, Outcome, Urgency
 
 EVENTS: dict[str, type["Event"]] = {}
 
 Id = str  # opaque ids: uuids or a district's own pseudonymous references
+
+
+def _in_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("an instant needs its offset from UTC (RFC 3339)")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant is outside the years 1 to 9999 in UTC") from None
+
+
+# An instant, as the published schema's RFC 3339 "date-time" has it: with an offset (a naive
+# time means nothing across zones and no database column takes one), held in UTC.
+Instant = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 class Event(BaseModel):
@@ -52,7 +66,7 @@ class ReferralOpened(Event):
     urgency: Urgency
     consent: Consent
     grade: int | None = Field(default=None, ge=-1, le=12, description="-1 pre-K, 0 kindergarten")
-    opened_at: datetime
+    opened_at: Instant
 
 
 class ConsentRecorded(Event):
@@ -61,7 +75,7 @@ class ConsentRecorded(Event):
     referral_id: Id
     consent: Consent
     recorded_by: Id
-    recorded_at: datetime
+    recorded_at: Instant
 
 
 class ReferralAccepted(Event):
@@ -95,7 +109,7 @@ class ReferralClosed(Event):
     outcome: Outcome
     partner_id: Id | None = None
     service_id: Id | None = None
-    closed_at: datetime
+    closed_at: Instant
 
 
 class ReferralCancelled(Event):
@@ -113,7 +127,7 @@ class FollowUpDue(Event):
     referral_id: Id
     status: str
     urgency: Urgency
-    due_at: datetime
+    due_at: Instant
     reason: str = Field(default="no_progress", max_length=32,
                         description="no_progress | no_partner | family_unreachable")
 
@@ -124,7 +138,7 @@ class ReferralEscalated(Event):
     referral_id: Id
     status: str
     urgency: Urgency
-    due_at: datetime
+    due_at: Instant
 
 
 # --- partners --------------------------------------------------------------------------------
@@ -236,7 +250,7 @@ class FamilyEventScheduled(Event):
     event_id: Id
     school_id: Id
     title: str = Field(max_length=200, description="a workshop's public title")
-    starts_at: datetime
+    starts_at: Instant
     languages: list[str] = Field(default_factory=list)
 
 
@@ -263,7 +277,7 @@ class FamilyContacted(Event):
     referral_id: Id | None = None
     outreach_id: Id | None = None
     kind: ContactKind
-    contacted_at: datetime
+    contacted_at: Instant
 
 
 class FamilyUnreachable(Event):
@@ -312,7 +326,7 @@ class NotificationDelivered(Event):
     family_id: Id
     referral_id: Id | None = None
     channel: Channel
-    delivered_at: datetime
+    delivered_at: Instant
 
 
 class FamilyReplied(Event):
@@ -330,7 +344,7 @@ class FamilyReplied(Event):
     kind: str
     channel: Channel
     text: str = Field(max_length=1600)
-    received_at: datetime
+    received_at: Instant
 
 
 class FamilyOptedOut(Event):
@@ -338,7 +352,7 @@ class FamilyOptedOut(Event):
     name = "family_opted_out"
     family_id: Id
     channel: Channel
-    at: datetime
+    at: Instant
 
 
 class FamilyOptedIn(Event):
@@ -346,4 +360,4 @@ class FamilyOptedIn(Event):
     name = "family_opted_in"
     family_id: Id
     channel: Channel
-    at: datetime
+    at: Instant

@@ -2,6 +2,8 @@
 service's routes are mounted, and turned into a data-layer scope (runtime.tenancy) so every query
 of the request is limited to the caller's district, schools or partner."""
 
+import contextlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,8 +12,10 @@ from typing import Any
 
 import jwt
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security.utils import get_authorization_scheme_param
 
+from contracts.envelope import contains_nul
 from runtime.errors import DomainError
 from runtime.tenancy import Scope, set_scope
 
@@ -113,6 +117,7 @@ def authorizer(secret: str, policy: Policy, prefix: str = "/api/v1"):  # type: i
         route = request.scope.get("route")
         path = getattr(route, "path", request.url.path).removeprefix(prefix)
         if (request.method, path) in policy.public:
+            await _refuse_nul(request)
             return None
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
         if scheme.lower() != "bearer" or not token:
@@ -120,6 +125,7 @@ def authorizer(secret: str, policy: Policy, prefix: str = "/api/v1"):  # type: i
         principal = verify_token(secret, token)
         if principal.role not in policy.allowed(request.method, path):
             raise Forbidden(f"a {principal.role} may not {request.method} {path}")
+        await _refuse_nul(request)
         await _check_named_district(request, principal)
         request.state.principal = principal
         set_scope(principal.scope())
@@ -128,23 +134,47 @@ def authorizer(secret: str, policy: Policy, prefix: str = "/api/v1"):  # type: i
     return authorize
 
 
+async def _refuse_nul(request: Request) -> None:
+    """U+0000 in a path, a query or a JSON or form body is refused with a 422 here, not with a
+    500 when PostgreSQL refuses to store it."""
+    where: list[str | int] | None = None
+    if "\x00" in request.url.path:
+        where = ["path"]
+    elif any("\x00" in k or "\x00" in v for k, v in request.query_params.multi_items()):
+        where = ["query"]
+    else:
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("application/json"):
+            body = await request.body()
+            if b"\\u0000" in body:
+                with contextlib.suppress(ValueError):
+                    where = ["body"] if contains_nul(json.loads(body)) else None
+        elif kind.startswith("application/x-www-form-urlencoded"):
+            body = await request.body()
+            where = ["body"] if b"%00" in body or b"\x00" in body else None
+    if where:
+        raise RequestValidationError([{"loc": where, "type": "value_error",
+                                       "msg": "text must not hold the NUL character (U+0000)"}])
+
+
 async def _check_named_district(request: Request, principal: Principal) -> None:
     """A request naming another district is refused outright, before any query runs."""
-    named = {request.query_params.get("district_id")}
+    named = [request.query_params.get("district_id")]
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = await request.json()
         except ValueError:
             body = None  # FastAPI answers 422 for it
         if isinstance(body, dict):
-            named.add(body.get("district_id"))
+            named.append(body.get("district_id"))
             request.state.json_body = body
-    schools = {request.query_params.get("school_id")}
+    schools = [request.query_params.get("school_id")]
     if isinstance(body := getattr(request.state, "json_body", None), dict):
-        schools.add(body.get("school_id"))
-    named.discard(None)
-    schools.discard(None)
-    if named - {principal.district}:
+        schools.append(body.get("school_id"))
+    # Strings only: anything else (a list, a number) is for the body's validation to refuse
+    # with a 422 naming the field.
+    if {n for n in named if isinstance(n, str)} - {principal.district}:
         raise Forbidden("that district is not yours")
-    if principal.role == Role.coordinator and schools - principal.schools:
+    asked = {s for s in schools if isinstance(s, str)}
+    if principal.role == Role.coordinator and asked - principal.schools:
         raise Forbidden("that school is not one of yours")

@@ -22,6 +22,25 @@ from runtime.service import ServiceRuntime
 MAX_BODY_BYTES = 1_000_000
 
 
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": {"type": "object", "required": ["detail"],
+                                            "properties": {"detail": schema}}}}
+
+
+# What any route of a service may answer besides its own success (the door, the domain, the
+# body's size and shape): documented, so clients know an error is always JSON with a `detail`
+# (on the HTML pages too), and a 422 names the fields.
+_FIELD_ERRORS = {"type": "array", "items": {"type": "object", "required": ["loc", "msg", "type"]}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": what, "content": _json(_FIELD_ERRORS if code == 422 else
+                                                 {"type": "string"})}
+    for code, what in ((400, "body not readable"), (401, "no valid bearer token"),
+                       (403, "not the caller's to see or do"), (404, "not found"),
+                       (409, "breaks a domain rule"), (413, "body too large"),
+                       (422, "invalid fields, each named"))
+}
+
+
 @dataclass
 class Service:
     runtime: ServiceRuntime
@@ -60,6 +79,7 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
         # every query of the request in the data layer (runtime.tenancy).
         authorize = authorizer(service.runtime.settings.jwt_secret, service.policy)
         app.include_router(service.router, prefix="/api/v1", tags=[service.name],
+                           responses=ERRORS,
                            dependencies=[Depends(authorize), *service.dependencies])
 
     @app.get("/metrics", include_in_schema=False)

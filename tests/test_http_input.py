@@ -90,3 +90,98 @@ async def test_openapi_is_served(system: System) -> None:
     spec = (await system.http.get("/openapi.json")).json()
     assert {"/api/v1/referrals", "/api/v1/partners", "/api/v1/families"} <= set(spec["paths"])
     assert (await system.http.get("/docs")).status_code == 200
+
+
+# --- found by tests/test_openapi_fuzz.py (schemathesis) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/referrals/r1/accept", {"district_id": [], "partner_id": []}),
+        ("POST", "/api/v1/families/f1/contacts", {"district_id": {"d": 1}, "kind": "sms"}),
+        ("POST", "/api/v1/family-events", {"district_id": "d001", "school_id": [],
+                                           "title": "t", "place": "p",
+                                           "starts_at": "2030-01-01T00:00:00Z"}),
+    ],
+)
+async def test_a_district_or_school_that_is_not_a_string_is_a_422(
+    system: System, method: str, path: str, body: dict
+) -> None:
+    # Was a 500: the door put the value in a set before validation saw it.
+    response = await system.http.request(method, path, json=body)
+    assert response.status_code == 422, response.text
+    named = {e["loc"][-1] for e in response.json()["detail"]}
+    assert named & {"district_id", "school_id"}
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/v1/families", {"limit": -9223372036854775809}),
+        ("/api/v1/families", {"offset": 2**64}),
+        ("/api/v1/messages", {"limit": 0}),
+        ("/api/v1/referrals", {"offset": 2**63}),
+        ("/api/v1/family-events/e1/invitations", {"limit": 10**20}),
+        ("/api/v1/webhooks/endpoints/w1/dead-letters", {"offset": -1}),
+    ],
+)
+async def test_paging_out_of_range_is_a_422(system: System, path: str, params: dict) -> None:
+    # Was a 500: the database cannot take an integer that size.
+    response = await system.http.get(path, params={"district_id": "d001"} | params)
+    assert set(params) <= field_errors(response)
+
+
+async def test_an_update_that_leaves_no_way_to_reach_the_family_names_the_field(
+    system: System,
+) -> None:
+    family = await system.register_family()
+    response = await system.http.patch(f"/api/v1/families/{family['id']}", json={
+        "district_id": "d001", "preferred_channel": "sms"})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "preferred_channel"] and "phone" in error["msg"]
+
+
+async def test_an_empty_hsds_import_names_the_body(system: System) -> None:
+    response = await system.http.post("/api/v1/partners/import/hsds",
+                                      params={"district_id": "d001"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body"]
+
+
+async def test_openapi_documents_every_error_as_json_with_a_detail(system: System) -> None:
+    spec = (await system.http.get("/openapi.json")).json()
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, operation in operations.items():
+            for code in ("401", "403", "404", "409", "422"):
+                content = operation["responses"][code]["content"]
+                assert "detail" in content["application/json"]["schema"]["required"], (
+                    method, path, code)
+    # Routes that answer other than JSON say so.
+    gaps = spec["paths"]["/api/v1/partners/gaps"]["get"]["responses"]["200"]["content"]
+    export = spec["paths"]["/api/v1/partners/export/hsds"]["get"]["responses"]["200"]["content"]
+    assert "text/csv" in gaps and "application/zip" in export
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "where"),
+    [
+        ("POST", "/api/v1/announcements",
+         {"json": {"district_id": "d001", "title": "\u0000", "body": "b"}}, "body"),
+        ("POST", "/api/v1/family-events", {"json": {
+            "district_id": "d001", "school_id": "lincoln-es", "title": "Math\u0000night",
+            "place": "p", "starts_at": "2030-01-01T00:00:00Z"}}, "body"),
+        ("GET", "/api/v1/families/%00", {"params": {"district_id": "d001"}}, "path"),
+        ("GET", "/api/v1/families", {"params": {"district_id": "d001", "school_id": "\x00"}},
+         "query"),
+    ],
+)
+async def test_the_nul_character_is_a_422(system: System, method: str, path: str,
+                                          kwargs: dict, where: str) -> None:
+    # Was a 500 on PostgreSQL, which stores no text holding U+0000.
+    response = await system.http.request(method, path, **kwargs)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == [where]

@@ -6,14 +6,15 @@ from typing import Annotated, Literal
 from uuid import uuid4
 
 import phonenumbers
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 from sqlalchemy import select
 
 from contracts.events import FamilyRegistered
 from contracts.taxonomy import Channel, ContactKind
 from runtime.db import utcnow
-from runtime.errors import DomainError, NotFound
+from runtime.errors import NotFound
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
@@ -38,6 +39,9 @@ def e164(value: str) -> str:
 
 
 Phone = Annotated[str, Field(max_length=32), AfterValidator(e164)]
+
+
+MAX_OFFSET = 10_000_000  # past any district's size; keeps the database's integers in range
 
 
 class StudentLink(BaseModel):
@@ -139,8 +143,9 @@ class ContactView(BaseModel):
     note: str | None
 
 
-class DomainErrorUnprocessable(DomainError):
-    status_code = 422
+def field_error(field: str, message: str) -> RequestValidationError:
+    """A 422 naming the field, as FastAPI answers for a body that fails validation."""
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
 
 def _family_view(f: Family) -> FamilyView:
@@ -194,8 +199,9 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
         return _family_view(family)
 
     @router.get("/families", response_model=list[FamilyView])
-    async def list_(district_id: Token, school_id: str | None = None, limit: int = 100,
-                    offset: int = 0) -> list[FamilyView]:
+    async def list_(district_id: Token, school_id: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[FamilyView]:
         query = select(Family).where(Family.district_id == district_id)
         if school_id:
             query = query.where(Family.school_id == school_id)
@@ -215,9 +221,9 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
             for name, value in body.model_dump(exclude={"district_id"}, exclude_none=True).items():
                 setattr(family, name, value)
             if family.preferred_channel == Channel.sms and not family.phone:
-                raise DomainErrorUnprocessable("preferred_channel sms needs a phone")
+                raise field_error("preferred_channel", "sms needs a phone")
             if family.preferred_channel == Channel.email and not family.email:
-                raise DomainErrorUnprocessable("preferred_channel email needs an email")
+                raise field_error("preferred_channel", "email needs an email")
         return _family_view(family)
 
     @router.post("/families/{family_id}/students", status_code=201, response_model=StudentView)

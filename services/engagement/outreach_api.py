@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -18,7 +18,7 @@ from contracts.taxonomy import Urgency
 from runtime.db import utcnow
 from runtime.errors import DomainError, NotFound
 from runtime.service import ServiceRuntime
-from services.engagement.api import Language, Token, caller
+from services.engagement.api import MAX_OFFSET, Language, Token, caller
 from services.engagement.background import Background, emit_bulk, recipient
 from services.engagement.config import EngagementConfig
 from services.engagement.handlers import record_rsvp
@@ -212,8 +212,10 @@ def build_outreach_router(rt: ServiceRuntime, config: EngagementConfig,
                             already_invited=len(already), requests=requests)
 
     @router.get("/family-events/{event_id}/invitations", response_model=list[InvitationView])
-    async def invitations(event_id: str, district_id: Token, limit: int = 500,
-                          offset: int = 0) -> list[InvitationView]:
+    async def invitations(event_id: str, district_id: Token,
+                          limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+                          offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                          ) -> list[InvitationView]:
         async with rt.unit_of_work() as uow:
             await _event(uow, district_id, event_id)
             rows = (await uow.session.scalars(

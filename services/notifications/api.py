@@ -8,7 +8,7 @@ their X-Twilio-Signature, email replies and unsubscribe links by the message's r
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import escape
 from pydantic import BaseModel, Field
@@ -92,7 +92,7 @@ def build_router(rt: ServiceRuntime, dispatcher: Dispatcher) -> APIRouter:
     @router.get("/messages", response_model=list[MessageView])
     async def list_(district_id: Token, family_id: str | None = None,
                     referral_id: str | None = None, batch_id: str | None = None,
-                    limit: int = 100) -> list[MessageView]:
+                    limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[MessageView]:
         query = select(Message).where(Message.district_id == district_id)
         if family_id:
             query = query.where(Message.family_id == family_id)

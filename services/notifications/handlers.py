@@ -56,7 +56,9 @@ def register(rt: ServiceRuntime, dispatcher: Dispatcher) -> None:
 
     @rt.consumes(BulkOutreachRequested)
     async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested) -> None:
-        keys = {r.family_id: f"{ev.batch_id}:{r.family_id}" for r in ev.recipients}
+        # One message per family of the batch, even if a family is listed twice.
+        recipients = list({r.family_id: r for r in ev.recipients}.values())
+        keys = {r.family_id: f"{ev.batch_id}:{r.family_id}" for r in recipients}
         existing = set((await uow.session.scalars(
             select(Message.idempotency_key).where(Message.idempotency_key.in_(keys.values()))
         )).all())
@@ -69,7 +71,7 @@ def register(rt: ServiceRuntime, dispatcher: Dispatcher) -> None:
                 kind=ev.kind, urgency=ev.urgency.value, language=r.language,
                 channels=[c.value for c in r.channels], email=r.email, phone=r.phone,
                 family_name=r.family_name, variables={**ev.variables, **r.variables})
-            for r in ev.recipients if keys[r.family_id] not in existing
+            for r in recipients if keys[r.family_id] not in existing
         ]
         if rows:
             await uow.session.execute(insert(Message), rows)  # one executemany

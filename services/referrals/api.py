@@ -276,7 +276,7 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         opened_from: datetime | None = Query(None, description="opened at or after (ISO 8601)"),
         opened_to: datetime | None = Query(None, description="opened before (ISO 8601)"),
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> list[ReferralView]:
         """Newest first; the total before paging is in the X-Total-Count header."""
         query = select(Referral).where(Referral.district_id == district_of(district_id))
