@@ -57,6 +57,9 @@ class EventConsumer:
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
+            # With a name, nats-py puts the filter in the create subject, so NATS permissions
+            # pin each service's durable to the events it consumes (deploy/nats/accounts.conf).
+            name=self.durable,
             durable_name=self.durable,
             filter_subject=self.filter_subject,
             ack_policy=JsAckPolicy.EXPLICIT,

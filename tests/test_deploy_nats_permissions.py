@@ -724,13 +724,26 @@ async def test_webhooks_cannot_take_over_another_services_durable(server: Server
 
 async def test_webhooks_consumes_public_events_of_every_district(server: Server) -> None:
     """As the runtime does (runtime/consumer.py): a durable pull consumer per public event type,
-    across districts, created by durable name and pulled from."""
+    across districts, created by name with its filter and pulled from; the same durable with a
+    wider filter is refused."""
     webhooks = await connect(server, "webhooks")
     referrals = await connect(server, "referrals")
     try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await webhooks.js_refused.add_consumer(
+                "ENSEMBLE_REFERRALS",
+                ConsumerConfig(
+                    name="webhooks-referrals-opened",
+                    durable_name="webhooks-referrals-opened",
+                    filter_subject="ensemble.>",
+                ),
+            )
+        await webhooks.permission_error("webhooks-referrals-opened.ensemble.>")
+        webhooks.errors.clear()
         await webhooks.js.add_consumer(
             "ENSEMBLE_REFERRALS",
             ConsumerConfig(
+                name="webhooks-referrals-opened",
                 durable_name="webhooks-referrals-opened",
                 filter_subject="ensemble.*.referrals.opened",
             ),
