@@ -162,10 +162,12 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
     async def import_hsds(
         request: Request, district_id: Token,
         capacity: Annotated[int | None, Query(ge=0, le=100_000, description=(
-            "slots at each school for every imported service; left as they are if omitted "
-            "(new ones get 0 until set)"))] = None,
+            "slots at each school for every imported service without an HSDS service_capacity "
+            "row in a unit of people or places; left as they are if omitted (new ones get 0 "
+            "until set)"))] = None,
     ) -> JSONResponse:
-        """A zip of HSDS 3.0 CSV tables (application/zip) or HSDS JSON (application/json).
+        """A zip of HSDS 3.0 CSV tables (with 3.1's service_capacity and units), HSDS JSON, or a
+        zip of one HSDS JSON file (a large directory's JSON fits the body limit zipped).
         Bad rows are reported (file, row, field) and left out; the good rows load together."""
         district = district_of(district_id)
         body = await request.body()

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import utcnow
@@ -52,11 +52,13 @@ async def _load(session: AsyncSession, model: Any, column: Any, keys: Sequence[s
 
 def _sync_capacity(session: AsyncSession, service: PartnerService, partner: Partner,
                    schools: list[str], current: dict[str, ServiceCapacity],
-                   capacity: int | None) -> None:
-    """Make the service's capacity rows match its schools. A school no longer served keeps the
-    slots in use (no new ones) until they are released; a given capacity never goes below what
-    is reserved."""
-    for school_id in schools:
+                   capacity: int | None, open_slots: int | None = None) -> None:
+    """Make the service's capacity rows match its schools. ``capacity`` sets each school's slots
+    (never below what is reserved); ``open_slots`` (HSDS service_capacity, see hsds.py) instead
+    sets the open slots over all its schools, split evenly. A school no longer served keeps the
+    slots in use (no new ones) until they are released."""
+    shares = split(open_slots, len(schools)) if open_slots is not None else None
+    for index, school_id in enumerate(schools):
         row = current.get(school_id)
         if row is None:
             row = ServiceCapacity(service_id=service.id, school_id=school_id,
@@ -65,11 +67,21 @@ def _sync_capacity(session: AsyncSession, service: PartnerService, partner: Part
             session.add(row)
         elif capacity is not None:
             row.capacity = max(capacity, row.reserved)
+        if shares is not None:
+            row.capacity = row.reserved + shares[index]
         copy_service(row, service, partner)
     for school_id, row in current.items():
         if school_id not in schools:
             row.capacity = row.reserved
             copy_service(row, service, partner)
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` over ``parts`` as evenly as whole numbers go, the first ones taking the rest."""
+    if parts <= 0:
+        return []
+    base, rest = divmod(total, parts)
+    return [base + (1 if i < rest else 0) for i in range(parts)]
 
 
 def copy_service(row: ServiceCapacity, service: PartnerService, partner: Partner) -> None:
@@ -161,7 +173,7 @@ async def apply_plan(session: AsyncSession, district: District, plan: Plan,
         service.hsds_id = spec.hsds_id
         service.hsds = {**spec.detail, "need_rule": spec.need_rule}
         _sync_capacity(session, service, partner, schools, capacity_rows.get(sid, {}),
-                       capacity)
+                       capacity, spec.slots)
     await session.flush()
     return result
 
@@ -206,6 +218,12 @@ async def export_services(session: AsyncSession, district_id: str) -> list[Expor
     services = (await session.scalars(
         select(PartnerService).where(PartnerService.district_id == district_id)
         .order_by(PartnerService.partner_id, PartnerService.id))).all()
+    cap = ServiceCapacity.__table__
+    slots = {row.service_id: (int(row.slots), int(row.open)) for row in await session.execute(
+        select(cap.c.service_id, func.sum(cap.c.capacity).label("slots"),
+               func.sum(cap.c.capacity - cap.c.reserved).label("open"))
+        .where(cap.c.district_id == district_id).group_by(cap.c.service_id))}
+    as_of = utcnow().isoformat(timespec="milliseconds")
     out = []
     for s in services:
         p = partners.get(s.partner_id)
@@ -220,7 +238,8 @@ async def export_services(session: AsyncSession, district_id: str) -> list[Expor
             id=s.hsds_id or s.id, organization=organization, name=s.name or p.name,
             description=s.description, status=s.status, need=s.need, min_age=s.min_age,
             max_age=s.max_age, languages=s.service_languages or p.languages,
-            schools=s.schools, detail=detail))
+            schools=s.schools, detail=detail, slots=slots.get(s.id, (0, 0))[0],
+            open=slots.get(s.id, (0, 0))[1], as_of=as_of))
     return out
 
 

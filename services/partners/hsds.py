@@ -1,4 +1,5 @@
-"""Open Referral HSDS 3.0 in and out, pure (no database): usable from HTTP and a CLI alike.
+"""Open Referral HSDS 3.0 (and 3.1's capacity) in and out, pure (no database): usable from HTTP
+and a CLI alike.
 
 Import reads either the tabular form (a zip of the CSV tables, HSDS file names) or the JSON form
 (compiled ``service`` objects, as a list or an HSDS API page ``{"contents": [...]}``). Both are
@@ -17,20 +18,40 @@ What loads and what does not:
 
 ``row`` is the CSV row number counting the header as row 1 (what a spreadsheet shows); for
 JSON it is the 1-based position of the service in the list, and ``field`` is its path inside it.
+
+Capacity (HSDS 3.1 ``service_capacity`` with its ``units``; ``capacities`` in JSON). HSDS counts
+a service's capacity once, for everyone it serves, in any unit; Ensemble counts referral slots
+per service *and school*: ``capacity`` (slots) of which ``reserved`` are held by referrals. So:
+- Only a unit that counts people or places (bed, seat, slot, place, appointment, child, family...,
+  see ``SLOT_UNIT``) sets slots. Any other (kilograms, hours) is kept and exported as it came, with
+  a warning that it sets no slots. Of several countable rows, the latest ``updated`` is used.
+- ``available`` is read as the slots open now: it is split evenly over the schools the service
+  serves (the first schools get the remainder), and each school's capacity becomes what it has
+  reserved plus its share, so its open slots equal the share and the district's total open slots
+  equal ``available``. ``maximum``, when given, caps ``available`` (a warning says so when it was
+  above). Fractions of a unit are rounded down: half a slot is no slot.
+- A service with such a row takes its slots from it; the import's ``capacity`` parameter applies
+  to the others only.
+- Export writes each service's capacity as Ensemble holds it now: ``available`` the open slots
+  over all its schools, ``maximum`` the slots, ``updated`` the time of the export; in the unit it
+  was imported with (or Ensemble's own "referral slot" unit).
 """
 
 import csv
 import io
 import json
+import math
 import re
 import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from services.partners.taxonomy_map import OWN_TAXONOMY, Term, need_for
 
 SERVICE_STATUSES = ("active", "inactive", "defunct", "temporarily closed")
+MAX_UNZIPPED_BYTES = 200_000_000  # a zip that unpacks to more is refused before it is read
 
 # HSDS 3.0 tabular columns of the tables Ensemble keeps (schema/compiled/tabular.json).
 COLUMNS: dict[str, list[str]] = {
@@ -64,6 +85,10 @@ COLUMNS: dict[str, list[str]] = {
     "taxonomy_terms.csv": ["id", "code", "name", "description", "parent_id", "taxonomy",
                            "language", "taxonomy_id", "term_uri"],
     "attributes.csv": ["id", "link_id", "taxonomy_term_id", "link_type", "link_entity", "value"],
+    # HSDS 3.1
+    "service_capacity.csv": ["id", "service_id", "unit_id", "available", "maximum",
+                             "description", "updated"],
+    "units.csv": ["id", "name", "scheme", "identifier", "uri"],
 }
 # Columns a file must have, or it fails as a whole.
 HEADER_REQUIRED: dict[str, list[str]] = {
@@ -80,6 +105,8 @@ HEADER_REQUIRED: dict[str, list[str]] = {
     "phones.csv": ["id", "number"],
     "taxonomy_terms.csv": ["id", "name"],
     "attributes.csv": ["id", "link_id", "taxonomy_term_id"],
+    "service_capacity.csv": ["id", "service_id", "unit_id", "available"],
+    "units.csv": ["id", "name"],
 }
 # Values a row must have, or it is left out.
 ROW_REQUIRED: dict[str, list[str]] = {
@@ -90,12 +117,23 @@ ROW_REQUIRED: dict[str, list[str]] = {
     "phones.csv": ["id", "number"],
     "taxonomy_terms.csv": ["id", "name"],
     "attributes.csv": ["id", "link_id", "taxonomy_term_id"],
+    "service_capacity.csv": ["id", "service_id", "unit_id", "available"],
+    "units.csv": ["id", "name"],
 }
-ALIASES = {"service_at_locations.csv": "service_at_location.csv"}
+ALIASES = {"service_at_locations.csv": "service_at_location.csv",
+           "service_capacities.csv": "service_capacity.csv", "unit.csv": "units.csv"}
 REQUIRED_FILES = ("organizations.csv", "services.csv")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")
 TIME = re.compile(r"^\d{2}:\d{2}(:\d{2})?")
+# Units that count people or places, so that one unit is one referral slot.
+SLOT_UNIT = re.compile(
+    r"\b(slots?|places?|seats?|beds?|spaces?|spots?|openings?|appointments?|referrals?|"
+    r"clients?|persons?|people|individuals?|famil(y|ies)|households?|child(ren)?|kids?|youths?|"
+    r"students?|participants?|patients?|cases?|enrol(l)?(ment|ments)?|visits?|sessions?)\b",
+    re.IGNORECASE)
+SLOT_UNIT_OF_ENSEMBLE = {"id": "ensemble-unit-referral-slot", "name": "Referral slot",
+                         "scheme": "ensemble", "identifier": "referral-slot"}
 
 
 @dataclass(frozen=True)
@@ -134,6 +172,7 @@ class ServiceSpec:
     languages: list[str]
     areas: list[str]  # service area and location names: matched to schools by the directory
     detail: dict[str, Any]  # HSDS-shaped, given back on export
+    slots: int | None = None  # open slots over all its schools, from service_capacity
 
 
 @dataclass
@@ -169,19 +208,35 @@ class FileFailed(Exception):
 
 
 def read_zip(data: bytes) -> Plan:
-    """A zip of HSDS CSV tables (folders inside the zip are ignored)."""
+    """A zip of HSDS CSV tables (folders inside the zip are ignored), or of one HSDS JSON file
+    (a directory's JSON is large; zipped it fits in a request)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        files = {
-            info.filename.rsplit("/", 1)[-1].lower(): archive.read(info)
-            for info in archive.infolist()
-            if not info.is_dir() and info.filename.lower().endswith(".csv")
-        }
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        plan = Plan(failed_files=["(upload)"])
-        plan.errors.append(Problem("(upload)", None, None, f"not a zip of CSV files: {exc}"))
-        return plan
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        unpacked = sum(info.file_size for info in members)
+        if unpacked > MAX_UNZIPPED_BYTES:
+            raise ValueError(f"{unpacked} bytes unzipped, over {MAX_UNZIPPED_BYTES}")
+        names = {info.filename.rsplit("/", 1)[-1].lower(): info for info in members}
+        files = {name: archive.read(info) for name, info in names.items()
+                 if name.endswith(".csv")}
+        json_files = {name: archive.read(info) for name, info in names.items()
+                      if name.endswith(".json") and name != "datapackage.json"}
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
+        return _upload_failed(f"not a zip of HSDS files: {exc}")
+    if json_files and files:
+        return _upload_failed("a zip holds HSDS CSV tables or one JSON file, not both")
+    if len(json_files) > 1:
+        return _upload_failed(f"a zip holds one HSDS JSON file, not {len(json_files)}")
+    if json_files:
+        [(name, content)] = json_files.items()
+        return read_json(content, name)
     return read_csv_tables(files)
+
+
+def _upload_failed(message: str) -> Plan:
+    plan = Plan(failed_files=["(upload)"])
+    plan.errors.append(Problem("(upload)", None, None, message))
+    return plan
 
 
 def read_csv_tables(files: dict[str, bytes]) -> Plan:
@@ -294,6 +349,13 @@ def _flatten_service(tables: dict[str, list[Row]], item: dict[str, Any], index: 
             for j, address in enumerate(_list(location.get("addresses"))):
                 add("addresses.csv", address,
                     f"service_at_locations[{i}].location.addresses[{j}].", location_id=location_id)
+    for i, capacity in enumerate(_list(item.get("capacities"))):
+        unit = capacity.get("unit") if isinstance(capacity, dict) else None
+        unit_id = unit.get("id") if isinstance(unit, dict) else None
+        add("service_capacity.csv", capacity, f"capacities[{i}].", service_id=service_id,
+            unit_id=unit_id)
+        if isinstance(unit, dict):
+            add("units.csv", unit, f"capacities[{i}].unit.")
     for i, attribute in enumerate(_list(item.get("attributes"))):
         term = attribute.get("taxonomy_term") if isinstance(attribute, dict) else None
         term_id = term.get("id") if isinstance(term, dict) else None
@@ -393,6 +455,51 @@ def _build(plan: Plan, tables: dict[str, list[Row]], file_of: Any) -> Plan:
             service_terms.setdefault(row["link_id"], []).append(
                 _public(terms[row["taxonomy_term_id"]]))
 
+    units = {row["id"]: _public(row) for row in good_rows("units.csv")}
+    capacities: dict[str, list[Row]] = {}
+    for row in good_rows("service_capacity.csv"):
+        if row["service_id"] not in services:
+            problem("service_capacity.csv", row, "service_id",
+                    f"service {row['service_id']} not loaded")
+        elif row["unit_id"] not in units:
+            why = "its file failed" if "units.csv" in plan.failed_files else "no such unit loaded"
+            problem("service_capacity.csv", row, "unit_id",
+                    f"unit {row['unit_id']} not loaded ({why})")
+        else:
+            capacities.setdefault(row["service_id"], []).append(row)
+
+    def slots_of(service_id: str) -> tuple[int | None, str | None, list[dict[str, Any]]]:
+        """Open slots, the id of the capacity row they come from, and every capacity row in
+        HSDS's compiled shape (with its unit)."""
+        rows = capacities.get(service_id, [])
+        shaped = [{**{k: v for k, v in _public(r).items() if k not in ("service_id", "unit_id")},
+                   **{k: _plain(_number(r[k])) for k in ("available", "maximum")
+                      if r.get(k) is not None},
+                   "unit": units[r["unit_id"]]} for r in rows]
+        countable = []
+        for r, c in zip(rows, shaped, strict=True):
+            unit = c["unit"]
+            if SLOT_UNIT.search(f"{unit.get('name', '')} {unit.get('identifier') or ''}"):
+                countable.append((r, c))
+            else:
+                plan.warnings.append(Problem(
+                    file_of("service_capacity.csv"), r["_row"], f"{r['_path']}unit_id",
+                    f"unit {unit.get('name')!r} does not count people or places; kept, sets "
+                    "no slots"))
+        if not countable:
+            return None, None, shaped
+        # The latest figure wins; a row without ``updated`` counts as the oldest.
+        r, c = max(countable, key=lambda pair: _when(pair[0].get("updated")) or datetime.min)
+        available = math.floor(_number(r["available"]) or 0)
+        maximum = _number(r.get("maximum"))
+        if maximum is not None and available > maximum:
+            plan.warnings.append(Problem(
+                file_of("service_capacity.csv"), r["_row"], f"{r['_path']}available",
+                f"available {r['available']} is above maximum {r['maximum']}; "
+                f"{math.floor(maximum)} used"))
+            available = math.floor(maximum)
+        return available, str(c["id"]), shaped
+
     used_orgs: set[str] = set()
     for service_id, row in services.items():
         found = service_terms.get(service_id, [])
@@ -409,6 +516,7 @@ def _build(plan: Plan, tables: dict[str, list[Row]], file_of: Any) -> Plan:
         extra = {k: v for k, v in _public(row).items()
                  if k not in ("id", "organization_id", "name", "description", "status",
                               "minimum_age", "maximum_age")}
+        slots, slots_from, capacity_rows = slots_of(service_id)
         plan.services.append(ServiceSpec(
             hsds_id=service_id,
             organization_hsds_id=row["organization_id"],
@@ -431,7 +539,10 @@ def _build(plan: Plan, tables: dict[str, list[Row]], file_of: Any) -> Plan:
                 "phones": phones.get(service_id, []),
                 "locations": at_locations.get(service_id, []),
                 "taxonomy_terms": [t for t in found if t.get("taxonomy") != OWN_TAXONOMY],
+                "capacities": capacity_rows,
+                "slots_from": slots_from,
             },
+            slots=slots,
         ))
         used_orgs.add(row["organization_id"])
     for org_id, row in organizations.items():
@@ -448,7 +559,7 @@ def _check(table: str, row: Row) -> tuple[str, str] | None:
         if row.get(column) is None:
             return column, "required value missing"
     for column in ("id", "organization_id", "service_id", "location_id", "link_id",
-                   "taxonomy_term_id"):
+                   "taxonomy_term_id", "unit_id"):
         value = row.get(column)
         if value is not None and not isinstance(value, str | int):
             return column, "must be a text identifier"
@@ -488,6 +599,19 @@ def _check(table: str, row: Row) -> tuple[str, str] | None:
             value = row.get(column)
             if value is not None and not TIME.match(str(value)):
                 return column, f"{value!r} is not a time (HH:MM)"
+    if table == "service_capacity.csv":
+        for column in ("available", "maximum"):
+            value = row.get(column)
+            if value is None:
+                continue
+            number = _number(value)
+            if number is None or number < 0:
+                return column, f"{value!r} is not a number of units (0 or more)"
+        updated = row.get("updated")
+        if updated is not None and _when(updated) is None:
+            return "updated", f"{updated!r} is not a date-time (ISO 8601)"
+    if table == "units.csv" and len(str(row["name"])) > 200:
+        return "name", "longer than 200 characters"
     if table == "cost_options.csv" and row.get("amount") is not None:
         try:
             float(row["amount"])
@@ -504,6 +628,35 @@ def _int(value: Any) -> int | None:
     except (TypeError, ValueError):
         return None
     return int(number) if number.is_integer() else None
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from a JSON number or a CSV text; None when it is not one."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _plain(number: float | None) -> float | int | None:
+    """A whole number as an int (CSV gives "12"; JSON writes 12, not 12.0)."""
+    return int(number) if number is not None and number.is_integer() else number
+
+
+def _when(value: Any) -> datetime | None:
+    """An ISO 8601 date-time as naive UTC (to compare); None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
 
 
 def _public(row: Row) -> dict[str, Any]:
@@ -528,10 +681,26 @@ class ExportService:
     languages: list[str]
     schools: list[str]
     detail: dict[str, Any]
+    slots: int = 0  # over all its schools
+    open: int = 0
+    as_of: str = ""  # when slots and open were read (ISO 8601)
+
+
+def capacities(s: ExportService) -> list[dict[str, Any]]:
+    """HSDS 3.1 ``capacities``: the slot row with Ensemble's figures now, the others as
+    imported."""
+    imported = s.detail.get("capacities") or []
+    slots_from = s.detail.get("slots_from")
+    live = {"available": s.open, "maximum": s.slots, "updated": s.as_of}
+    out = [{**c, **live} if c.get("id") == slots_from else c for c in imported]
+    if slots_from is None:
+        out.append({"id": f"{s.id}-capacity", "unit": SLOT_UNIT_OF_ENSEMBLE,
+                    "description": "Open referral slots over the schools it serves", **live})
+    return out
 
 
 def compiled_service(s: ExportService) -> dict[str, Any]:
-    """The HSDS 3.0 compiled ``service`` object."""
+    """The HSDS 3.0 compiled ``service`` object, with 3.1's ``capacities``."""
     detail = s.detail
     languages = detail.get("languages") or [
         {"id": f"{s.id}-lang-{code}", "service_id": s.id, "code": code} for code in s.languages]
@@ -561,6 +730,7 @@ def compiled_service(s: ExportService) -> dict[str, Any]:
             {"id": f"{s.id}-at-{loc['id']}", "service_id": s.id, "location_id": loc["id"],
              "location": loc}
             for loc in detail.get("locations") or []],
+        "capacities": capacities(s),
         "attributes": [
             {"id": f"{s.id}-attr-{t['id']}", "link_id": s.id, "link_type": "service",
              "link_entity": "service", "taxonomy_term_id": t["id"], "taxonomy_term": t}
@@ -601,6 +771,10 @@ def to_csv_zip(services: Iterable[ExportService]) -> bytes:
         for attribute in item["attributes"]:
             put("attributes.csv", attribute)
             put("taxonomy_terms.csv", attribute["taxonomy_term"])
+        for capacity in item["capacities"]:
+            put("service_capacity.csv", {**capacity, "service_id": s.id,
+                                         "unit_id": capacity["unit"]["id"]})
+            put("units.csv", capacity["unit"])
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, rows in tables.items():

@@ -1,5 +1,5 @@
-"""A county directory in HSDS 3.0 CSV form, generated deterministically (no random state shared
-with anything else), with a known set of broken rows.
+"""A county directory in HSDS 3.0 CSV form (with 3.1's service_capacity and units), generated
+deterministically (no random state shared with anything else), with a known set of broken rows.
 
 `python tests/data/hsds/generate.py OUT.zip` writes it; tests call `build()` in memory.
 """
@@ -38,6 +38,10 @@ class Dataset:
     # (file, row, field) of every broken row, and which service ids they take out
     broken: list[tuple[str, int, str]] = field(default_factory=list)
     bad_services: set[str] = field(default_factory=set)
+    # Open slots each service's capacity rows give (services without a countable row: absent),
+    # and the (file, row, field) of the rows that load with a warning.
+    slots: dict[str, int] = field(default_factory=dict)
+    capacity_warnings: list[tuple[str, int, str]] = field(default_factory=list)
 
     def zip(self) -> bytes:
         buffer = io.BytesIO()
@@ -62,6 +66,12 @@ def build(organizations: int = 300, seed: int = 7) -> Dataset:
         terms.append([f"term-{name}", code, name, "211 taxonomy" if code else "", "airs"])
     broken: list[tuple[str, int, str]] = []
     bad: set[str] = set()
+    units = [["unit-slot", "Appointment slot", "", "", ""], ["unit-bed", "Bed", "", "", ""],
+             ["unit-kg", "Kilogram", "SI", "kgm", "https://units.example/kgm"]]
+    capacities: list[list[object]] = []
+    slots: dict[str, int] = {}
+    warnings: list[tuple[str, int, str]] = []
+    old, new = "2024-09-25T14:23:06.5+01:00", "2025-01-10T08:00:00Z"
     for o in range(organizations):
         oid = f"org-{o:04d}"
         orgs.append([oid, f"Community Org {o:04d}", f"Serves families ({o})",
@@ -78,6 +88,16 @@ def build(organizations: int = 300, seed: int = 7) -> Dataset:
                 langs.append([f"lang-{sid}-x", sid, "", LANGS[1 + o % 3]])
             attrs.append([f"attr-{sid}", sid, f"term-{term}", "service"])
             schedules.append([f"sched-{sid}", sid, "WEEKLY", "MO,WE", "09:00", "17:00"])
+            if k == 0 and o % 3 == 0:  # every third organization's first service says
+                unit = "unit-bed" if o % 2 else "unit-slot"
+                capacities.append([f"cap-{sid}", sid, unit, o % 7, 10, "Open places", old])
+                slots[sid] = o % 7
+            if k == 0 and o % 15 == 0:  # ...one in a unit that is no slot: kept, with a warning
+                capacities.append([f"cap-{sid}-kg", sid, "unit-kg", 500, "", "Food", new])
+                warnings.append(("service_capacity.csv", len(capacities) + 1, "unit_id"))
+            if k == 0 and o % 33 == 0:  # ...and a later figure, which wins
+                capacities.append([f"cap-{sid}-new", sid, "unit-slot", 9, "", "", new])
+                slots[sid] = 9
     # Broken rows. CSV row numbers count the header as row 1.
     services.append(["svc-bad-status", "org-0001", "Bad status", "", "open", "", ""])
     broken.append(("services.csv", len(services) + 1, "status"))
@@ -98,6 +118,24 @@ def build(organizations: int = 300, seed: int = 7) -> Dataset:
     broken.append(("languages.csv", len(langs) + 1, "code"))
     schedules.append(["sched-bad", "svc-0004-0", "WEEKLY", "MO", "9am", "17:00"])
     broken.append(("schedules.csv", len(schedules) + 1, "opens_at"))
+    # Capacity: above its maximum (a warning, the maximum used), then broken rows.
+    capacities.append(["cap-over", "svc-0001-0", "unit-slot", 15, 10, "", new])
+    warnings.append(("service_capacity.csv", len(capacities) + 1, "available"))
+    slots["svc-0001-0"] = 10
+    units.append(["unit-noname", "", "", "", ""])
+    broken.append(("units.csv", len(units) + 1, "name"))
+    bad_capacity: list[tuple[list[object], str]] = [
+        (["cap-bad-n", "svc-0002-0", "unit-slot", "lots", "", "", ""], "available"),
+        (["cap-neg", "svc-0002-0", "unit-slot", -1, "", "", ""], "available"),
+        (["cap-when", "svc-0002-0", "unit-slot", 4, "", "", "yesterday"], "updated"),
+        (["cap-unit", "svc-0002-0", "unit-missing", 4, "", "", ""], "unit_id"),
+        (["cap-noname", "svc-0002-0", "unit-noname", 4, "", "", ""], "unit_id"),
+        (["cap-nosvc", "svc-9999-0", "unit-slot", 4, "", "", ""], "service_id"),
+        (["", "svc-0002-0", "unit-slot", 4, "", "", ""], "id"),
+    ]
+    for row, column in bad_capacity:
+        capacities.append(row)
+        broken.append(("service_capacity.csv", len(capacities) + 1, column))
     files = {
         "organizations.csv": _csv(["id", "name", "description", "email", "website"], orgs),
         "services.csv": _csv(["id", "organization_id", "name", "description", "status",
@@ -109,11 +147,14 @@ def build(organizations: int = 300, seed: int = 7) -> Dataset:
         "attributes.csv": _csv(["id", "link_id", "taxonomy_term_id", "link_entity"], attrs),
         "schedules.csv": _csv(["id", "service_id", "freq", "byday", "opens_at", "closes_at"],
                               schedules),
+        "service_capacity.csv": _csv(["id", "service_id", "unit_id", "available", "maximum",
+                                      "description", "updated"], capacities),
+        "units.csv": _csv(["id", "name", "scheme", "identifier", "uri"], units),
         # A whole file that fails: its header lacks service_id.
         "cost_options.csv": _csv(["id", "amount"], [["cost-1", "10"]]),
     }
     good_services = sum(1 for s in services if s[0] not in bad) - 1  # minus the duplicate
-    return Dataset(files, organizations, good_services, broken, bad)
+    return Dataset(files, organizations, good_services, broken, bad, slots, warnings)
 
 
 if __name__ == "__main__":
