@@ -53,8 +53,75 @@ def _one(name: str):  # type: ignore[no-untyped-def]
     return run
 
 
-for _name in ("referrals", "partners", "engagement", "notifications", "webhooks"):
+for _name in ("referrals", "engagement", "notifications", "webhooks"):
     app.command(name=_name)(_one(_name))
+
+# `ensemble partners` runs the service, as the others do; its commands work with the directory
+# of a running one over HTTP (services/partners/client.py).
+partners_app = typer.Typer(help="The partners service, and its directory (HSDS import/export).")
+app.add_typer(partners_app, name="partners")
+District = Annotated[str, typer.Option(help="the district id, e.g. d001")]
+ServiceUrl = Annotated[str, typer.Option(envvar="ENSEMBLE_URL",
+                                         help="the running system (or partners service)")]
+BearerToken = Annotated[str, typer.Option(
+    envvar="ENSEMBLE_TOKEN",
+    help="a staff token: ensemble token --role district_admin --district d001")]
+
+
+@partners_app.callback(invoke_without_command=True)
+def partners(ctx: typer.Context, port: Port = 8000, host: Host = "127.0.0.1",
+             data_dir: DataDir = None) -> None:
+    """Run the partners service alone (NATS_URL and PARTNERS_DATABASE_URL); with a command,
+    work with the directory of a running one."""
+    if ctx.invoked_subcommand is None:
+        _one("partners")(port, host, data_dir)
+
+
+@partners_app.command(name="import")
+def partners_import(
+    path: Annotated[Path, typer.Argument(exists=True, help="a folder of HSDS CSV files, an HSDS "
+                                                           "JSON file, or a zip of either")],
+    district: District,
+    token: BearerToken,
+    url: ServiceUrl = "http://127.0.0.1:8000",
+    capacity: Annotated[int | None, typer.Option(
+        min=0, max=100_000, help="slots at each school for services without an HSDS "
+                                 "service_capacity row")] = None,
+) -> None:
+    """Load an HSDS directory into a running system.
+
+    Prints what loaded and every failed file, bad row and warning (file, row, field); exits 1
+    when a file failed or nothing loaded."""
+    from services.partners.client import ClientError, import_path, report_lines
+
+    try:
+        outcome = import_path(url, token, district, path, capacity)
+    except ClientError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for line in report_lines(outcome):
+        typer.echo(line)
+    raise typer.Exit(1 if outcome.failed else 0)
+
+
+@partners_app.command(name="export")
+def partners_export(
+    folder: Annotated[Path, typer.Argument(file_okay=False, help="where to write the files")],
+    district: District,
+    token: BearerToken,
+    url: ServiceUrl = "http://127.0.0.1:8000",
+    json_file: Annotated[bool, typer.Option(
+        "--json", help="one hsds.json instead of the CSV tables")] = False,
+) -> None:
+    """Write a district's directory as HSDS CSV tables (or JSON) into a folder."""
+    from services.partners.client import ClientError, export_to
+
+    try:
+        written = export_to(url, token, district, folder, as_json=json_file)
+    except ClientError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote {len(written)} files to {folder}: {', '.join(p.name for p in written)}")
 
 
 @app.command()
