@@ -91,20 +91,28 @@ def _rows(top: Any) -> Select[Any]:
 _HERE = (_cap.c.district_id == bindparam("district"), _cap.c.need == bindparam("need"),
          _cap.c.school_id == bindparam("school"))
 # Every hard rule the database can check (``rank`` checks them all). ``grade`` is the LIKE
-# pattern of the referral's grade, "%" when it has none; ``tried`` the partners it had.
+# pattern of the referral's grade, "%" when it has none.
 _ELIGIBLE = (
     *_HERE, _cap.c.service_status == "active", _cap.c.partner_status == "active",
     _cap.c.reserved < _cap.c.capacity,
     (_cap.c.grades_key == "") | _cap.c.grades_key.like(bindparam("grade")),
-    _cap.c.partner_id.not_in(bindparam("tried", expanding=True)),
 )
+# ``tried``: the partners it had. A separate statement because an expanding IN is rendered
+# again on every execution, and a first match (most of them) has tried none.
+_NOT_TRIED = _cap.c.partner_id.not_in(bindparam("tried", expanding=True))
+
+
+def _best(*where: Any) -> Select[Any]:
+    return _rows(
+        select(_cap).where(*where)
+        .order_by(_sql_score().desc(), _cap.c.service_id)
+        .limit(bindparam("best", type_=Integer))
+        .subquery("best"))
+
+
 _ALL_HERE = _rows(_cap).where(*_HERE)
-_ALL_ELIGIBLE = _rows(_cap).where(*_ELIGIBLE)
-_BEST = _rows(
-    select(_cap).where(*_ELIGIBLE)
-    .order_by(_sql_score().desc(), _cap.c.service_id)
-    .limit(bindparam("best", type_=Integer))
-    .subquery("best"))
+_ALL_ELIGIBLE = (_rows(_cap).where(*_ELIGIBLE), _rows(_cap).where(*_ELIGIBLE, _NOT_TRIED))
+_BEST = (_best(*_ELIGIBLE), _best(*_ELIGIBLE, _NOT_TRIED))
 _LANGUAGE = select(_family.c.language).where(_family.c.district_id == bindparam("district"),
                                              _family.c.family_id == bindparam("family"))
 _OFFERED = select(func.count()).select_from(_svc).where(
@@ -113,10 +121,13 @@ _OFFERED = select(func.count()).select_from(_svc).where(
 
 
 def _params(request: Request) -> dict[str, Any]:
-    return {"district": request.district_id, "need": request.need, "school": request.school_id,
-            "grade": "%" if request.grade is None else f"%,{request.grade},%",
-            "tried": list(request.tried_partners),
-            "language": f"%,{primary_language(request.language)},%"}
+    params = {"district": request.district_id, "need": request.need,
+              "school": request.school_id,
+              "grade": "%" if request.grade is None else f"%,{request.grade},%",
+              "language": f"%,{primary_language(request.language)},%"}
+    if request.tried_partners:
+        params["tried"] = list(request.tried_partners)
+    return params
 
 
 async def candidate_rows(session: AsyncSession, request: Request,
@@ -125,10 +136,11 @@ async def candidate_rows(session: AsyncSession, request: Request,
     many, by the ranking's own score. Core on the session's connection: no ORM on this path."""
     connection = await session.connection()
     params = _params(request)
+    tried = 1 if request.tried_partners else 0
     if best is None:
-        result = await connection.execute(_ALL_ELIGIBLE, params)
+        result = await connection.execute(_ALL_ELIGIBLE[tried], params)
     else:
-        result = await connection.execute(_BEST, {**params, "best": best})
+        result = await connection.execute(_BEST[tried], {**params, "best": best})
     return [Row._make(r) for r in result]
 
 
