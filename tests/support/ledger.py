@@ -417,24 +417,28 @@ class Ledger:
     async def wait_done(self, cases: Sequence[Case], timeout: float = 120,
                         window: int = 40) -> float:
         """Wait until every referral is at its end; returns when the last got there
-        (seconds since the ledger started). Checks the oldest unfinished first."""
+        (seconds since the ledger started). Asks about the oldest unfinished one until it is
+        done, then about the next window: waiting must not load the services it measures."""
         pending = [c for c in cases if c.referral_id]
         assert len(pending) == len(cases), "some referrals were never opened"
         deadline = time.monotonic() + timeout
         while pending:
-            head = pending[:window]
-            details = await asyncio.gather(*(self.referral(c.referral_id or "") for c in head))
-            delivered = {d.recipient for d in self.outreach.delivered()}
-            done = {c.index for c, d in zip(head, details, strict=True)
-                    if referral_done(c, d, delivered)}
+            head = pending[:window] if await self._done(pending[:1]) else []
+            done = await self._done(head)
             pending = [c for c in pending if c.index not in done]
             if not pending:
                 break
             if time.monotonic() > deadline:
                 return -1.0
             if not done:
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.2)
         return time.monotonic() - self.started
+
+    async def _done(self, cases: Sequence[Case]) -> set[int]:
+        details = await asyncio.gather(*(self.referral(c.referral_id or "") for c in cases))
+        delivered = {d.recipient for d in self.outreach.delivered()} if cases else set()
+        return {c.index for c, d in zip(cases, details, strict=True)
+                if referral_done(c, d, delivered)}
 
     async def wait_drained(self, timeout: float = 90) -> list[ConsumerState]:
         """Wait until every durable consumer has nothing pending and nothing unacked."""
