@@ -1,10 +1,11 @@
 """hypothesis over the event contracts and the consumers.
 
 Events are generated from the pydantic models of contracts/events.py (every field, within its
-declared bounds only: what the contract lets a publisher send), wrapped in the CloudEvents
-envelope and sent through bytes and `decode_envelope`, as a consumer receives them. Ids are
-drawn mostly from records that exist (so handlers reach their real paths, not only "unknown
-id"), sometimes made up.
+declared bounds: what the contract lets a publisher send; strings it leaves unbounded up to what
+their producers let through, see PRODUCED_MAX), wrapped in the CloudEvents envelope and sent
+through bytes and `decode_envelope`, as a consumer receives them. Ids are drawn mostly from
+records that exist (so handlers reach their real paths, not only "unknown id"), sometimes made
+up; districts are d001 mostly, d002 sometimes (a known district that owns none of them).
 
 - Unit level, every consumer of every service, on a real database (SQLite and PostgreSQL): a
   valid event is *handled*: the handler's transaction commits (applied, or deliberately left
