@@ -3,7 +3,7 @@ and a CLI alike.
 
 Import reads either the tabular form (a zip of the CSV tables, HSDS file names) or the JSON form
 (compiled ``service`` objects, as a list or an HSDS API page ``{"contents": [...]}``), as it is
-or zipped (a county's JSON is larger than a request may be; zipped it is a tenth). Both are
+or zipped (a county's JSON is larger than a request may be; zipped, a twentieth). Both are
 flattened into the same tables and checked by the same rules, so an error always names the file,
 the row and the field.
 
