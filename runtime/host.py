@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -116,6 +116,13 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
     return app
 
 
+class BodyTooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body parsing passes it on as a 413, not a 400."""
+
+    def __init__(self) -> None:
+        super().__init__(413, f"body over {MAX_BODY_BYTES} bytes")
+
+
 class GuardAndMeasure:
     """Refuses bodies over the limit and counts and times every request by route template.
 
@@ -138,15 +145,33 @@ class GuardAndMeasure:
             return
         started = time.perf_counter()
         status = 500  # if the app fails before it answers, the server answers 500
+        answered = False
+        received = 0
+
+        async def receive_limited() -> Message:
+            # A chunked body names no length: count it as it comes.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise BodyTooLarge
+            return message
 
         async def send_and_note(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive_limited, send_and_note)
+        except BodyTooLarge:
+            if answered:
+                raise
+            status = 413
+            await JSONResponse({"detail": f"body over {MAX_BODY_BYTES} bytes"},
+                               status_code=413)(scope, receive, send)
         finally:
             route = scope.get("route")  # the router puts the matched route in the scope
             path = getattr(route, "path", "unmatched")  # the template, never ids in the URL

@@ -1,5 +1,7 @@
 """Bad input over HTTP is a clear 4xx naming what is wrong, never a 500."""
 
+from collections.abc import AsyncIterator
+
 import pytest
 from conftest import System
 
@@ -84,6 +86,17 @@ async def test_oversized_body_is_refused(system: System) -> None:
     response = await system.http.post("/api/v1/referrals", content=b"x" * 2_000_000,
                                       headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+async def test_oversized_chunked_body_is_refused(system: System) -> None:
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: Transfer-Encoding chunked
+        for _ in range(40):
+            yield b" " * 64_000
+
+    response = await system.http.post("/api/v1/referrals", content=chunks(),
+                                      headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "body over" in response.json()["detail"]
 
 
 async def test_openapi_is_served(system: System) -> None:
