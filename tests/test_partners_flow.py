@@ -94,6 +94,13 @@ async def test_gap_map_numbers_match_a_known_scenario(system: System) -> None:
         "district_id": "d001", "outcome": "services_received"})
     assert closed.status_code == 200, closed.text
 
+    async def learnt() -> dict[str, Any] | None:  # partners has applied the acceptance
+        partner = (await system.http.get(f"/api/v1/partners/{m1['partner_id']}",
+                                         params={"district_id": "d001"})).json()
+        return partner if partner["answers"]["accepted"] == 1 else None
+
+    smile = await system.eventually(learnt, what="the acceptance learnt by partners")
+    assert (smile["answers"]["matched"], smile["answers"]["declined"]) == (1, 0)
     r2 = await system.open_referral(lincoln, student_ref="stu-2")  # declined, nobody else
     m2 = await _matched(system, r2["id"], 1)
     assert m2["partner_name"] == "Smile"

@@ -16,7 +16,7 @@ from runtime.service import ServiceRuntime
 from runtime.tenancy import current_scope
 from services.partners import directory, gaps, hsds
 from services.partners.capacity import set_capacity
-from services.partners.tables import Partner, PartnerService, ServiceCapacity
+from services.partners.tables import Partner, PartnerService, PartnerStats, ServiceCapacity
 
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Language = Annotated[
@@ -66,6 +66,15 @@ class ServiceView(BaseModel):
     capacity_by_school: list[SchoolCapacity]
 
 
+class PartnerAnswers(BaseModel):
+    """What matching has learnt of the partner so far (it ranks by these)."""
+
+    matched: int
+    accepted: int
+    declined: int
+    active: int  # referrals it holds now
+
+
 class PartnerView(BaseModel):
     id: str
     district_id: str
@@ -76,10 +85,11 @@ class PartnerView(BaseModel):
     hsds_id: str | None
     created_at: datetime
     services: list[ServiceView]
+    answers: PartnerAnswers
 
 
 def _view(partner: Partner, services: list[PartnerService],
-          capacity: dict[str, list[ServiceCapacity]]) -> PartnerView:
+          capacity: dict[str, list[ServiceCapacity]], stats: PartnerStats | None) -> PartnerView:
     def service_view(s: PartnerService) -> ServiceView:
         rows = sorted(capacity.get(s.id, []), key=lambda r: r.school_id)
         return ServiceView(
@@ -95,7 +105,11 @@ def _view(partner: Partner, services: list[PartnerService],
     return PartnerView(id=partner.id, district_id=partner.district_id, name=partner.name,
                        languages=partner.languages, status=partner.status, source=partner.source,
                        hsds_id=partner.hsds_id, created_at=partner.created_at,
-                       services=[service_view(s) for s in services])
+                       services=[service_view(s) for s in services],
+                       answers=PartnerAnswers(matched=stats.matched if stats else 0,
+                                              accepted=stats.accepted if stats else 0,
+                                              declined=stats.declined if stats else 0,
+                                              active=stats.active if stats else 0))
 
 
 def _period(start: date | datetime | None,
@@ -139,7 +153,7 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 uow.session, body.district_id, body.name, [n.value for n in body.needs],
                 list(body.schools), list(body.languages), list(body.grades), body.capacity)
             capacity = await directory.capacity_by_service(uow.session, [s.id for s in services])
-        return _view(partner, services, capacity)
+        return _view(partner, services, capacity, None)
 
     @router.get("/partners", response_model=list[PartnerView])
     async def list_(district_id: Token, need: Need | None = None) -> list[PartnerView]:
@@ -152,10 +166,12 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 query = query.where(PartnerService.need == need)
             services = (await uow.session.scalars(query)).all()
             capacity = await directory.capacity_by_service(uow.session, [s.id for s in services])
+            stats = {st.partner_id: st for st in (await uow.session.scalars(
+                select(PartnerStats).where(PartnerStats.district_id == district_id))).all()}
         by_partner: dict[str, list[PartnerService]] = {}
         for service in services:
             by_partner.setdefault(service.partner_id, []).append(service)
-        return [_view(p, by_partner.get(p.id, []), capacity) for p in partners
+        return [_view(p, by_partner.get(p.id, []), capacity, stats.get(p.id)) for p in partners
                 if need is None or p.id in by_partner]
 
     @router.post("/partners/import/hsds")
@@ -265,7 +281,8 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 select(PartnerService).where(PartnerService.partner_id == partner_id)
                 .order_by(PartnerService.id))).all())
             capacity = await directory.capacity_by_service(uow.session, [s.id for s in services])
-        return _view(partner, services, capacity)
+            stats = await uow.session.get(PartnerStats, partner_id)
+        return _view(partner, services, capacity, stats)
 
     return router
 
