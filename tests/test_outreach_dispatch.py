@@ -242,3 +242,27 @@ async def test_twilio_21610_means_the_family_opted_out(desk: Desk, tmp_path: Pat
     assert opt_out is not None and opt_out.opted_out
     assert await desk.events() == ["family_opted_out", "sent"]
     assert json.dumps(await desk.events())  # events carry ids only (checked in contracts)
+
+
+async def test_a_delivery_report_before_the_send_is_recorded_is_kept_for_it(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider may call back before the dispatcher commits what it sent."""
+    from services.notifications import inbound
+
+    sms = await desk.queue(channels=["sms"], language="en")
+    record = desk.dispatcher._apply
+    answers: list[str] = []
+
+    async def report_first(claimed: list[Message], outcomes: dict[str, Any]) -> bool:
+        [text] = desk.texts()  # sent, not yet recorded: Twilio's callback arrives now
+        async with desk.rt.unit_of_work() as uow:
+            answers.append(await inbound.status_callback(
+                uow, desk.dispatcher, text["sid"], "delivered", None, desk.clock()))
+        return await record(claimed, outcomes)
+
+    monkeypatch.setattr(desk.dispatcher, "_apply", report_first)
+    await desk.dispatcher.dispatch_due()
+    assert answers == ["early"]
+    message = await desk.message(sms)
+    assert (message.status, message.delivered_at) == ("delivered", desk.clock())
+    assert await desk.events() == ["sent", "delivered"]

@@ -264,7 +264,8 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
                     select(Outreach).where(Outreach.family_id == family.id,
                                            Outreach.referral_id == body.referral_id,
                                            Outreach.status.in_(("requested", "awaiting_reply")))
-                    .order_by(Outreach.created_at.desc()).limit(1))
+                    .order_by(Outreach.created_at.desc()).limit(1)
+                    .with_for_update())  # an event about it may be applied at the same time
             entry = log_contact(uow, family, kind=body.kind, at=body.at or now,
                                 by=f"coordinator:{caller(request, body.by)}",
                                 outcome=body.outcome, referral_id=body.referral_id,

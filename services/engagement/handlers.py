@@ -46,9 +46,11 @@ def register(rt: ServiceRuntime, config: EngagementConfig) -> None:
         uow.session.add(outreach)
         request_attempt(uow, rt.districts, outreach, family, now)
 
+    # Outreach rows are read FOR UPDATE: a coordinator may mark one contacted over HTTP while
+    # an event about it is applied, and on PostgreSQL the later writer would undo the other.
     @rt.consumes(NotificationSent)
     async def on_notification_sent(uow: UnitOfWork, env: Envelope, ev: NotificationSent) -> None:
-        outreach = await uow.session.get(Outreach, ev.outreach_id)
+        outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
         if outreach is None:
             return  # not a referral's outreach
         # An attempt, not a contact: wait for the family's answer before trying again.
@@ -58,7 +60,7 @@ def register(rt: ServiceRuntime, config: EngagementConfig) -> None:
     async def on_notification_failed(
         uow: UnitOfWork, env: Envelope, ev: NotificationFailed
     ) -> None:
-        outreach = await uow.session.get(Outreach, ev.outreach_id)
+        outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
         if outreach is None or outreach.status in ("contacted", "unreachable"):
             return
         if ev.permanent:  # every channel the family allows failed for good
@@ -70,7 +72,8 @@ def register(rt: ServiceRuntime, config: EngagementConfig) -> None:
         if family is None or family.district_id != env.districtid:
             return
         kind = ContactKind(ev.channel.value)
-        outreach = await uow.session.get(Outreach, ev.outreach_id) if ev.outreach_id else None
+        outreach = (await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
+                    if ev.outreach_id else None)
         if outreach is not None and outreach.status != "contacted":
             # Even after it was given up on: an answer is an answer.
             outreach.status = "contacted"

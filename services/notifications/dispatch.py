@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -36,7 +36,7 @@ from services.notifications.policy import cap_until, quiet_until
 from services.notifications.providers import Outgoing, Provider
 from services.notifications.rendering import TemplateMissingError, render
 from services.notifications.sms_segments import count_segments
-from services.notifications.tables import Message, OptOut
+from services.notifications.tables import EarlyStatus, Message, OptOut
 
 log = logging.getLogger("ensemble.notifications.dispatch")
 
@@ -343,10 +343,26 @@ class Dispatcher:
                             await self._opt_out(uow, row, outcome.channel, now)
                         requeued |= self._give_up(uow, row, outcome, now)
                 counts[(self._label(outcome), type(outcome).__name__)] += 1
+            await self._apply_early_statuses(uow, rows, now)
         for (channel, kind), n in counts.items():
             result = {"Sent": "sent", "Hold": "held", "Retry": "retried", "GiveUp": "failed"}[kind]
             NOTIFICATIONS.labels(channel, result).inc(n)
         return requeued
+
+    async def _apply_early_statuses(self, uow: UnitOfWork, rows: Sequence[Message],
+                                    now: datetime) -> None:
+        """Delivery reports that came in before this batch's sends were recorded."""
+        from services.notifications.inbound import apply_status  # inbound imports this module
+
+        sent = {row.provider_id: row for row in rows if row.status == "sent" and row.provider_id}
+        if not sent:
+            return
+        early = (await uow.session.scalars(
+            select(EarlyStatus).where(EarlyStatus.sid.in_(sorted(sent))))).all()
+        for report in early:
+            await apply_status(uow, self, sent[report.sid], report.status, report.error_code,
+                               now)
+            await uow.session.delete(report)
 
     @staticmethod
     def _label(outcome: Outcome) -> str:

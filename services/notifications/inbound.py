@@ -21,7 +21,7 @@ from services.notifications.dispatch import (
     set_opt_out,
 )
 from services.notifications.handlers import new_message
-from services.notifications.tables import InboundSeen, Message
+from services.notifications.tables import EarlyStatus, InboundSeen, Message
 from services.notifications.twilio import KNOWN_ERRORS
 
 STOP_WORDS = frozenset({"STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPALL"})
@@ -148,8 +148,16 @@ async def status_callback(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, sta
         return "duplicate"
     message = await uow.session.scalar(
         select(Message).where(Message.provider_id == sid).with_for_update())
-    if message is None:
-        return "unknown_message"
+    if message is None:  # sent, not yet recorded (or not ours): kept for the dispatcher
+        await uow.session.merge(EarlyStatus(sid=sid[:64], status=status,
+                                            error_code=(error_code or "")[:16] or None,
+                                            received_at=now))
+        return "early"
+    return await apply_status(uow, dispatcher, message, status, error_code, now)
+
+
+async def apply_status(uow: UnitOfWork, dispatcher: Dispatcher, message: Message, status: str,
+                       error_code: str | None, now: datetime) -> str:
     if status == "delivered":
         if message.status == "sent":
             message.status = "delivered"

@@ -71,6 +71,18 @@ class OptOut(Base):
     changed_at: Mapped[datetime]
 
 
+class EarlyStatus(Base):
+    """A provider's status for a message not yet recorded as sent: the provider may call back
+    before the dispatcher commits the batch it sent. Applied when the send is recorded."""
+
+    __tablename__ = "early_statuses"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class InboundSeen(Base):
     """Provider webhook ids already handled: Twilio retries a webhook it got no 200 for."""
 
