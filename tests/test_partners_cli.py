@@ -3,30 +3,17 @@ report, the exit code when a file failed, export to a folder and back in, and th
 gets when the service cannot be asked. `ensemble partners` alone still runs the service."""
 
 import asyncio
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from click.testing import Result
 from conftest import System, token
+from test_partners_hsds import gen  # the HSDS data set generator, loaded once
 from typer.testing import CliRunner
 
 from ensemble.cli import app
-
-
-def _generator() -> ModuleType:
-    path = Path(__file__).parent / "data" / "hsds" / "generate.py"
-    spec = importlib.util.spec_from_file_location("hsds_generate", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _generator()
 
 
 async def _cli(system: System, *args: str, district: str = "d001") -> Result:

@@ -622,13 +622,8 @@ def _check(table: str, row: Row) -> tuple[str, str] | None:
 
 
 def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if number.is_integer() else None
+    number = _number(value)
+    return int(number) if number is not None and number.is_integer() else None
 
 
 def _number(value: Any) -> float | None:
