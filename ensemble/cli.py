@@ -30,7 +30,7 @@ def _settings(data_dir: Path | None) -> Settings:
 
 @app.command()
 def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) -> None:
-    """Run the whole system: nats-server, local mailbox and SMS, and all four services."""
+    """Run the whole system: nats-server, local mailbox and SMS, and all five services."""
     from ensemble.system import describe_data, run_up
 
     settings = _settings(data_dir)
@@ -189,8 +189,9 @@ async def _demo_embedded(settings: Settings) -> bool:
     configure_logging(os.environ.get("ENSEMBLE_LOG_LEVEL", "WARNING"))
     shutil.rmtree(settings.data_dir, ignore_errors=True)  # a fresh sample district each time
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k in ("NATS_URL", "SMTP_URL", "SMS_API_URL")}
-    with embedded_infrastructure(settings, env) as embedded:
+    env = {k: v for k, v in os.environ.items()
+           if k in ("NATS_URL", "SMTP_URL", "SMS_API_URL", "ENSEMBLE_PUBLIC_BASE_URL")}
+    with embedded_infrastructure(settings, env, f"http://127.0.0.1:{port}") as embedded:
         s = embedded.settings
         async with dev_sms(s, env, f"http://127.0.0.1:{port}/api/v1/sms/inbound"):
             server = uvicorn.Server(uvicorn.Config(build_app(s), host="127.0.0.1", port=port,
@@ -200,7 +201,7 @@ async def _demo_embedded(settings: Settings) -> bool:
                 if serving.done():
                     serving.result()
                 await asyncio.sleep(0.05)
-            say(f"system up: nats {s.nats_url}, all four services on http://127.0.0.1:{port}")
+            say(f"system up: nats {s.nats_url}, all five services on http://127.0.0.1:{port}")
             try:
                 ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s),
                                     mail_dir=s.data_dir.resolve() / "mailbox",

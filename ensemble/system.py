@@ -53,10 +53,14 @@ class Embedded:
 
 
 @contextmanager
-def embedded_infrastructure(settings: Settings, env: dict[str, str]) -> Iterator[Embedded]:
-    """Start nats-server and the local mailbox unless NATS_URL / SMTP_URL are given."""
+def embedded_infrastructure(settings: Settings, env: dict[str, str],
+                            own_url: str) -> Iterator[Embedded]:
+    """Start nats-server and the local mailbox unless NATS_URL / SMTP_URL are given; providers
+    call back to ``own_url`` unless ENSEMBLE_PUBLIC_BASE_URL says otherwise."""
     data = settings.data_dir.resolve()
     updates: dict[str, object] = {}
+    if "ENSEMBLE_PUBLIC_BASE_URL" not in env:
+        updates["public_base_url"] = own_url
     nats = mail = None
     try:
         if "NATS_URL" not in env:
@@ -86,7 +90,8 @@ def dev_sms(settings: Settings, env: dict[str, str], webhook_url: str | None
 
 
 async def run_up(settings: Settings, env: dict[str, str], host: str, port: int) -> None:
-    with embedded_infrastructure(settings, env) as embedded:
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    with embedded_infrastructure(settings, env, f"http://{local}:{port}") as embedded:
         s = embedded.settings
         log.info("nats %s, smtp %s, sms %s, data %s", s.nats_url, s.smtp_url, s.sms_api_url,
                  s.data_dir.resolve())
