@@ -1,4 +1,4 @@
-"""Builds services and runs them: all four in one process (`ensemble up`) or one alone."""
+"""Builds services and runs them: all five in one process (`ensemble up`) or one alone."""
 
 import contextlib
 import logging

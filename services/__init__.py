@@ -1,1 +1,1 @@
-"""Ensemble's four services. Each owns its tables and talks to the others only through events."""
+"""Ensemble's five services. Each owns its tables and talks to the others only through events."""

@@ -94,7 +94,7 @@ def _docker_runs() -> bool:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """Database settings for all four services on one backend."""
+    """Database settings for all five services on one backend."""
     if request.param == "sqlite":
         yield {}
         return
