@@ -144,7 +144,11 @@ def _inline_sqlite_creator(database: str | None) -> Callable[[], Awaitable[Inlin
             conn.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")  # the pragmas below may wait
             return conn
 
-        return await InlineSqlite(connector, iter_chunk_size=64)
+        connection = InlineSqlite(connector, iter_chunk_size=64)
+        # As SQLAlchemy does for aiosqlite: an engine left undisposed must not keep the process
+        # from exiting.
+        connection._thread.daemon = True
+        return await connection
 
     return connect
 
