@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from jinja2 import UndefinedError
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import func, or_, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import FamilyOptedOut, NotificationFailed, NotificationSent
 from contracts.taxonomy import Channel, Urgency
@@ -88,6 +89,16 @@ class _Planned:
     fell_back: bool
     segments: int | None = None
     encoding: str | None = None
+
+
+async def lock_provider_ids(session: AsyncSession, sids: list[str]) -> None:
+    """Serialise the recording of sends with early delivery reports for the same ids, so that
+    neither misses the other's rows on PostgreSQL (SQLite runs one writer at a time anyway)."""
+    if session.bind.dialect.name == "postgresql" and sids:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(k)) "
+                 "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS sorted"),
+            {"keys": sids})
 
 
 class Dispatcher:
@@ -354,9 +365,11 @@ class Dispatcher:
         """Delivery reports that came in before this batch's sends were recorded."""
         from services.notifications.inbound import apply_status  # inbound imports this module
 
-        sent = {row.provider_id: row for row in rows if row.status == "sent" and row.provider_id}
+        sent = {row.provider_id: row for row in rows
+                if row.status == "sent" and row.provider_id and row.channel == Channel.sms}
         if not sent:
             return
+        await lock_provider_ids(uow.session, sorted(sent))
         early = (await uow.session.scalars(
             select(EarlyStatus).where(EarlyStatus.sid.in_(sorted(sent))))).all()
         for report in early:

@@ -17,6 +17,7 @@ from services.notifications.dispatch import (
     TWILIO_UNSUBSCRIBED,
     Dispatcher,
     families_at,
+    lock_provider_ids,
     record_opt_out,
     set_opt_out,
 )
@@ -146,6 +147,7 @@ async def status_callback(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, sta
         return "ignored"
     if not await first_time(uow, f"status:{sid}:{status}", now):
         return "duplicate"
+    await lock_provider_ids(uow.session, [sid])  # the send may be being recorded right now
     message = await uow.session.scalar(
         select(Message).where(Message.provider_id == sid).with_for_update())
     if message is None:  # sent, not yet recorded (or not ours): kept for the dispatcher
