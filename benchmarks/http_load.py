@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.harness import Result, percentile
-from tests.support.ledger import Api, Ledger, Outreach, consumer_states, make_cases
-from tests.support.processes import admin_headers, process_system
+from tests.support.ledger import Ledger, consumer_states, make_cases
+from tests.support.processes import admin_headers, process_system, system_ledger
 
 FULL = ((50.0, 20.0), (150.0, 20.0))  # (requests per second, seconds)
 QUICK = ((50.0, 4.0),)
@@ -77,26 +77,20 @@ async def load(client: httpx.AsyncClient, url: str, families: list[str], rate: f
 async def run(quick: bool) -> list[Result]:
     results = []
     with tempfile.TemporaryDirectory(prefix="ensemble-http-") as tmp:
-        async with process_system(Path(tmp)) as system:
-            api = Api(system.urls, admin_headers())
-            ledger = Ledger(api, Outreach(system.mail.snapshot, system.sms.records),
-                            system.nats.url)
-            try:
-                await ledger.register_partners(capacity=100_000)
-                families = await families_known(ledger, FAMILIES)
-                url = system.process("referrals").url
-                limits = httpx.Limits(max_connections=500, max_keepalive_connections=100)
-                async with httpx.AsyncClient(timeout=60, limits=limits,
-                                             headers=admin_headers()) as client:
-                    await load(client, url, families, 20.0, 1.0)  # warm-up
-                    for rate, seconds in QUICK if quick else FULL:
-                        total, errors, elapsed, lat = await load(client, url, families, rate,
-                                                                 seconds)
-                        results.append(Result.timed(
-                            f"http_load.referrals.post@{rate:.0f}/s", total, elapsed,
-                            p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99),
-                            notes=f"open loop at {rate:.0f}/s for {seconds:.0f} s, "
-                                  f"{errors} errors; SQLite, whole loop running behind"))
-            finally:
-                await api.close()
+        async with process_system(Path(tmp)) as system, system_ledger(system) as ledger:
+            await ledger.register_partners(capacity=100_000)
+            families = await families_known(ledger, FAMILIES)
+            url = system.process("referrals").url
+            limits = httpx.Limits(max_connections=500, max_keepalive_connections=100)
+            async with httpx.AsyncClient(timeout=60, limits=limits,
+                                         headers=admin_headers()) as client:
+                await load(client, url, families, 20.0, 1.0)  # warm-up
+                for rate, seconds in QUICK if quick else FULL:
+                    total, errors, elapsed, lat = await load(client, url, families, rate,
+                                                             seconds)
+                    results.append(Result.timed(
+                        f"http_load.referrals.post@{rate:.0f}/s", total, elapsed,
+                        p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99),
+                        notes=f"open loop at {rate:.0f}/s for {seconds:.0f} s, "
+                              f"{errors} errors; SQLite, whole loop running behind"))
     return results

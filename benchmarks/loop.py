@@ -18,8 +18,8 @@ from pathlib import Path
 
 from benchmarks.harness import Result, render_table
 from benchmarks.raw_jetstream import PIPELINE
-from tests.support.ledger import Api, Ledger, Outreach, make_cases
-from tests.support.processes import admin_headers, postgres_url, process_system
+from tests.support.ledger import make_cases
+from tests.support.processes import postgres_url, process_system, system_ledger
 
 FULL_COUNT = 600
 QUICK_COUNT = 100
@@ -34,24 +34,19 @@ CONFIGS = (("sqlite", 1, None), ("sqlite", 2, None), ("postgres", 1, None), ("po
 async def measure(backend: str, copies: int, count: int, root: Path,
                   rate: float | None = None) -> list[Result]:
     name = f"loop.{backend}.x{copies}" + (f".at{rate:.0f}" if rate else "")
-    async with process_system(root, copies=copies, backend=backend) as system:
-        api = Api(system.urls, admin_headers())
-        ledger = Ledger(api, Outreach(system.mail.snapshot, system.sms.records),
-                        system.nats.url)
-        try:
-            await ledger.register_partners(capacity=count * 2)
-            warm = make_cases(10, start=10**6)  # first requests pay for imports and caches
-            await ledger.drive(warm)
-            await ledger.wait_done(warm, timeout=120)
-            cases = make_cases(count)
-            # Families sign up once; the loop measured is a referral's, opened to sent.
-            await ledger.register_families(cases)
-            await ledger.wait_drained()  # every service has heard FamilyRegistered
-            ledger.started = time.monotonic()
-            await ledger.drive(cases, concurrency=CONCURRENCY, rate=rate)
-            report = await ledger.check([*warm, *cases], timeout=600, timed=cases)
-        finally:
-            await api.close()
+    async with process_system(root, copies=copies, backend=backend) as system, \
+            system_ledger(system) as ledger:
+        await ledger.register_partners(capacity=count * 2)
+        warm = make_cases(10, start=10**6)  # first requests pay for imports and caches
+        await ledger.drive(warm)
+        await ledger.wait_done(warm, timeout=120)
+        cases = make_cases(count)
+        # Families sign up once; the loop measured is a referral's, opened to sent.
+        await ledger.register_families(cases)
+        await ledger.wait_drained()  # every service has heard FamilyRegistered
+        ledger.started = time.monotonic()
+        await ledger.drive(cases, concurrency=CONCURRENCY, rate=rate)
+        report = await ledger.check([*warm, *cases], timeout=600, timed=cases)
     problems = report.problems()
     if problems:
         raise RuntimeError(f"{name}: {problems}")

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import Result
-from tests.support.ledger import Api, Ledger, Outreach, make_cases
-from tests.support.processes import SERVICES, ProcessSystem, admin_headers, process_system
+from tests.support.ledger import Ledger, make_cases
+from tests.support.processes import SERVICES, ProcessSystem, process_system, system_ledger
 
 FULL = (1_000, 100_000)
 QUICK = (200, 2_000)
@@ -42,20 +42,14 @@ def rss(system: ProcessSystem) -> dict[str, float]:
 async def run(quick: bool) -> list[Result]:
     small, large = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="ensemble-memory-") as tmp:
-        async with process_system(Path(tmp)) as system:
-            api = Api(system.urls, admin_headers())
-            ledger = Ledger(api, Outreach(system.mail.snapshot, system.sms.records),
-                            system.nats.url)
-            try:
-                await ledger.register_partners(capacity=large)  # the API caps a service at 100,000
-                started = time.monotonic()
-                await grow(ledger, 0, small, system)
-                after_small = rss(system)
-                await grow(ledger, small, large - small, system)
-                seconds = time.monotonic() - started
-                after_large = rss(system)
-            finally:
-                await api.close()
+        async with process_system(Path(tmp)) as system, system_ledger(system) as ledger:
+            await ledger.register_partners(capacity=large)  # the API caps a service at 100,000
+            started = time.monotonic()
+            await grow(ledger, 0, small, system)
+            after_small = rss(system)
+            await grow(ledger, small, large - small, system)
+            seconds = time.monotonic() - started
+            after_large = rss(system)
     results = []
     for service in SERVICES:
         a, b = after_small[service], after_large[service]

@@ -116,11 +116,18 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
     return app
 
 
+TOO_LARGE = f"body over {MAX_BODY_BYTES} bytes"
+
+
+async def _refuse_too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    await JSONResponse({"detail": TOO_LARGE}, status_code=413)(scope, receive, send)
+
+
 class BodyTooLarge(HTTPException):
     """An HTTPException, so FastAPI's body parsing passes it on as a 413, not a 400."""
 
     def __init__(self) -> None:
-        super().__init__(413, f"body over {MAX_BODY_BYTES} bytes")
+        super().__init__(413, TOO_LARGE)
 
 
 class GuardAndMeasure:
@@ -139,9 +146,7 @@ class GuardAndMeasure:
             return
         length = Headers(scope=scope).get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            refusal = JSONResponse({"detail": f"body over {MAX_BODY_BYTES} bytes"},
-                                   status_code=413)
-            await refusal(scope, receive, send)
+            await _refuse_too_large(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500  # if the app fails before it answers, the server answers 500
@@ -170,8 +175,7 @@ class GuardAndMeasure:
             if answered:
                 raise
             status = 413
-            await JSONResponse({"detail": f"body over {MAX_BODY_BYTES} bytes"},
-                               status_code=413)(scope, receive, send)
+            await _refuse_too_large(scope, receive, send)
         finally:
             route = scope.get("route")  # the router puts the matched route in the scope
             path = getattr(route, "path", "unmatched")  # the template, never ids in the URL

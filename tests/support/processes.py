@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from aiosmtpd.controller import Controller
 
 from ensemble.embedded import free_port, nats_server_binary
+
+if TYPE_CHECKING:
+    from tests.support.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[2]
 # Where the service processes run from: this checkout, or another (e.g. a `git archive` of a
@@ -460,6 +463,20 @@ def service_env(
     if schema_prefix:
         env["ENSEMBLE_DATABASE_SCHEMA_PREFIX"] = schema_prefix
     return env | extra
+
+
+@contextlib.asynccontextmanager
+async def system_ledger(system: ProcessSystem, district: str = "d001") -> AsyncIterator[Ledger]:
+    """A ledger that drives ``system`` over HTTP as the district's admin and counts what lands
+    at its SMTP and SMS sinks; its HTTP client is closed at the end."""
+    from tests.support.ledger import Api, Ledger, Outreach
+
+    api = Api(system.urls, admin_headers(district))
+    try:
+        yield Ledger(api, Outreach(system.mail.snapshot, system.sms.records), system.nats.url,
+                     district)
+    finally:
+        await api.close()
 
 
 def admin_headers(district: str = "d001", secret: str = JWT_SECRET) -> dict[str, str]:
