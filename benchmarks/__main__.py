@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from benchmarks.harness import Result, apply_baselines, render_table, write_readme_table
+from runtime.host import run as run_loop
 
 # A benchmark is a module exposing `async def run(quick: bool) -> list[Result]` that starts
 # whatever it needs (its own nats-server via harness.nats_server) and stops it again.
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     modules = [m for m in BENCHMARKS if not args.only or any(t in m for t in args.only)]
-    results = asyncio.run(run_all(args.quick, modules))
+    results = run_loop(run_all(args.quick, modules))
     print(render_table(results))
     if args.write_readme and not write_readme_table(args.readme, results):
         return 1

@@ -44,6 +44,7 @@ async def run(quick: bool) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="ensemble-memory-") as tmp:
         async with process_system(Path(tmp)) as system, system_ledger(system) as ledger:
             await ledger.register_partners(capacity=large)  # the API caps a service at 100,000
+            await ledger.watch_events()  # the bus says when referrals are done, not polling
             started = time.monotonic()
             await grow(ledger, 0, small, system)
             after_small = rss(system)

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from benchmarks.harness import Result, nats_server, percentile, render_table
+from runtime.host import run as run_loop
 
 # Names other benchmarks use as `Result.baseline`.
 PUBLISH = "raw_jetstream.publish"
@@ -267,7 +268,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    print(render_table(asyncio.run(run(args.quick, args.count, args.repeats))))
+    print(render_table(run_loop(run(args.quick, args.count, args.repeats))))
 
 
 if __name__ == "__main__":

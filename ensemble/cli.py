@@ -37,17 +37,19 @@ def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) ->
     configure_logging(settings.log_level)
     typer.echo(f"Ensemble on http://{host}:{port}  (API /api/v1, docs /docs, metrics /metrics)")
     typer.echo(describe_data(settings.data_dir.resolve()))
-    asyncio.run(run_up(settings, dict(os.environ), host, port))
+    from runtime.host import run
+
+    run(run_up(settings, dict(os.environ), host, port))
 
 
 def _one(name: str):  # type: ignore[no-untyped-def]
     def run(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) -> None:
         from ensemble.system import build_app
-        from runtime.host import serve
+        from runtime.host import run, serve
 
         settings = _settings(data_dir)
         configure_logging(settings.log_level)
-        asyncio.run(serve(build_app(settings, (name,)), host, port))
+        run(serve(build_app(settings, (name,)), host, port))
 
     run.__doc__ = f"Run the {name} service alone (NATS_URL and {name.upper()}_DATABASE_URL)."
     return run

@@ -121,6 +121,13 @@ class Dispatcher:
         self.reply_domain = address.rpartition("@")[2] or "ensemble.local"
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:  # the service is stopping: close the providers' connections
+            for provider in self.providers.values():
+                await provider.aclose()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_gauge = 0.0
         while True:

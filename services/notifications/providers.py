@@ -42,6 +42,8 @@ class Provider(Protocol):
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Result]: ...
 
+    async def aclose(self) -> None: ...
+
 
 async def send_concurrently(provider: Provider, messages: Sequence[Outgoing],
                             window: int) -> list[Result]:
@@ -120,6 +122,9 @@ class SmtpEmail:
                                for lane in range(lanes)))
         return results
 
+    async def aclose(self) -> None:
+        """Connections are opened per batch and closed with it: nothing stays open."""
+
     async def _lane(self, messages: Sequence[Outgoing], results: list[Result], lane: int,
                     lanes: int) -> None:
         """One open connection sends every ``lanes``-th message of the batch."""
@@ -178,6 +183,9 @@ class TwilioSms:
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Result]:
         return await send_concurrently(self, messages, self.window)
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
 
 class NoSmsProvider:
     async def send(self, message: Outgoing) -> str:
@@ -185,3 +193,6 @@ class NoSmsProvider:
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Result]:
         return await send_concurrently(self, messages, 1)
+
+    async def aclose(self) -> None:
+        pass

@@ -175,6 +175,7 @@ def make_environment(templates_dir: Path = TEMPLATES_DIR) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        auto_reload=False,  # templates ship with the code: no stat() of the file per message
     )
     env.filters["paragraphs"] = paragraphs
     return env

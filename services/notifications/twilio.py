@@ -9,12 +9,13 @@ the scheme's default port added, as Twilio's own helper libraries do, because pr
 import base64
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 
 from services.notifications.errors import PermanentSendError, TransientSendError
 
@@ -80,23 +81,26 @@ def validate_signature(auth_token: str, url: str, params: Params, signature: str
     return any(results)
 
 
-def _error_code(response: httpx.Response) -> int | None:
+def _error_code(body: bytes) -> int | None:
     try:
-        code = response.json().get("code")
+        code = json.loads(body).get("code")
     except (ValueError, AttributeError):
         return None
     return code if isinstance(code, int) else None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     try:
-        return float(response.headers["Retry-After"])
+        return float(headers["Retry-After"])
     except (KeyError, ValueError):
         return None
 
 
 class TwilioSmsClient:
-    """Sends one SMS per call through the Messages API; raises Transient/PermanentSendError."""
+    """Sends one SMS per call through the Messages API; raises Transient/PermanentSendError.
+
+    aiohttp rather than httpx: with the dispatcher's window of 50 requests in flight, httpx's
+    pool looks at every open connection for every request (half the CPU of a fan-out)."""
 
     def __init__(
         self,
@@ -107,17 +111,15 @@ class TwilioSmsClient:
         status_callback_url: str | None = None,
         *,
         timeout: float = 10.0,
-        http_client: httpx.AsyncClient | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.account_sid = account_sid
         self.from_number = from_number
         self.status_callback_url = status_callback_url
-        self._auth = httpx.BasicAuth(account_sid, auth_token)
-        self._own_client = http_client is None
-        self._client = http_client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0))
-        )
+        basic = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {basic}", "Accept": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
+        self._session: aiohttp.ClientSession | None = None  # made in the running loop
 
     @property
     def messages_url(self) -> str:
@@ -126,44 +128,52 @@ class TwilioSmsClient:
     def __repr__(self) -> str:  # keep the token out of logs and tracebacks
         return f"TwilioSmsClient(base_url={self.base_url!r}, account_sid={self.account_sid!r})"
 
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300))
+        return self._session
+
     async def send(self, to: str, body: str, idempotency_key: str) -> str:
         form = {"To": to, "From": self.from_number, "Body": body}
         if self.status_callback_url:
             form["StatusCallback"] = self.status_callback_url
         try:
-            response = await self._client.post(
+            async with self._client().post(
                 self.messages_url,
                 data=form,
-                auth=self._auth,
-                headers={IDEMPOTENCY_HEADER: idempotency_key, "Accept": "application/json"},
-            )
-        except httpx.TransportError as exc:  # includes timeouts: the send may or may not exist
+                headers={IDEMPOTENCY_HEADER: idempotency_key},
+            ) as response:
+                content = await response.read()
+                status, headers = response.status, response.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # includes timeouts and dropped connections: the send may or may not exist
             raise TransientSendError(f"network error: {type(exc).__name__}") from exc
-        return self._message_sid(response)
+        return self._message_sid(status, headers, content)
 
-    def _message_sid(self, response: httpx.Response) -> str:
-        status = response.status_code
-        code = _error_code(response)
+    def _message_sid(self, status: int, headers: Mapping[str, str], content: bytes) -> str:
+        code = _error_code(content)
         described = KNOWN_ERRORS.get(code, "request rejected") if code else "request rejected"
         if status == 429 or status >= 500:
             raise TransientSendError(
                 f"twilio HTTP {status}" + (f" error {code}" if code else ""),
                 code=code,
                 status=status,
-                retry_after=_retry_after(response),
+                retry_after=_retry_after(headers),
             )
         if status >= 400:
             label = f"twilio error {code}" if code else f"twilio HTTP {status}"
             raise PermanentSendError(f"{label}: {described}", code=code, status=status)
         try:
-            sid = response.json()["sid"]
+            sid = json.loads(content)["sid"]
         except (ValueError, KeyError, TypeError) as exc:
             raise TransientSendError(f"twilio HTTP {status} without a message sid") from exc
         return str(sid)
 
     async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
 import uuid
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import httpx
 import nats
 
@@ -59,18 +61,32 @@ def referral_done(case: Case, detail: dict[str, Any], delivered: set[str]) -> bo
 
 class Api:
     """Requests to a service, retried on connection errors and 5xx across its live copies
-    (a copy killed mid-request is the point of these tests)."""
+    (a copy killed mid-request is the point of these tests). Sent with aiohttp, answered as
+    httpx responses: httpx's pool costs CPU per open connection per request, and this client
+    shares the machine's two cores with the services a benchmark measures."""
 
     def __init__(self, urls: Callable[[str], list[str]], headers: dict[str, str],
                  timeout: float = 60, give_up_after: float = 180) -> None:
         self.urls = urls
-        self.client = httpx.AsyncClient(timeout=timeout, headers=headers,
-                                        limits=httpx.Limits(max_connections=64))
+        self.headers = headers
+        self.timeout = timeout
+        self.session: aiohttp.ClientSession | None = None  # made in the running loop
         self.give_up_after = give_up_after
         self.retries = 0
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                headers=self.headers, timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=64))
+        async with self.session.request(method, url, **kwargs) as answer:
+            content = await answer.read()
+            return httpx.Response(answer.status, headers=list(answer.headers.items()),
+                                  content=content, request=httpx.Request(method, url))
 
     async def request(
         self, service: str, method: str, path: str, *,
@@ -82,8 +98,8 @@ class Api:
         while True:
             for base in self.urls(service):
                 try:
-                    response = await self.client.request(method, base + path, **kwargs)
-                except httpx.TransportError as exc:
+                    response = await self._send(method, base + path, **kwargs)
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     last = f"{type(exc).__name__} from {base}"
                 else:
                     if response.status_code < 500 and not (retry_if and retry_if(response)):
@@ -220,6 +236,42 @@ async def dead_letters(nats_url: str) -> list[dict[str, str]]:
         await nc.close()
 
 
+# --- watching the bus ---------------------------------------------------------------------------
+
+
+class EventWatch:
+    """Which referrals partners has answered, seen as the public events pass on NATS: a plain
+    subscription, no durable and no request to a service, so a benchmark can tell when its
+    referrals are done without loading the services it measures."""
+
+    ENDS = {"matched": True, "no_partner_available": False}  # event → served?
+
+    def __init__(self) -> None:
+        self.answered: dict[str, bool] = {}
+        self.nc: Any = None
+
+    async def start(self, nats_url: str, district: str) -> None:
+        self.nc = await nats.connect(nats_url.split(","), connect_timeout=5)
+        await self.nc.subscribe(f"ensemble.{district}.partners.>", cb=self._on)
+
+    async def _on(self, msg: Any) -> None:
+        name = msg.subject.rsplit(".", 1)[-1]
+        if name in self.ENDS:
+            referral_id = json.loads(msg.data).get("data", {}).get("referral_id")
+            if referral_id:
+                self.answered[referral_id] = self.ENDS[name]
+
+    def done(self, case: Case, delivered: set[str]) -> bool:
+        answer = self.answered.get(case.referral_id or "")
+        if answer is None or answer != case.served:
+            return False
+        return not case.served or case.recipient in delivered
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+
 # --- the ledger --------------------------------------------------------------------------------
 
 
@@ -320,6 +372,17 @@ class Ledger:
         self.opened = 0
         self._progress = asyncio.Condition()
         self.started = 0.0
+        self.watch: EventWatch | None = None
+
+    async def watch_events(self) -> None:
+        """From now on `wait_done` learns of answers from the bus instead of asking the
+        referrals service (benchmarks: waiting must not load what is measured)."""
+        self.watch = EventWatch()
+        await self.watch.start(self.nats_url, self.district)
+
+    async def close(self) -> None:
+        if self.watch is not None:
+            await self.watch.close()
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -418,10 +481,28 @@ class Ledger:
                         window: int = 40) -> float:
         """Wait until every referral is at its end; returns when the last got there
         (seconds since the ledger started). Asks about the oldest unfinished one until it is
-        done, then about the next window: waiting must not load the services it measures."""
+        done, then about the next window: waiting must not load the services it measures.
+        After `watch_events`, the bus tells when, and the services are asked once at the end."""
         pending = [c for c in cases if c.referral_id]
         assert len(pending) == len(cases), "some referrals were never opened"
         deadline = time.monotonic() + timeout
+        if self.watch is not None:
+            watch = self.watch
+            while pending and time.monotonic() < deadline:
+                delivered = {d.recipient for d in self.outreach.delivered()}
+                if watch.done(pending[0], delivered):  # the oldest first, then all of them
+                    pending = [c for c in pending if not watch.done(c, delivered)]
+                else:
+                    await asyncio.sleep(0.02)
+            finished = time.monotonic() - self.started
+            # The bus said so; the services' own records must agree (`check` reads them all).
+            pending = [c for c in cases if c.referral_id]
+            if await self._http_wait(pending, deadline, window) < 0:
+                return -1.0
+            return finished
+        return await self._http_wait(pending, deadline, window)
+
+    async def _http_wait(self, pending: list[Case], deadline: float, window: int = 40) -> float:
         while pending:
             head = pending[:window] if await self._done(pending[:1]) else []
             done = await self._done(head)

@@ -472,10 +472,12 @@ async def system_ledger(system: ProcessSystem, district: str = "d001") -> AsyncI
     from tests.support.ledger import Api, Ledger, Outreach
 
     api = Api(system.urls, admin_headers(district))
+    ledger = Ledger(api, Outreach(system.mail.snapshot, system.sms.records), system.nats.url,
+                    district)
     try:
-        yield Ledger(api, Outreach(system.mail.snapshot, system.sms.records), system.nats.url,
-                     district)
+        yield ledger
     finally:
+        await ledger.close()
         await api.close()
 
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .ledger import Api, Case, Ledger, Outreach, Report
-from .processes import ProcessSystem, admin_headers, process_system
+from .ledger import Case, Ledger, Report
+from .processes import ProcessSystem, process_system, system_ledger
 
 QUICK = bool(os.environ.get("ENSEMBLE_TEST_QUICK"))
 
@@ -25,17 +25,13 @@ async def scenario(
     root: Path, **system_options: Any
 ) -> AsyncIterator[tuple[ProcessSystem, Ledger]]:
     """Start the processes and a ledger; on failure print every process's log tail."""
-    async with process_system(root, **system_options) as system:
-        api = Api(system.urls, admin_headers(system.district))
-        ledger = Ledger(api, Outreach(system.mail.snapshot, system.sms.records), system.nats.url,
-                        system.district)
+    async with process_system(root, **system_options) as system, \
+            system_ledger(system, system.district) as ledger:
         try:
             yield system, ledger
         except BaseException:
             print(system.diagnosis())
             raise
-        finally:
-            await api.close()
 
 
 async def stream_with_fault(ledger: Ledger, cases: Sequence[Case], at: float,
