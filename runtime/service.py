@@ -4,6 +4,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from faststream.nats import NatsBroker
@@ -27,6 +28,21 @@ from runtime.streams import ensure_streams, streams_exist
 log = logging.getLogger("ensemble.service")
 
 E = TypeVar("E", bound=Event)
+
+# Rows a request asks to have written with its own first committed transaction (referrals'
+# audit trail): one commit per request instead of a second one after it.
+_request_rows: ContextVar[list[Any] | None] = ContextVar("request_rows", default=None)
+
+
+def write_with_request(row: Any) -> list[Any]:
+    """Have ``row`` (an ORM object) written by the current request's next unit of work that
+    commits; returns the list it waits in (empty once written)."""
+    rows = _request_rows.get()
+    if rows is None:
+        rows = []
+        _request_rows.set(rows)
+    rows.append(row)
+    return rows
 
 
 class ServiceRuntime:
@@ -90,10 +106,15 @@ class ServiceRuntime:
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        rows = _request_rows.get()
+        waiting = list(rows or ())
         async with self.db.transaction() as session:
+            session.add_all(waiting)
             uow = UnitOfWork(session, self.source)
             yield uow
             await uow.flush(self.tables.outbox)
+        if rows and waiting:  # committed: they are written (a rollback leaves them waiting)
+            del rows[:len(waiting)]
         if uow.emitted:
             self.relay.wake.set()
         for callback in uow.after_commit:

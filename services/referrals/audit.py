@@ -16,7 +16,7 @@ from runtime.auth import Principal, Role
 from runtime.db import utcnow
 from runtime.errors import NotFound
 from runtime.outbox import SEQ
-from runtime.service import ServiceRuntime
+from runtime.service import ServiceRuntime, write_with_request
 from services.referrals.tables import Base, Referral
 
 AUDIT_ROUTE = "/referrals/{referral_id}/audit"
@@ -50,18 +50,23 @@ def action_of(method: str, path: str) -> str:
 
 def auditor(rt: ServiceRuntime):  # type: ignore[no-untyped-def]
     async def audit(request: Request) -> AsyncIterator[None]:
-        yield  # record after the route ran: a refused request (403/404/422) raised before this
         principal: Principal | None = getattr(request.state, "principal", None)
         if principal is None:
+            yield
             return
         route = request.scope.get("route")
         path = getattr(route, "path", request.url.path).removeprefix("/api/v1")
-        async with rt.unit_of_work() as uow:
-            uow.session.add(AuditEntry(
-                district_id=principal.district,
-                referral_id=request.path_params.get("referral_id"),
-                actor=principal.subject, role=principal.role.value,
-                action=action_of(request.method, path), at=utcnow()))
+        entry = AuditEntry(
+            district_id=principal.district, referral_id=request.path_params.get("referral_id"),
+            actor=principal.subject, role=principal.role.value,
+            action=action_of(request.method, path), at=utcnow())
+        # Written by the route's own transaction when it commits; a refused request
+        # (403/404/422) raises before it commits and before the line after the yield.
+        waiting = write_with_request(entry)
+        yield
+        if entry in waiting:  # the route committed nothing: write it on its own
+            async with rt.unit_of_work():
+                pass
 
     return audit
 
