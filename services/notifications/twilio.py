@@ -132,7 +132,8 @@ class TwilioSmsClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout, headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300))
+                connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+                trust_env=True)  # HTTPS_PROXY, as httpx did: districts reach Twilio through one
         return self._session
 
     async def send(self, to: str, body: str, idempotency_key: str) -> str:
