@@ -5,6 +5,7 @@ when releases race. On PostgreSQL the transactions truly overlap (row locks deci
 the writers queue (BEGIN IMMEDIATE)."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,11 +33,11 @@ async def copies(tmp_path: Path, backend: dict[str, str]) -> AsyncIterator[list[
         await db.dispose()
 
 
-def _request(referral_id: str) -> ReferralRequest:
+def _request(referral_id: str, need: str = "dental") -> ReferralRequest:
     now = utcnow()
     return ReferralRequest(
         referral_id=referral_id, district_id="d001", school_id="lincoln-es",
-        family_id=f"fam-{referral_id}", need="dental", urgency="routine", grade=None,
+        family_id=f"fam-{referral_id}", need=need, urgency="routine", grade=None,
         consent="given", state="awaiting_consent", tried_partners=[], attempts=0, opened_at=now,
         updated_at=now, accepted=False, ever_matched=False, declines=0)
 
@@ -108,3 +109,39 @@ async def test_the_database_refuses_a_negative_count(copies: list[Database]) -> 
         async with copies[0].transaction() as session:
             await session.execute(text(
                 f"UPDATE service_capacity SET reserved = -1 WHERE service_id = '{services[0].id}'"))
+
+
+async def _batch(db: Database, referrals: list[tuple[str, str]], mine: asyncio.Event,
+                 theirs: asyncio.Event) -> list[str]:
+    """A batch of matches in one transaction, as the consumer applies one; after the first
+    match it waits (a little) for the other copy's first."""
+    async with db.transaction() as session:
+        uow = UnitOfWork(session, "/tests")
+        for n, (referral_id, need) in enumerate(referrals):
+            request = _request(referral_id, need)
+            session.add(request)
+            await match(uow, request)
+            if n == 0:
+                mine.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(theirs.wait(), 1.0)
+        return [e.type for e in uow.emitted]
+
+
+async def test_two_copies_matching_batches_in_opposite_order_do_not_deadlock(
+        copies: list[Database]) -> None:
+    """Copy 0 matches to the dental partner, then the vision one; copy 1 the other way round.
+    Row locks alone deadlocked here on PostgreSQL (each held one partner's capacity and stats
+    rows and wanted the other's); the capacity turn lock makes the second batch wait instead."""
+    async with copies[0].transaction() as session:
+        for name, need in (("Dental Co", "dental"), ("Vision Co", "vision")):
+            await directory.register(session, "d001", name, [need], ["lincoln-es"], ["en"], [],
+                                     10)
+    first, second = asyncio.Event(), asyncio.Event()
+    results = await asyncio.gather(
+        _batch(copies[0], [("a1", "dental"), ("a2", "vision")], first, second),
+        _batch(copies[1], [("b1", "vision"), ("b2", "dental")], second, first))
+    assert results == [[PartnerMatched.ce_type()] * 2] * 2
+    async with copies[0].transaction() as session:
+        reserved = (await session.scalars(select(ServiceCapacity.reserved))).all()
+    assert sorted(reserved) == [2, 2]

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import NoPartnerAvailable, PartnerMatched
 from runtime.db import utcnow
 from runtime.outbox import UnitOfWork
-from services.partners.capacity import release, reserve
+from services.partners.capacity import release, reserve, take_turn
 from services.partners.matching import (
     W_ACCEPTANCE,
     W_LANGUAGE,
@@ -175,6 +175,7 @@ _BUMP = update(_stats).where(_stats.c.partner_id == bindparam("pid")).values(
 
 async def bump_stats(uow: UnitOfWork, partner_id: str, district_id: str, **deltas: float) -> None:
     """Atomic increments (two copies of the service may count at once)."""
+    await take_turn(uow)
     connection = await uow.session.connection()
     values = {f"d_{name}": int(deltas.get(name, 0)) for name in _COUNTS}
     values["d_accept_seconds"] = float(deltas.get("accept_seconds", 0.0))
