@@ -162,6 +162,12 @@ async def test_duplicates_and_retries_return_the_open_referral(system: System) -
     two = await system.http.post("/api/v1/referrals", json=retried, headers=key)
     assert (one.status_code, two.status_code) == (201, 200)
     assert two.headers["Idempotent-Replay"] == "true" and one.json()["id"] == two.json()["id"]
+    # A new key does not hide an open referral for the same student and need (one query finds
+    # both: the key's referral and the open duplicate).
+    fresh = {"Idempotency-Key": f"new-{uuid.uuid4().hex}"}
+    also = await system.http.post("/api/v1/referrals", json=body, headers=fresh)
+    assert also.status_code == 200 and also.headers["Duplicate-Of-Open-Referral"] == first["id"]
+    assert "Idempotent-Replay" not in also.headers
     listed = await system.http.get("/api/v1/referrals", params=D | {"need": "vision"})
     assert listed.headers["X-Total-Count"] == "2"  # stu-dup and stu-retry, once each
 

@@ -36,7 +36,7 @@ from services.referrals.lifecycle import (
 from services.referrals.referrals import (
     Desk,
     command,
-    find_open_duplicate,
+    earlier_or_open_duplicate,
     get_referral,
     open_referral,
 )
@@ -225,22 +225,16 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         if rt.districts.school(district_id, body.school_id) is None:
             raise NotFound(f"school {body.school_id} not found in district {district_id}")
         async with rt.unit_of_work() as uow:
-            if idempotency_key:
-                earlier = await uow.session.scalar(
-                    select(Referral).where(
-                        Referral.district_id == district_id,
-                        Referral.idempotency_key == idempotency_key,
-                    )
-                )
-                if earlier is not None:
-                    response.status_code = 200
-                    response.headers["Idempotent-Replay"] = "true"
-                    return ReferralView.of(earlier, desk.clock())
+            earlier, duplicate = await earlier_or_open_duplicate(
+                uow, district_id, idempotency_key, body.student_ref, body.need)
+            if earlier is not None:
+                response.status_code = 200
+                response.headers["Idempotent-Replay"] = "true"
+                return ReferralView.of(earlier, desk.clock())
             if not await family_is_known(uow, district_id, body.family_id):
                 raise Conflict(
                     f"family {body.family_id} is not registered in district {district_id}"
                 )
-            duplicate = await find_open_duplicate(uow, district_id, body.student_ref, body.need)
             if duplicate is not None:
                 response.status_code = 200
                 response.headers["Duplicate-Of-Open-Referral"] = duplicate.id

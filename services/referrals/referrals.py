@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from contracts.envelope import Envelope
 from contracts.events import Event, ReferralOpened
@@ -58,19 +58,28 @@ async def get_referral(uow: UnitOfWork, district_id: str, referral_id: str,
     return referral
 
 
-async def find_open_duplicate(
-    uow: UnitOfWork, district_id: str, student_ref: str, need: Need
-) -> Referral | None:
-    return (
-        await uow.session.scalars(
-            select(Referral).where(
-                Referral.district_id == district_id,
-                Referral.student_ref == student_ref,
-                Referral.need == need,
-                Referral.status.in_([s.value for s in OPEN]),
-            ).order_by(Referral.opened_at)
-        )
-    ).first()
+_OPEN_VALUES = sorted(s.value for s in OPEN)
+
+
+async def earlier_or_open_duplicate(
+    uow: UnitOfWork, district_id: str, idempotency_key: str | None, student_ref: str, need: Need
+) -> tuple[Referral | None, Referral | None]:
+    """The two referrals a new one must look for, in one query: the one this request already
+    opened (same Idempotency-Key), and the oldest open one for the same student and need."""
+    duplicate = and_(Referral.student_ref == student_ref, Referral.need == need,
+                     Referral.status.in_(_OPEN_VALUES))
+    rows = (await uow.session.scalars(
+        select(Referral).where(
+            Referral.district_id == district_id,
+            or_(Referral.idempotency_key == idempotency_key, duplicate) if idempotency_key
+            else duplicate,
+        ).order_by(Referral.opened_at)
+    )).all()
+    earlier = next((r for r in rows if idempotency_key and r.idempotency_key == idempotency_key),
+                   None)
+    open_ = next((r for r in rows if r.student_ref == student_ref and r.need == need
+                  and r.status in _OPEN_VALUES), None)
+    return earlier, open_
 
 
 def record(
