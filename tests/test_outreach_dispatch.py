@@ -22,7 +22,7 @@ from services.notifications.dev_sms import DevSmsServer, create_dev_sms_app, rea
 from services.notifications.dispatch import Dispatcher
 from services.notifications.handlers import new_message
 from services.notifications.service import providers
-from services.notifications.tables import Base, Message, OptOut
+from services.notifications.tables import Base, EarlyStatus, InboundSeen, Message, OptOut
 
 TOKEN = "test-token"
 
@@ -266,3 +266,17 @@ async def test_a_delivery_report_before_the_send_is_recorded_is_kept_for_it(
     message = await desk.message(sms)
     assert (message.status, message.delivered_at) == ("delivered", desk.clock())
     assert await desk.events() == ["sent", "delivered"]
+
+
+async def test_old_early_reports_and_webhook_ids_are_forgotten(desk: Desk) -> None:
+    now = desk.clock()
+    async with desk.rt.unit_of_work() as uow:
+        uow.session.add_all([
+            EarlyStatus(sid="SMold", status="delivered", received_at=now - timedelta(days=2)),
+            EarlyStatus(sid="SMnew", status="delivered", received_at=now - timedelta(minutes=5)),
+            InboundSeen(id="old", at=now - timedelta(days=8)),
+            InboundSeen(id="new", at=now - timedelta(days=1))])
+    await desk.dispatcher.prune()
+    async with desk.rt.unit_of_work() as uow:
+        assert (await uow.session.scalars(select(EarlyStatus.sid))).all() == ["SMnew"]
+        assert (await uow.session.scalars(select(InboundSeen.id))).all() == ["new"]

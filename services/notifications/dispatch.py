@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from jinja2 import UndefinedError
-from sqlalchemy import func, or_, select, text, tuple_
+from sqlalchemy import delete, func, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import FamilyOptedOut, NotificationFailed, NotificationSent
@@ -37,12 +37,14 @@ from services.notifications.policy import cap_until, quiet_until
 from services.notifications.providers import Outgoing, Provider
 from services.notifications.rendering import TemplateMissingError, render
 from services.notifications.sms_segments import count_segments
-from services.notifications.tables import EarlyStatus, Message, OptOut
+from services.notifications.tables import EarlyStatus, InboundSeen, Message, OptOut
 
 log = logging.getLogger("ensemble.notifications.dispatch")
 
 # Answers to the family's own STOP/START: they go at once, even to an opted-out number.
 TRANSACTIONAL = frozenset({"opt_out_confirmation", "opt_in_confirmation"})
+KEEP_EARLY_STATUSES = timedelta(days=1)
+KEEP_WEBHOOK_IDS = timedelta(days=7)
 TWILIO_UNSUBSCRIBED = 21610
 Clock = Callable[[], datetime]
 
@@ -129,7 +131,7 @@ class Dispatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        last_gauge = 0.0
+        last_gauge = last_prune = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=0.5)
@@ -140,11 +142,25 @@ class Dispatcher:
                 if loop.time() - last_gauge > 5:
                     last_gauge = loop.time()
                     await self.update_backlog()
+                if loop.time() - last_prune > 3600:
+                    last_prune = loop.time()
+                    await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("dispatch failed (%s); retrying", describe_error(exc))
                 await asyncio.sleep(1)
+
+    async def prune(self) -> None:
+        """Forget what matters only for a while: delivery reports for sends never recorded
+        here (a report beats its send's record by seconds; a day-old one is not ours) and
+        provider webhook ids (a provider retries a webhook for hours, not weeks)."""
+        now = self.clock()
+        async with self.rt.unit_of_work() as uow:
+            await uow.session.execute(
+                delete(EarlyStatus).where(EarlyStatus.received_at < now - KEEP_EARLY_STATUSES))
+            await uow.session.execute(
+                delete(InboundSeen).where(InboundSeen.at < now - KEEP_WEBHOOK_IDS))
 
     async def update_backlog(self) -> None:
         async with self.rt.unit_of_work() as uow:
