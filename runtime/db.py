@@ -41,6 +41,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+async def advisory_locks(session: AsyncSession, keys: list[str]) -> None:
+    """PostgreSQL: take a transaction-level advisory lock per key, in sorted order (two
+    transactions asking for overlapping keys never deadlock on them); held to the commit.
+    SQLite runs one writer at a time, so nothing is needed there."""
+    if keys and session.bind.dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(k)) "
+                 "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS sorted"),
+            {"keys": keys})
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from jinja2 import UndefinedError
-from sqlalchemy import delete, func, or_, select, text, tuple_
+from sqlalchemy import delete, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import FamilyOptedOut, NotificationFailed, NotificationSent
 from contracts.taxonomy import Channel, Urgency
-from runtime.db import utcnow
+from runtime.db import advisory_locks, utcnow
 from runtime.errors import describe_error
 from runtime.logs import correlation
 from runtime.outbox import UnitOfWork
@@ -95,12 +95,8 @@ class _Planned:
 
 async def lock_provider_ids(session: AsyncSession, sids: list[str]) -> None:
     """Serialise the recording of sends with early delivery reports for the same ids, so that
-    neither misses the other's rows on PostgreSQL (SQLite runs one writer at a time anyway)."""
-    if session.bind.dialect.name == "postgresql" and sids:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(k)) "
-                 "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS sorted"),
-            {"keys": sids})
+    neither misses the other's rows on PostgreSQL."""
+    await advisory_locks(session, sids)
 
 
 class Dispatcher:

@@ -75,6 +75,9 @@ class PartnerAnswers(BaseModel):
     active: int  # referrals it holds now
 
 
+NO_ANSWERS = PartnerAnswers(matched=0, accepted=0, declined=0, active=0)
+
+
 class PartnerView(BaseModel):
     id: str
     district_id: str
@@ -106,10 +109,8 @@ def _view(partner: Partner, services: list[PartnerService],
                        languages=partner.languages, status=partner.status, source=partner.source,
                        hsds_id=partner.hsds_id, created_at=partner.created_at,
                        services=[service_view(s) for s in services],
-                       answers=PartnerAnswers(matched=stats.matched if stats else 0,
-                                              accepted=stats.accepted if stats else 0,
-                                              declined=stats.declined if stats else 0,
-                                              active=stats.active if stats else 0))
+                       answers=PartnerAnswers.model_validate(stats, from_attributes=True)
+                       if stats else NO_ANSWERS)
 
 
 def _period(start: date | datetime | None,

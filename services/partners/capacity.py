@@ -4,8 +4,9 @@ PostgreSQL the second transaction waits for the first's row lock, re-reads the r
 slot (rowcount 0); on SQLite writers are serialized (BEGIN IMMEDIATE). CHECK constraints on the
 table are the last guard."""
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, select, update
 
+from runtime.db import advisory_locks
 from runtime.errors import Conflict
 from runtime.outbox import UnitOfWork
 from services.partners.tables import ServiceCapacity
@@ -16,9 +17,6 @@ _THIS = (_cap.c.service_id == bindparam("sid"), _cap.c.school_id == bindparam("s
 _RESERVE = update(_cap).where(*_THIS, _cap.c.reserved < _cap.c.capacity).values(
     reserved=_cap.c.reserved + 1)
 _RELEASE = update(_cap).where(*_THIS, _cap.c.reserved > 0).values(reserved=_cap.c.reserved - 1)
-_TURN = text("SELECT pg_advisory_xact_lock(hashtext('ensemble-partners-capacity'))")
-
-
 async def take_turn(uow: UnitOfWork) -> None:
     """On PostgreSQL a transaction takes this one lock before the first capacity or stats row
     it changes, and holds it to its commit. Two copies of partners each apply a batch of events
@@ -26,10 +24,9 @@ async def take_turn(uow: UnitOfWork) -> None:
     deadlocked (PostgreSQL breaks one after a second and the batch is retried: seconds per
     referral with two copies). SQLite has one writer at a time anyway."""
     session = uow.session
-    if session.info.get("capacity_turn") or session.bind.dialect.name != "postgresql":
-        return
-    await session.execute(_TURN)
-    session.info["capacity_turn"] = True
+    if not session.info.get("capacity_turn"):  # once per transaction: it is held to the end
+        await advisory_locks(session, ["ensemble-partners-capacity"])
+        session.info["capacity_turn"] = True
 
 
 async def reserve(uow: UnitOfWork, service_id: str, school_id: str) -> bool:
