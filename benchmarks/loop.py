@@ -66,10 +66,14 @@ async def measure(backend: str, copies: int, count: int, root: Path,
     return results
 
 
-async def run(quick: bool, only: list[str] | None = None) -> list[Result]:
+async def run(quick: bool, only: list[str] | None = None,
+              rate: float | None = None) -> list[Result]:
+    """``rate`` runs the as-fast-as-possible shapes at that fixed rate instead (a slower
+    machine's latency below its ceiling)."""
     count = QUICK_COUNT if quick else FULL_COUNT
     results: list[Result] = []
-    for backend, copies, rate in CONFIGS:
+    configs = CONFIGS if rate is None else tuple((b, c, rate) for b, c, r in CONFIGS if r is None)
+    for backend, copies, rate in configs:
         label = f"{backend}-x{copies}" + (f"-at{rate:.0f}" if rate else "")
         if only and not any(o in label for o in only):
             continue
@@ -85,8 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", action="append", default=[], help="e.g. sqlite-x1")
+    parser.add_argument("--rate", type=float, help="referrals/s offered, e.g. 40")
     args = parser.parse_args()
-    print(render_table(run_loop(run(args.quick, args.only))))
+    print(render_table(run_loop(run(args.quick, args.only, args.rate))))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ Sent rows are kept for a while so a stream that lost them can be fed again.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -82,6 +82,15 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
     return MessagingTables(outbox, inbox)
 
 
+class Pending(NamedTuple):
+    """An outbox row as the relay publishes it."""
+
+    event_id: str
+    event_type: str
+    subject: str
+    payload: bytes
+
+
 @dataclass
 class UnitOfWork:
     """One transaction: domain changes through ``session``, events through ``emit``."""
@@ -90,6 +99,7 @@ class UnitOfWork:
     source: str
     cause: Envelope | None = None
     emitted: list[Envelope] = field(default_factory=list)
+    written: list[Pending] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def emit(
@@ -124,17 +134,14 @@ class UnitOfWork:
         if not self.emitted:
             return
         now = utcnow()
-        rows = [
-            {
-                "event_id": env.id,
-                "event_type": env.type,
-                "subject": subject_for(_registered(env.type), env.districtid),
-                "payload": env.to_bytes(),
-                "created_at": now,
-            }
+        self.written = [
+            Pending(env.id, env.type, subject_for(_registered(env.type), env.districtid),
+                    env.to_bytes())
             for env in self.emitted
         ]
-        await self.session.execute(insert(outbox), rows)
+        await self.session.execute(
+            insert(outbox), [{**row._asdict(), "created_at": now} for row in self.written]
+        )
 
 
 def _registered(ce_type: str) -> type[Event]:
@@ -144,19 +151,37 @@ def _registered(ce_type: str) -> type[Event]:
 
 
 class OutboxRelay:
-    """Publishes committed events in order, in batches, with async publish and one UPDATE."""
+    """Publishes committed events with async publish, and marks them sent with one UPDATE.
+
+    Events this process commits are handed to the relay right after the commit and published
+    from memory, so an event reaches the bus without waiting for a read of the table (on SQLite
+    that read queues behind every request for the one connection). The table is read in seq
+    order when the relay starts, after any failure, and for rows left stale (another copy died
+    holding them, or a commit whose outcome was unknown): nothing committed is left behind.
+    A row published twice at those turns is dropped by JetStream's ``Nats-Msg-Id`` dedupe.
+    """
+
+    # A row still unsent this long after its commit was not handed over by its own process.
+    STALE_AFTER = timedelta(seconds=10)
 
     def __init__(self, runtime: "ServiceRuntime", batch: int = 500) -> None:
         self.runtime = runtime
         self.batch = batch
         self.wake = asyncio.Event()
         self._stopping = False
+        self._committed: list[Pending] = []
+        self._from_table = True  # at start: rows an earlier run left unsent, in order
         self.keep_sent = timedelta(days=7)
         self.keep_inbox = timedelta(days=30)
 
+    def committed(self, rows: list[Pending]) -> None:
+        """Called by the unit of work once its transaction has committed."""
+        self._committed.extend(rows)
+        self.wake.set()
+
     async def run(self) -> None:
         poll = self.runtime.settings.outbox_poll_seconds
-        last_gauges = last_prune = 0.0
+        last_gauges = last_prune = last_sweep = 0.0
         loop = asyncio.get_running_loop()
         failures = 0
         while not self._stopping:
@@ -166,6 +191,9 @@ class OutboxRelay:
             try:
                 await self.publish_pending()
                 failures = 0
+                if loop.time() - last_sweep > poll:
+                    last_sweep = loop.time()
+                    await self._publish_table(older_than=self.STALE_AFTER)
                 if loop.time() - last_gauges > 5:
                     last_gauges = loop.time()
                     await self.update_gauges()
@@ -176,6 +204,7 @@ class OutboxRelay:
                 raise
             except Exception as exc:  # NATS or the database is away: back off, keep the rows
                 failures += 1
+                self._from_table = True
                 log.warning("outbox relay failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
 
@@ -185,40 +214,65 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         total = 0
+        if self._from_table:
+            # Whatever was handed over is in the table too, read below in order.
+            self._committed.clear()
+            total += await self._publish_table()
+            self._from_table = False
+        while self._committed:
+            rows, self._committed = self._committed[:self.batch], self._committed[self.batch:]
+            try:
+                await self._publish(rows)
+                async with self.runtime.db.transaction() as session:
+                    await self._mark_sent(session, rows)
+            except BaseException:
+                self._from_table = True  # the rows are still unsent in the table
+                raise
+            self._count(rows)
+            total += len(rows)
+        return total
+
+    async def _publish_table(self, older_than: timedelta | None = None) -> int:
+        total = 0
         while True:
             if self.runtime.db.is_sqlite:
                 # SQLite has one connection per process: do not hold it while NATS answers.
                 async with self.runtime.db.transaction() as session:
-                    rows = await self._pending(session, lock=False)
+                    rows = await self._pending(session, lock=False, older_than=older_than)
                 await self._publish(rows)
                 async with self.runtime.db.transaction() as session:
                     await self._mark_sent(session, rows)
             else:
                 async with self.runtime.db.transaction() as session:
                     # Rows stay locked while published: two copies relay different rows.
-                    rows = await self._pending(session, lock=True)
+                    rows = await self._pending(session, lock=True, older_than=older_than)
                     await self._publish(rows)
                     await self._mark_sent(session, rows)
-            for row in rows:
-                PUBLISHED.labels(self.runtime.name, row.event_type).inc()
+            self._count(rows)
             total += len(rows)
             if len(rows) < self.batch:
                 return total
 
-    async def _pending(self, session: AsyncSession, *, lock: bool) -> list[Row[Any]]:
+    def _count(self, rows: Sequence[Pending | Row[Any]]) -> None:
+        for row in rows:
+            PUBLISHED.labels(self.runtime.name, row.event_type).inc()
+
+    async def _pending(self, session: AsyncSession, *, lock: bool,
+                       older_than: timedelta | None = None) -> list[Row[Any]]:
         outbox = self.runtime.tables.outbox
         query = (
-            select(outbox.c.seq, outbox.c.event_id, outbox.c.event_type, outbox.c.subject,
-                   outbox.c.payload)
+            select(outbox.c.event_id, outbox.c.event_type, outbox.c.subject, outbox.c.payload)
             .where(outbox.c.sent_at.is_(None))
             .order_by(outbox.c.seq)
             .limit(self.batch)
         )
+        if older_than is not None:
+            query = query.where(outbox.c.created_at < utcnow() - older_than)
         if lock:
             query = query.with_for_update(skip_locked=True)
         return list((await session.execute(query)).all())
 
-    async def _publish(self, rows: list[Row[Any]]) -> None:
+    async def _publish(self, rows: Sequence[Pending | Row[Any]]) -> None:
         if not rows:
             return
         js = self.runtime.jetstream
@@ -234,11 +288,11 @@ class OutboxRelay:
         # holding it): nothing is marked, all retried; Nats-Msg-Id dedupes.
         await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
 
-    async def _mark_sent(self, session: AsyncSession, rows: list[Row[Any]]) -> None:
+    async def _mark_sent(self, session: AsyncSession, rows: Sequence[Pending | Row[Any]]) -> None:
         if rows:
             outbox = self.runtime.tables.outbox
             await session.execute(
-                update(outbox).where(outbox.c.seq.in_([row.seq for row in rows]))
+                update(outbox).where(outbox.c.event_id.in_([row.event_id for row in rows]))
                 .values(sent_at=utcnow())
             )
 

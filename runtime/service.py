@@ -115,8 +115,8 @@ class ServiceRuntime:
             await uow.flush(self.tables.outbox)
         if rows and waiting:  # committed: they are written (a rollback leaves them waiting)
             del rows[:len(waiting)]
-        if uow.emitted:
-            self.relay.wake.set()
+        if uow.written:
+            self.relay.committed(uow.written)
         for callback in uow.after_commit:
             callback()
 
