@@ -190,6 +190,11 @@ async def _demo_embedded(settings: Settings) -> bool:
 
     configure_logging(os.environ.get("ENSEMBLE_LOG_LEVEL", "WARNING"))
     shutil.rmtree(settings.data_dir, ignore_errors=True)  # a fresh sample district each time
+    # The demo runs at any hour: its routine messages are not held for the families' night
+    # (20:00-08:00 in the district's time zone) unless quiet hours are set explicitly.
+    quiet = {"ENSEMBLE_QUIET_HOURS_START", "ENSEMBLE_QUIET_HOURS_END"}
+    if not quiet & os.environ.keys():
+        os.environ.update(dict.fromkeys(quiet, "00:00"))
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k in ("NATS_URL", "SMTP_URL", "SMS_API_URL", "ENSEMBLE_PUBLIC_BASE_URL")}
@@ -204,6 +209,10 @@ async def _demo_embedded(settings: Settings) -> bool:
                     serving.result()
                 await asyncio.sleep(0.05)
             say(f"system up: nats {s.nats_url}, all five services on http://127.0.0.1:{port}")
+            if os.environ.get("ENSEMBLE_QUIET_HOURS_START") == os.environ.get(
+                    "ENSEMBLE_QUIET_HOURS_END"):
+                say("quiet hours are off for the demo (ensemble up holds routine messages "
+                    "20:00-08:00 family time)")
             try:
                 ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s),
                                     mail_dir=s.data_dir.resolve() / "mailbox",

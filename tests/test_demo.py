@@ -16,6 +16,7 @@ def test_demo_takes_every_referral_to_its_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "every referral reached its end" in out
+    assert "quiet hours are off for the demo" in out  # or at night it would wait for morning
     assert "PartnerMatched -> Smile Bright Dental Clinic" in out
     assert "NoPartnerAvailable" in out
     assert out.count("ReferralClosed: services_received") == 2

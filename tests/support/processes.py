@@ -49,6 +49,10 @@ TEST_ENV = {
     "ENSEMBLE_RETRY_BASE_SECONDS": "0.2",
     "ENSEMBLE_RETRY_MAX_SECONDS": "2",
     "ENSEMBLE_OUTBOX_POLL_SECONDS": "0.2",
+    # Tests and benchmarks run at any hour: no quiet hours (equal ends), or every routine
+    # message is held overnight in the district's time zone and the run waits for the morning.
+    "ENSEMBLE_QUIET_HOURS_START": "00:00",
+    "ENSEMBLE_QUIET_HOURS_END": "00:00",
 }
 
 
