@@ -141,12 +141,18 @@ def smtp() -> Iterator[tuple[Inbox, str]]:
 # --- settings and the running system ---------------------------------------------------------
 
 
-@pytest.fixture
-def settings(tmp_path: Path, nats_url: str, backend: dict[str, str],
-             smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    # Tests run at any hour: no quiet hours unless a test sets them (equal ends: none).
+@pytest.fixture(autouse=True)
+def no_quiet_hours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run at any hour: no quiet hours unless a test sets them (equal ends: none), or a
+    test run in the district's evening waits for its morning (tests/support/processes.py does
+    the same for service processes)."""
     monkeypatch.setenv("ENSEMBLE_QUIET_HOURS_START", "00:00")
     monkeypatch.setenv("ENSEMBLE_QUIET_HOURS_END", "00:00")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_url: str, backend: dict[str, str],
+             smtp: tuple[Inbox, str]) -> Settings:
     port = free_port()
     return Settings(
         public_base_url=f"http://127.0.0.1:{port}",
