@@ -161,8 +161,10 @@ class OutboxRelay:
     A row published twice at those turns is dropped by JetStream's ``Nats-Msg-Id`` dedupe.
     """
 
-    # A row still unsent this long after its commit was not handed over by its own process.
+    # A row still unsent this long after its commit was not handed over by its own process;
+    # the table is looked at for such rows every SWEEP_SECONDS.
     STALE_AFTER = timedelta(seconds=10)
+    SWEEP_SECONDS = 5.0
 
     def __init__(self, runtime: "ServiceRuntime", batch: int = 500) -> None:
         self.runtime = runtime
@@ -191,7 +193,7 @@ class OutboxRelay:
             try:
                 await self.publish_pending()
                 failures = 0
-                if loop.time() - last_sweep > poll:
+                if loop.time() - last_sweep > self.SWEEP_SECONDS:
                     last_sweep = loop.time()
                     await self._publish_table(older_than=self.STALE_AFTER)
                 if loop.time() - last_gauges > 5:

@@ -232,3 +232,20 @@ def test_sensitive_need_stays_out_of_subject_and_sms() -> None:
     for lang in SUPPORTED_LANGUAGES:
         for part in ("subject", "sms"):
             assert "mental health" not in render("partner_matched", lang, part, **variables).text
+
+
+@pytest.mark.parametrize("subject", ["A new connection for your family",
+                                     "Una nueva conexión para su familia"])
+def test_email_bytes_are_what_the_standard_compat32_policy_writes(subject: str) -> None:
+    from email.policy import compat32
+
+    from services.notifications.providers import EMAIL_POLICY, Outgoing, SmtpEmail
+
+    smtp = SmtpEmail("smtp://127.0.0.1:25", "Lincoln Community School <cs@lincoln.example.org>")
+    long_link = "<https://ensemble.example.org/u/" + "x" * 200 + ">"
+    email = smtp.compose(Outgoing(
+        to="family@example.org", subject=subject, text="Hola María,\n" + "texto " * 200,
+        html="<p>Hola María</p>", idempotency_key="k-1",
+        headers={"List-Unsubscribe": long_link, "X-Spaced": "a  b\tc", "X-Long": "y " * 600}))
+    standard = compat32.clone(max_line_length=998, linesep="\r\n")
+    assert email.as_bytes(policy=EMAIL_POLICY) == email.as_bytes(policy=standard)
