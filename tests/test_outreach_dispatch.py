@@ -4,7 +4,7 @@ development SMS provider over HTTP, with an injectable clock."""
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +89,19 @@ async def desk(tmp_path: Path, backend: dict[str, str], smtp: tuple[Inbox, str]
         settings = Settings(data_dir=tmp_path, smtp_url=smtp[1], sms_api_url=server.base_url,
                             sms_account_sid="ACtest", sms_auth_token=TOKEN,
                             public_base_url="http://127.0.0.1:9", **backend)
-        config = NotificationsConfig(retry_base_seconds=60, daily_cap=2)
+        # The district's quiet hours as shipped (the suite turns them off for other tests).
+        config = NotificationsConfig(retry_base_seconds=60, daily_cap=2,
+                                     quiet_start=time(20, 0), quiet_end=time(8, 0))
         clock = Clock(MORNING)
         rt = ServiceRuntime("notifications", settings, Base.metadata)
         await rt.db.create_schema()
+        sending = providers(settings, config)
         try:
-            yield Desk(rt, Dispatcher(rt, providers(settings, config), config, clock=clock),
-                       clock, smtp[0], app, store)
+            yield Desk(rt, Dispatcher(rt, sending, config, clock=clock), clock, smtp[0], app,
+                       store)
         finally:
+            for provider in sending.values():  # kept SMTP connections, the SMS client session
+                await provider.aclose()
             await rt.db.dispose()
 
 

@@ -39,6 +39,7 @@ class _Compat32Plain(Compat32):
         return super().fold_binary(name, value)
 
 
+IDLE_SECONDS = 30.0
 # Long URLs in List-Unsubscribe must not be folded (RFC 2369 clients); CRLF for SMTP.
 EMAIL_POLICY = _Compat32Plain(max_line_length=998, linesep="\r\n")
 
@@ -99,6 +100,9 @@ class SmtpEmail:
         self.sender = sender
         self.envelope_from = parseaddr(sender)[1] or sender
         self.connections = connections
+        # Connections kept open between batches, with when each went idle: a batch of one
+        # message (the loop's usual case) no longer pays for connect, EHLO and QUIT.
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
     def compose(self, message: Outgoing) -> Message:
         # compat32 MIME classes: a fan-out composes thousands a second, and the modern
@@ -141,12 +145,24 @@ class SmtpEmail:
         return results
 
     async def aclose(self) -> None:
-        """Connections are opened per batch and closed with it: nothing stays open."""
+        while self._idle:
+            await _quit(self._idle.pop()[0])
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        """An open connection idle for less than IDLE_SECONDS (a relay drops idle ones after
+        a minute or more; one dropped anyway is opened again by the retry in _lane)."""
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            client, since = self._idle.pop()
+            if now - since < IDLE_SECONDS and client.is_connected:
+                return client
+            client.close()
+        return None
 
     async def _lane(self, messages: Sequence[Outgoing], results: list[Result], lane: int,
                     lanes: int) -> None:
         """One open connection sends every ``lanes``-th message of the batch."""
-        client: aiosmtplib.SMTP | None = None
+        client = self._take_idle()
         try:
             for index in range(lane, len(messages), lanes):
                 email = self.compose(messages[index])
@@ -168,6 +184,8 @@ class SmtpEmail:
                     except (OSError, TimeoutError) as exc:
                         # The server is away: this and the rest of the lane are retried later.
                         results[index] = _smtp_error(exc)
+                        if client is not None:
+                            client.close()  # in an unknown state: never reused
                         client = None
                         return
                     except aiosmtplib.SMTPException as exc:  # this message only
@@ -176,10 +194,17 @@ class SmtpEmail:
                         break
         finally:
             if client is not None and client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                    client.close()
+                if len(self._idle) < self.connections:
+                    self._idle.append((client, asyncio.get_running_loop().time()))
+                else:
+                    await _quit(client)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> None:
