@@ -193,7 +193,8 @@ async def _demo_embedded(settings: Settings) -> bool:
     # The demo runs at any hour: its routine messages are not held for the families' night
     # (20:00-08:00 in the district's time zone) unless quiet hours are set explicitly.
     quiet = {"ENSEMBLE_QUIET_HOURS_START", "ENSEMBLE_QUIET_HOURS_END"}
-    if not quiet & os.environ.keys():
+    quiet_off = not quiet & os.environ.keys()
+    if quiet_off:
         os.environ.update(dict.fromkeys(quiet, "00:00"))
     port = free_port()
     env = {k: v for k, v in os.environ.items()
@@ -209,8 +210,7 @@ async def _demo_embedded(settings: Settings) -> bool:
                     serving.result()
                 await asyncio.sleep(0.05)
             say(f"system up: nats {s.nats_url}, all five services on http://127.0.0.1:{port}")
-            if os.environ.get("ENSEMBLE_QUIET_HOURS_START") == os.environ.get(
-                    "ENSEMBLE_QUIET_HOURS_END"):
+            if quiet_off:
                 say("quiet hours are off for the demo (ensemble up holds routine messages "
                     "20:00-08:00 family time)")
             try:
