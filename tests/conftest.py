@@ -164,6 +164,7 @@ def settings(tmp_path: Path, nats_url: str, backend: dict[str, str],
         retry_base_seconds=0.05,
         retry_max_seconds=0.5,
         outbox_poll_seconds=0.2,
+        family_wait_seconds=2,  # a family that never comes is refused sooner
         **backend,
     )
 
@@ -210,15 +211,10 @@ class System:
         body = {"district_id": family["district_id"], "school_id": family["school_id"],
                 "student_ref": f"stu-{uuid.uuid4().hex[:8]}", "family_id": family["id"],
                 "need": "dental", "urgency": "routine", "consent": "given"} | overrides
-
-        async def attempt() -> dict[str, Any] | None:
-            response = await self.http.post("/api/v1/referrals", json=body)
-            if response.status_code == 409 and "not registered" in response.text:
-                return None  # referrals has not yet heard FamilyRegistered
-            assert response.status_code in (200, 201), response.text
-            return dict(response.json())
-
-        return await self.eventually(attempt, what="family known to referrals")
+        # Back to back with the registration: referrals waits for FamilyRegistered itself.
+        response = await self.http.post("/api/v1/referrals", json=body)
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
 
     async def referral(self, referral_id: str, district: str | None = None) -> dict[str, Any]:
         response = await self.http.get(f"/api/v1/referrals/{referral_id}",

@@ -51,15 +51,9 @@ async def register_family(engagement: httpx.AsyncClient) -> str:
 async def open_crisis(http: httpx.AsyncClient, family_id: str, student: str) -> str:
     body = {"district_id": "d001", "school_id": "lincoln-es", "student_ref": student,
             "family_id": family_id, "need": "crisis", "urgency": "crisis", "consent": "given"}
-
-    async def attempt() -> str | None:
-        response = await http.post("/api/v1/referrals", json=body)
-        if response.status_code == 409:
-            return None  # referrals has not heard FamilyRegistered yet
-        assert response.status_code == 201, response.text
-        return str(response.json()["id"])
-
-    return str(await eventually(attempt, "family known to referrals"))
+    response = await http.post("/api/v1/referrals", json=body)  # waits for the family
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
 
 
 async def events_of(http: httpx.AsyncClient, referral_id: str) -> list[str]:

@@ -207,6 +207,16 @@ class Counts(BaseModel):
     by_need_and_status: dict[str, dict[str, int]]
 
 
+class FamilyNotRegistered(Conflict):
+    """409 once the family has had its time to arrive; Retry-After, as it may still come."""
+
+    def __init__(self, district_id: str, family_id: str, waited: float | None = None) -> None:
+        after = f" (waited {waited:g} s for its registration to arrive)" if waited else ""
+        super().__init__(f"family {family_id} is not registered in district {district_id}"
+                         f"{after}")
+        self.headers = {"Retry-After": "5"}
+
+
 def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
     router = APIRouter()
 
@@ -214,6 +224,16 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         """The one place a request's district is decided (bearer tokens will replace it)."""
         desk.district(district_id)
         return district_id
+
+    async def wait_for_family(district_id: str, family_id: str) -> None:
+        """A family registered a moment ago may not have reached us yet: wait for it (outside
+        any transaction) rather than refuse a family that exists."""
+        async def known() -> bool:
+            async with rt.unit_of_work() as uow:
+                return await family_is_known(uow, district_id, family_id)
+
+        if not await desk.arrivals.wait(desk.family_wait_seconds, known):
+            raise FamilyNotRegistered(district_id, family_id, desk.family_wait_seconds)
 
     @router.post("/referrals", status_code=201, response_model=ReferralView)
     async def open_(
@@ -224,38 +244,35 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         district_id = district_of(body.district_id)
         if rt.districts.school(district_id, body.school_id) is None:
             raise NotFound(f"school {body.school_id} not found in district {district_id}")
-        async with rt.unit_of_work() as uow:
-            earlier, duplicate = await earlier_or_open_duplicate(
-                uow, district_id, idempotency_key, body.student_ref, body.need)
-            if earlier is not None:
-                response.status_code = 200
-                response.headers["Idempotent-Replay"] = "true"
-                return ReferralView.of(earlier, desk.clock())
-            if not await family_is_known(uow, district_id, body.family_id):
-                raise Conflict(
-                    f"family {body.family_id} is not registered in district {district_id}"
-                )
-            if duplicate is not None:
-                response.status_code = 200
-                response.headers["Duplicate-Of-Open-Referral"] = duplicate.id
-                return ReferralView.of(duplicate, desk.clock(), duplicate=True)
-            referral = await open_referral(
-                uow,
-                desk,
-                district_id=district_id,
-                school_id=body.school_id,
-                student_ref=body.student_ref,
-                family_id=body.family_id,
-                need=body.need,
-                urgency=body.urgency,
-                consent=body.consent,
-                grade=body.grade,
-                note=body.note,
-                idempotency_key=idempotency_key,
-                actor=f"coordinator:{body.opened_by}",
-            )
-        response.headers["Location"] = f"/api/v1/referrals/{referral.id}"
-        return ReferralView.of(referral, desk.clock())
+
+        async def attempt() -> ReferralView:
+            async with rt.unit_of_work() as uow:
+                earlier, duplicate = await earlier_or_open_duplicate(
+                    uow, district_id, idempotency_key, body.student_ref, body.need)
+                if earlier is not None:
+                    response.status_code = 200
+                    response.headers["Idempotent-Replay"] = "true"
+                    return ReferralView.of(earlier, desk.clock())
+                if not await family_is_known(uow, district_id, body.family_id):
+                    raise FamilyNotRegistered(district_id, body.family_id)
+                if duplicate is not None:
+                    response.status_code = 200
+                    response.headers["Duplicate-Of-Open-Referral"] = duplicate.id
+                    return ReferralView.of(duplicate, desk.clock(), duplicate=True)
+                referral = await open_referral(
+                    uow, desk, district_id=district_id, school_id=body.school_id,
+                    student_ref=body.student_ref, family_id=body.family_id, need=body.need,
+                    urgency=body.urgency, consent=body.consent, grade=body.grade,
+                    note=body.note, idempotency_key=idempotency_key,
+                    actor=f"coordinator:{body.opened_by}")
+            response.headers["Location"] = f"/api/v1/referrals/{referral.id}"
+            return ReferralView.of(referral, desk.clock())
+
+        try:
+            return await attempt()
+        except FamilyNotRegistered:  # registered a moment ago? wait for it, then once more
+            await wait_for_family(district_id, body.family_id)
+            return await attempt()
 
     @router.get("/referrals", response_model=list[ReferralView])
     async def list_(

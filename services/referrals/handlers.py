@@ -28,6 +28,7 @@ def register(rt: ServiceRuntime, desk: Desk) -> None:
                 KnownFamily(district_id=env.districtid, family_id=ev.family_id,
                             school_id=ev.school_id)
             )
+            uow.after_commit.append(desk.arrivals.arrived)
 
     @rt.consumes(PartnerMatched)
     async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched) -> None:

@@ -17,6 +17,7 @@ from runtime.db import utcnow
 from runtime.districts import District, Districts
 from runtime.errors import NotFound
 from runtime.outbox import UnitOfWork
+from services.referrals.arrivals import FamilyArrivals
 from services.referrals.lifecycle import (
     OPEN,
     Fact,
@@ -40,6 +41,9 @@ class Desk:
 
     districts: Districts
     clock: Clock = field(default=utcnow)
+    # How long POST /referrals waits for a just-registered family's FamilyRegistered.
+    family_wait_seconds: float = 5.0
+    arrivals: FamilyArrivals = field(default_factory=FamilyArrivals)
 
     def district(self, district_id: str) -> District:
         district = self.districts.get(district_id)

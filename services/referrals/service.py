@@ -36,7 +36,9 @@ def build(
     """``clock`` and the intervals are for tests; a deployment takes the defaults, or the
     settings ``follow_up_scan_seconds`` / ``referral_metrics_seconds`` once Settings has them."""
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    desk = Desk(rt.districts, clock) if clock else Desk(rt.districts)
+    desk = Desk(rt.districts, family_wait_seconds=settings.family_wait_seconds)
+    if clock:
+        desk.clock = clock
     scan = follow_up_scan_seconds or getattr(settings, "follow_up_scan_seconds", None) \
         or FOLLOW_UP_SCAN_SECONDS
     gauges = metrics_seconds or getattr(settings, "referral_metrics_seconds", None) \
