@@ -24,7 +24,7 @@ from sqlalchemy import insert, text
 from benchmarks.harness import Result, percentile
 from contracts.taxonomy import Need
 from runtime.db import Database, utcnow
-from runtime.outbox import UnitOfWork, messaging_tables
+from runtime.uow import UnitOfWork, messaging_tables
 from services.partners.assign import BEST, candidate_rows, match
 from services.partners.matching import Request, grades_key, languages_key, rank
 from services.partners.tables import (

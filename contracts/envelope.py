@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from contracts.events import Event, Instant, event_class
 from contracts.subjects import check_token
@@ -115,3 +115,32 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
     )[:500]
+
+
+_ENVELOPES: dict[type[Event], type[Envelope]] = {}
+
+
+def envelope_model(cls: type[Event]) -> type[Envelope]:
+    """The envelope as it travels for this event: CloudEvents attributes plus typed ``data``.
+
+    ``specversion``, ``type`` and ``datacontenttype`` are always written, so they are required.
+    """
+    ce_type = cls.ce_type()
+    if cls not in _ENVELOPES:
+        _ENVELOPES[cls] = create_model(
+            f"{cls.__name__}V{cls.version}Envelope",
+            __base__=Envelope,
+            __doc__=_describe(cls),
+            specversion=(Literal["1.0"], ...),
+            type=(Literal[ce_type], ...),  # type: ignore[valid-type]
+            datacontenttype=(Literal["application/json"], ...),
+            data=(cls, ...),
+        )
+    return _ENVELOPES[cls]
+
+
+def _describe(cls: type[Event]) -> str:
+    doc = (cls.__dict__.get("__doc__") or "").strip()
+    where = "ensemble_internal" if cls.internal else "ensemble"
+    subject = f"{where}.{{district}}.{cls.domain}.{cls.name}"
+    return f"{doc}\n\nSubject: {subject}".strip() if doc else f"Subject: {subject}"

@@ -15,46 +15,16 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import create_model
-
-from contracts.envelope import Envelope
+from contracts.asyncapi import asyncapi_document
+from contracts.envelope import envelope_model
 from contracts.events import EVENTS, Event
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 ASYNCAPI_FILE = Path(__file__).resolve().parent / "asyncapi.json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 REGENERATE = "python -m contracts.schema --write"
-
-_ENVELOPES: dict[type[Event], type[Envelope]] = {}
-
-
-def envelope_model(cls: type[Event]) -> type[Envelope]:
-    """The envelope as it travels for this event: CloudEvents attributes plus typed ``data``.
-
-    ``specversion``, ``type`` and ``datacontenttype`` are always written, so they are required.
-    """
-    ce_type = cls.ce_type()
-    if cls not in _ENVELOPES:
-        _ENVELOPES[cls] = create_model(
-            f"{cls.__name__}V{cls.version}Envelope",
-            __base__=Envelope,
-            __doc__=_describe(cls),
-            specversion=(Literal["1.0"], ...),
-            type=(Literal[ce_type], ...),  # type: ignore[valid-type]
-            datacontenttype=(Literal["application/json"], ...),
-            data=(cls, ...),
-        )
-    return _ENVELOPES[cls]
-
-
-def _describe(cls: type[Event]) -> str:
-    doc = (cls.__dict__.get("__doc__") or "").strip()
-    where = "ensemble_internal" if cls.internal else "ensemble"
-    subject = f"{where}.{{district}}.{cls.domain}.{cls.name}"
-    return f"{doc}\n\nSubject: {subject}".strip() if doc else f"Subject: {subject}"
-
 
 def schema_for(cls: type[Event]) -> dict[str, Any]:
     schema = envelope_model(cls).model_json_schema()
@@ -248,7 +218,6 @@ def check(directory: Path = SCHEMA_DIR) -> list[str]:
 
 def write(directory: Path = SCHEMA_DIR, asyncapi_file: Path = ASYNCAPI_FILE) -> list[str]:
     """Write what changed compatibly; never overwrite a version with a breaking change."""
-    from contracts.publish import asyncapi_document
 
     refused = [p for p in check(directory) if "breaking change" in p]
     directory.mkdir(parents=True, exist_ok=True)
@@ -271,7 +240,6 @@ def write(directory: Path = SCHEMA_DIR, asyncapi_file: Path = ASYNCAPI_FILE) -> 
 
 
 def check_asyncapi(asyncapi_file: Path = ASYNCAPI_FILE) -> list[str]:
-    from contracts.publish import asyncapi_document
 
     if not asyncapi_file.exists() or asyncapi_file.read_text() != dumps(asyncapi_document()):
         return [f"{asyncapi_file.name} is missing or out of date; run `{REGENERATE}`"]

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
@@ -26,12 +25,10 @@ from contracts.subjects import dlq_subject, filter_for
 from runtime.errors import RetryLater, describe_error
 from runtime.logs import correlation
 from runtime.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, REDELIVERIES
-from runtime.outbox import Handler
+from runtime.ports import ConsumerHost
 from runtime.pull import PullFeed
 from runtime.streams import stream_for_subject
-
-if TYPE_CHECKING:
-    from runtime.service import ServiceRuntime
+from runtime.uow import Handler
 
 log = logging.getLogger("ensemble.consumer")
 
@@ -46,7 +43,7 @@ def is_outage(exc: BaseException) -> bool:
 
 
 class EventConsumer:
-    def __init__(self, runtime: "ServiceRuntime", event_cls: type[Event], handler: Handler) -> None:
+    def __init__(self, runtime: ConsumerHost, event_cls: type[Event], handler: Handler) -> None:
         self.runtime = runtime
         self.event_cls = event_cls
         self.handler = handler

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contracts.publish import asyncapi_route
+from contracts.asyncapi import asyncapi_route
 from runtime.auth import Policy, authorizer
 from runtime.errors import DomainError
 from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS

@@ -21,9 +21,10 @@ from runtime.consumer import EventConsumer
 from runtime.db import Database
 from runtime.districts import Districts, load_districts
 from runtime.metrics import CONSUMER_PENDING
-from runtime.outbox import Handler, OutboxRelay, UnitOfWork, messaging_tables
+from runtime.outbox import OutboxRelay
 from runtime.settings import Settings
 from runtime.streams import ensure_streams, streams_exist
+from runtime.uow import Handler, UnitOfWork, messaging_tables
 
 log = logging.getLogger("ensemble.service")
 

@@ -6,8 +6,8 @@ import json
 import httpx
 from fastapi import FastAPI
 
+from contracts.asyncapi import asyncapi_document, asyncapi_route
 from contracts.events import EVENTS
-from contracts.publish import asyncapi_document, asyncapi_route
 from contracts.schema import ASYNCAPI_FILE
 
 

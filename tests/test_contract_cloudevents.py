@@ -11,9 +11,8 @@ from cloudevents.v1.http import from_json
 from conftest import System
 from test_private_boundary import PUBLIC_STREAMS, read_stream, reply_by_email
 
-from contracts.envelope import CONTENT_TYPE
+from contracts.envelope import CONTENT_TYPE, envelope_model
 from contracts.events import event_class
-from contracts.schema import envelope_model
 
 EXTENSIONS = ("districtid", "correlationid")
 

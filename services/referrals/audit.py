@@ -15,8 +15,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from runtime.auth import Principal, Role
 from runtime.db import utcnow
 from runtime.errors import NotFound
-from runtime.outbox import SEQ
 from runtime.service import ServiceRuntime, write_with_request
+from runtime.uow import SEQ
 from services.referrals.tables import Base, Referral
 
 AUDIT_ROUTE = "/referrals/{referral_id}/audit"

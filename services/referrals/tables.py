@@ -7,7 +7,7 @@ from sqlalchemy import JSON, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.db import UTCDateTime
-from runtime.outbox import SEQ
+from runtime.uow import SEQ
 
 
 class Base(DeclarativeBase):

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, select
 
-from contracts.publish import public_events
+from contracts.asyncapi import public_events
 from runtime.auth import Policy, Role
 from runtime.db import utcnow
 from runtime.errors import NotFound

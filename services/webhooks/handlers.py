@@ -5,9 +5,9 @@ from uuid import uuid4
 
 from sqlalchemy import select
 
+from contracts.asyncapi import public_events
 from contracts.envelope import Envelope
 from contracts.events import Event
-from contracts.publish import public_events
 from runtime.db import utcnow
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime

@@ -45,7 +45,7 @@ def _document() -> dict[str, Any]:
     from faststream.nats import NatsBroker
     from faststream.specification import AsyncAPI
 
-    from contracts.schema import envelope_model
+    from contracts.envelope import envelope_model
 
     broker = NatsBroker(
         "nats://nats:4222",

@@ -1,0 +1,134 @@
+"""The unit of work a handler or an endpoint writes through, and the outbox and inbox tables it
+writes: a state change and the events it emits commit in one transaction."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    insert,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.envelope import Envelope
+from contracts.events import Event, event_class
+from contracts.subjects import subject_for
+from runtime.db import UTCDateTime, utcnow
+
+SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+
+
+@dataclass(frozen=True)
+class MessagingTables:
+    outbox: Table
+    inbox: Table
+
+
+def messaging_tables(metadata: MetaData) -> MessagingTables:
+    if "outbox" in metadata.tables:  # a service built twice in one process (tests)
+        return MessagingTables(metadata.tables["outbox"], metadata.tables["inbox"])
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("seq", SEQ, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False, unique=True),
+        Column("event_type", String(128), nullable=False),
+        Column("subject", String(255), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("sent_at", UTCDateTime, nullable=True),
+    )
+    Index(
+        "ix_outbox_unsent",
+        outbox.c.seq,
+        sqlite_where=outbox.c.sent_at.is_(None),
+        postgresql_where=outbox.c.sent_at.is_(None),
+    )
+    Index("ix_outbox_sent_at", outbox.c.sent_at)
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(128), primary_key=True),
+        Column("event_id", String(64), primary_key=True),
+        Column("applied_at", UTCDateTime, nullable=False, index=True),
+    )
+    return MessagingTables(outbox, inbox)
+
+
+class Pending(NamedTuple):
+    """An outbox row as the relay publishes it."""
+
+    event_id: str
+    event_type: str
+    subject: str
+    payload: bytes
+
+
+@dataclass
+class UnitOfWork:
+    """One transaction: domain changes through ``session``, events through ``emit``."""
+
+    session: AsyncSession
+    source: str
+    cause: Envelope | None = None
+    emitted: list[Envelope] = field(default_factory=list)
+    written: list[Pending] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def emit(
+        self,
+        event: Event,
+        *,
+        district: str | None = None,
+        school: str | None = None,
+        subject: str | None = None,
+        correlation: str | None = None,
+        causation: str | None = None,
+    ) -> Envelope:
+        """Queue an event; it is written to the outbox in this transaction."""
+        cause = self.cause
+        district = district or (cause.districtid if cause else None)
+        if district is None:
+            raise ValueError("an event needs its district")
+        envelope = Envelope.wrap(
+            event,
+            source=self.source,
+            district=district,
+            school=school if school is not None else (cause.schoolid if cause else None),
+            subject=subject,
+            cause=cause,
+            correlation=correlation,
+            causation=causation,
+        )
+        self.emitted.append(envelope)
+        return envelope
+
+    async def flush(self, outbox: Table) -> None:
+        if not self.emitted:
+            return
+        now = utcnow()
+        self.written = [
+            Pending(env.id, env.type, subject_for(_registered(env.type), env.districtid),
+                    env.to_bytes())
+            for env in self.emitted
+        ]
+        await self.session.execute(
+            insert(outbox), [{**row._asdict(), "created_at": now} for row in self.written]
+        )
+
+
+def _registered(ce_type: str) -> type[Event]:
+    cls = event_class(ce_type)
+    assert cls is not None, ce_type  # envelopes are made from registered events only
+    return cls
+
+
+Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
