@@ -6,7 +6,6 @@ Sent rows are kept for a while so a stream that lost them can be fed again.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.envelope import CONTENT_TYPE
 from runtime.db import UTCDateTime, utcnow
 from runtime.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST, PUBLISHED
+from runtime.periodic import Periodic
 from runtime.ports import RelayHost
 from runtime.uow import (  # re-exported: where services have always imported them from
     Handler,
@@ -52,8 +52,8 @@ class OutboxRelay:
     def __init__(self, runtime: RelayHost, batch: int = 500) -> None:
         self.runtime = runtime
         self.batch = batch
-        self.wake = asyncio.Event()
-        self._stopping = False
+        self.worker = Periodic("outbox relay", self._round, runtime.settings.outbox_poll_seconds)
+        self._last_sweep = self._last_gauges = self._last_prune = 0.0
         self._committed: list[Pending] = []
         self._from_table = True  # at start: rows an earlier run left unsent, in order
         self.keep_sent = timedelta(days=7)
@@ -62,40 +62,30 @@ class OutboxRelay:
     def committed(self, rows: list[Pending]) -> None:
         """Called by the unit of work once its transaction has committed."""
         self._committed.extend(rows)
-        self.wake.set()
+        self.worker.wake()
 
     async def run(self) -> None:
-        poll = self.runtime.settings.outbox_poll_seconds
-        last_gauges = last_prune = last_sweep = 0.0
-        loop = asyncio.get_running_loop()
-        failures = 0
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=poll)
-            self.wake.clear()
-            try:
-                await self.publish_pending()
-                failures = 0
-                if loop.time() - last_sweep > self.SWEEP_SECONDS:
-                    last_sweep = loop.time()
-                    await self._publish_table(older_than=self.STALE_AFTER)
-                if loop.time() - last_gauges > 5:
-                    last_gauges = loop.time()
-                    await self.update_gauges()
-                if loop.time() - last_prune > 3600:
-                    last_prune = loop.time()
-                    await self.prune()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # NATS or the database is away: back off, keep the rows
-                failures += 1
-                self._from_table = True
-                log.warning("outbox relay failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+        await self.worker.run()
 
     def stop(self) -> None:
-        self._stopping = True
-        self.wake.set()
+        self.worker.stop()
+
+    async def _round(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self.publish_pending()
+            if loop.time() - self._last_sweep > self.SWEEP_SECONDS:
+                self._last_sweep = loop.time()
+                await self._publish_table(older_than=self.STALE_AFTER)
+            if loop.time() - self._last_gauges > 5:
+                self._last_gauges = loop.time()
+                await self.update_gauges()
+            if loop.time() - self._last_prune > 3600:
+                self._last_prune = loop.time()
+                await self.prune()
+        except Exception:  # NATS or the database is away: the rows stay, read again in order
+            self._from_table = True
+            raise
 
     async def publish_pending(self) -> int:
         total = 0

@@ -6,15 +6,14 @@ writers), emits the event through the outbox and moves the timer on, all in one 
 a copy that sees the row afterwards sees it already fired.
 """
 
-import asyncio
 import logging
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, or_, select
 
 from contracts.events import FollowUpDue, ReferralEscalated
-from runtime.errors import describe_error
 from runtime.outbox import UnitOfWork
+from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.referrals.lifecycle import OPEN
 from services.referrals.metrics import set_open_counts
@@ -84,16 +83,13 @@ def needs_follow_up(now: datetime) -> ColumnElement[bool]:
 
 
 async def run_timers(rt: ServiceRuntime, desk: Desk, interval: float) -> None:
-    while True:
-        try:
-            fired = await fire_due(rt, desk)
-            if fired:
-                log.info("follow-up: %d timers fired", fired)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # database away: try again next round, nothing is lost
-            log.warning("follow-up scan failed (%s)", describe_error(exc))
-        await asyncio.sleep(interval)
+    async def round_() -> None:
+        fired = await fire_due(rt, desk)
+        if fired:
+            log.info("follow-up: %d timers fired", fired)
+
+    # Database away: tried again next round, nothing is lost.
+    await Periodic("follow-up timers", round_, interval, backoff_max=interval).run()
 
 
 async def refresh_metrics(rt: ServiceRuntime, desk: Desk) -> None:
@@ -114,12 +110,7 @@ async def refresh_metrics(rt: ServiceRuntime, desk: Desk) -> None:
 
 
 async def run_metrics(rt: ServiceRuntime, desk: Desk, interval: float) -> None:
-    while True:
-        try:
-            await refresh_metrics(rt, desk)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("referral gauges not refreshed (%s)", describe_error(exc))
-        await asyncio.sleep(interval)
+    async def round_() -> None:
+        await refresh_metrics(rt, desk)
 
+    await Periodic("referral gauges", round_, interval, backoff_max=interval).run()

@@ -1,0 +1,61 @@
+"""The one loop every background worker runs on (outbox relay, dispatchers, timers, gauges):
+do a round of work, then wait for the interval or an explicit wake-up; a round that fails is
+logged without personal data and retried with back-off, so a database or NATS away for a while
+loses nothing and floods no log."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from runtime.errors import describe_error
+
+log = logging.getLogger("ensemble.periodic")
+
+Round = Callable[[], Awaitable[bool | int | None]]
+
+
+@dataclass
+class Periodic:
+    """``run()`` calls ``work`` every ``seconds`` (sooner after ``wake()``). A round that answers
+    truthy (more to do: a full batch) is followed by another at once; a round that raises waits
+    ``backoff_base * 2**failures`` up to ``backoff_max`` before the next."""
+
+    name: str
+    work: Round
+    seconds: float
+    backoff_base: float = 0.2
+    backoff_max: float = 5.0
+    wake_event: asyncio.Event = field(default_factory=asyncio.Event)
+    failures: int = 0
+    _stopping: bool = False
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake_event.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                more = await self.work()
+                self.failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                log.warning("%s failed (%s); retrying", self.name, describe_error(exc))
+                await asyncio.sleep(self.backoff())
+                continue
+            if more:
+                await asyncio.sleep(0)  # let requests in between full batches
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake_event.wait(), timeout=self.seconds)
+            self.wake_event.clear()
+
+    def backoff(self) -> float:
+        return min(self.backoff_base * 2 ** self.failures, self.backoff_max)

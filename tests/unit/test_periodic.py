@@ -1,0 +1,65 @@
+"""runtime.periodic: the loop under every background worker, in milliseconds."""
+
+import asyncio
+
+from runtime.periodic import Periodic
+
+
+async def run_until(worker: Periodic, done: asyncio.Event, timeout: float = 2) -> None:
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 1)
+
+
+async def test_a_wake_up_runs_a_round_before_the_interval() -> None:
+    rounds: list[float] = []
+    done = asyncio.Event()
+
+    async def work() -> None:
+        rounds.append(asyncio.get_running_loop().time())
+        if len(rounds) == 2:
+            done.set()
+
+    worker = Periodic("test", work, seconds=60)
+    asyncio.get_running_loop().call_later(0.05, worker.wake)
+    await run_until(worker, done)
+    assert len(rounds) == 2 and rounds[1] - rounds[0] < 1
+
+
+async def test_a_full_batch_is_followed_by_another_round_at_once() -> None:
+    left = [100, 100, 3]
+    done = asyncio.Event()
+
+    async def work() -> int:
+        batch = left.pop(0)
+        if not left:
+            done.set()
+        return batch == 100
+
+    await run_until(Periodic("test", work, seconds=60), done, timeout=1)
+    assert left == []
+
+
+async def test_a_failing_round_backs_off_and_the_next_success_resets_it() -> None:
+    outcomes = [OSError("database away"), OSError("still away"), None, None]
+    seen_failures: list[int] = []
+    done = asyncio.Event()
+    worker: Periodic
+
+    async def work() -> None:
+        seen_failures.append(worker.failures)
+        outcome = outcomes.pop(0)
+        if not outcomes:
+            done.set()
+        if outcome is not None:
+            raise outcome
+
+    worker = Periodic("test", work, seconds=0.01, backoff_base=0.01, backoff_max=0.02)
+    await run_until(worker, done)
+    assert seen_failures == [0, 1, 2, 0]
+    assert worker.backoff() == 0.01
+    worker.failures = 10
+    assert worker.backoff() == 0.02  # capped
