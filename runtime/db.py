@@ -83,9 +83,10 @@ class Database:
             database = make_url(self.url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            # One connection per process: SQLite has one writer; queueing in-process beats
-            # "database is locked" between our own tasks. busy_timeout covers other processes.
-            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+                # One connection per process: SQLite has one writer; queueing in-process beats
+                # "database is locked" between our own tasks. busy_timeout covers other
+                # processes. (In memory, for handler tests, SQLAlchemy keeps one connection.)
+                kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
             if self.schema:

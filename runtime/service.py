@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
 from sqlalchemy import MetaData
 
+from contracts.envelope import Envelope
 from contracts.events import Event
 from runtime.consumer import EventConsumer
 from runtime.db import Database
@@ -44,6 +45,14 @@ def write_with_request(row: Any) -> list[Any]:
         _request_rows.set(rows)
     rows.append(row)
     return rows
+
+
+def _with(handler: Callable[..., Awaitable[None]], deps: object) -> Handler:
+    async def handle(uow: UnitOfWork, env: Envelope, event: Event) -> None:
+        await handler(uow, env, event, deps)
+
+    handle.__name__ = handler.__name__
+    return handle
 
 
 class ServiceRuntime:
@@ -100,6 +109,14 @@ class ServiceRuntime:
             return handler
 
         return register
+
+    def consume(self, handlers: Mapping[type[Event], Callable[..., Awaitable[None]]],
+                deps: object) -> None:
+        """Register a service's handlers from its one explicit map (``handlers.HANDLERS``):
+        each is a module-level ``async def on_x(uow, env, event, deps)``; ``deps`` is injected
+        once here, so a test calls the same function with its own."""
+        for event_cls, handler in handlers.items():
+            self.consumers.append(EventConsumer(self, event_cls, _with(handler, deps)))
 
     def run_in_background(self, factory: Callable[[], Any]) -> None:
         """A coroutine factory run for the service's lifetime (timers, dispatchers)."""

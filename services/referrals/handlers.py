@@ -11,61 +11,70 @@ from contracts.events import (
     PartnerMatched,
 )
 from runtime.errors import RetryLater
-from runtime.outbox import UnitOfWork
-from runtime.service import ServiceRuntime
+from runtime.uow import UnitOfWork
 from services.referrals.lifecycle import OPEN, Contacted, Matched, NoPartner, Status, TooEarly
 from services.referrals.metrics import NO_PARTNER
 from services.referrals.referrals import Desk, get_referral, record, reported, restart_follow_up
 from services.referrals.tables import KnownFamily
 
 
-def register(rt: ServiceRuntime, desk: Desk) -> None:
-    @rt.consumes(FamilyRegistered)
-    async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered) -> None:
-        known = await uow.session.get(KnownFamily, (env.districtid, ev.family_id))
-        if known is None:
-            uow.session.add(
-                KnownFamily(district_id=env.districtid, family_id=ev.family_id,
-                            school_id=ev.school_id)
-            )
-            uow.after_commit.append(desk.arrivals.arrived)
+async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered,
+                               desk: Desk) -> None:
+    known = await uow.session.get(KnownFamily, (env.districtid, ev.family_id))
+    if known is None:
+        uow.session.add(
+            KnownFamily(district_id=env.districtid, family_id=ev.family_id,
+                        school_id=ev.school_id)
+        )
+        uow.after_commit.append(desk.arrivals.arrived)
 
-    @rt.consumes(PartnerMatched)
-    async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched) -> None:
-        referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
-        if reported(uow, desk, referral, Matched(ev.partner_id, ev.attempt), env, ev,
-                    "service:partners"):
-            referral.service_id = ev.service_id
 
-    @rt.consumes(NoPartnerAvailable)
-    async def on_no_partner(uow: UnitOfWork, env: Envelope, ev: NoPartnerAvailable) -> None:
-        referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
-        if reported(uow, desk, referral, NoPartner(), env, ev, "service:partners"):
-            district, need = env.districtid, referral.need
-            uow.after_commit.append(lambda: NO_PARTNER.labels(district, need).inc())
+async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
+                             desk: Desk) -> None:
+    referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
+    if reported(uow, desk, referral, Matched(ev.partner_id, ev.attempt), env, ev,
+                "service:partners"):
+        referral.service_id = ev.service_id
 
-    @rt.consumes(FamilyContacted)
-    async def on_family_contacted(uow: UnitOfWork, env: Envelope, ev: FamilyContacted) -> None:
-        if ev.referral_id is None:
-            return
-        referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
-        fact = Contacted(automated=ev.outreach_id is not None)
-        try:
-            reported(uow, desk, referral, fact, env, ev, "service:engagement", ev.contacted_at)
-        except TooEarly as exc:
-            raise RetryLater(str(exc)) from exc
 
-    @rt.consumes(FamilyUnreachable)
-    async def on_family_unreachable(uow: UnitOfWork, env: Envelope, ev: FamilyUnreachable
-                                    ) -> None:
-        if ev.referral_id is None:
-            return
-        referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
-        open_ = Status(referral.status) in OPEN
-        if open_:  # not progress, but a reason for a person to step in now
-            restart_follow_up(desk, referral, desk.clock(), reason="family_unreachable")
-        record(uow, referral, env.id, type(ev).__name__, "service:engagement",
-               {**env.data, "applied": open_}, env.time)
+async def on_no_partner(uow: UnitOfWork, env: Envelope, ev: NoPartnerAvailable, desk: Desk) -> None:
+    referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
+    if reported(uow, desk, referral, NoPartner(), env, ev, "service:partners"):
+        district, need = env.districtid, referral.need
+        uow.after_commit.append(lambda: NO_PARTNER.labels(district, need).inc())
+
+
+async def on_family_contacted(uow: UnitOfWork, env: Envelope, ev: FamilyContacted,
+                              desk: Desk) -> None:
+    if ev.referral_id is None:
+        return
+    referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
+    fact = Contacted(automated=ev.outreach_id is not None)
+    try:
+        reported(uow, desk, referral, fact, env, ev, "service:engagement", ev.contacted_at)
+    except TooEarly as exc:
+        raise RetryLater(str(exc)) from exc
+
+
+async def on_family_unreachable(uow: UnitOfWork, env: Envelope, ev: FamilyUnreachable,
+                                desk: Desk) -> None:
+    if ev.referral_id is None:
+        return
+    referral = await get_referral(uow, env.districtid, ev.referral_id, lock=True)
+    open_ = Status(referral.status) in OPEN
+    if open_:  # not progress, but a reason for a person to step in now
+        restart_follow_up(desk, referral, desk.clock(), reason="family_unreachable")
+    record(uow, referral, env.id, type(ev).__name__, "service:engagement",
+           {**env.data, "applied": open_}, env.time)
+
+
+HANDLERS = {
+    FamilyRegistered: on_family_registered,
+    PartnerMatched: on_partner_matched,
+    NoPartnerAvailable: on_no_partner,
+    FamilyContacted: on_family_contacted,
+    FamilyUnreachable: on_family_unreachable,
+}
 
 
 async def family_is_known(uow: UnitOfWork, district_id: str, family_id: str) -> bool:

@@ -43,7 +43,7 @@ def build(
         or FOLLOW_UP_SCAN_SECONDS
     gauges = metrics_seconds or getattr(settings, "referral_metrics_seconds", None) \
         or METRICS_SECONDS
-    handlers.register(rt, desk)
+    rt.consume(handlers.HANDLERS, desk)
     rt.run_in_background(lambda: run_timers(rt, desk, scan))
     rt.run_in_background(lambda: run_metrics(rt, desk, gauges))
     router = build_router(rt, desk)
