@@ -84,7 +84,7 @@ async def inbound_sms(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, phone: 
     # await an answer (one family's or several sharing the phone), decides which one it
     # answers; the message we wrote last is only where it goes when none is open.
     latest = messages[0]
-    _emit_to(uow, latest, _replied(latest, Channel.sms, text, now, phone=phone))
+    _emit_to(uow, latest, _replied(latest, Channel.sms, text, now, phone=phone[:32]))
     return "reply"
 
 
