@@ -345,6 +345,9 @@ class FamilyReplied(Event):
     channel: Channel
     text: str = Field(max_length=1600)
     received_at: Instant
+    phone: str | None = Field(default=None, max_length=32,
+                              description="E.164: the number an SMS came from (engagement "
+                              "finds every open outreach at it)")
 
 
 class FamilyOptedOut(Event):

@@ -33,6 +33,7 @@ SAMPLE = {
     "starts_at_local": "Thu, May 8, 6:00 PM",
     "place": "School library, Room 104",
     "rsvp_url": "https://ensemble.example.org/r/8kQ2xZ",
+    "reply_code": "12",  # several outreach open at one phone: the longest code
     "body": (
         "Join us to play math games with your kids. Dinner will be served and childcare is "
         "available for younger siblings.\nPlease bring a friend!"

@@ -86,7 +86,7 @@ class Background:
                 if family is None or outreach.attempts >= self.config.outreach_max_attempts:
                     mark_unreachable(uow, outreach, now)
                 else:
-                    request_attempt(uow, self.rt.districts, outreach, family, now)
+                    await request_attempt(uow, self.rt.districts, outreach, family, now)
         return len(due)
 
     async def fan_out_chunk(self) -> bool:

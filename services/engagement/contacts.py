@@ -5,6 +5,9 @@ sent message is an attempt."""
 from datetime import datetime, timedelta
 from uuid import uuid4
 
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from contracts.events import FamilyContacted, FamilyUnreachable, OutreachRequested
 from contracts.taxonomy import Channel, ContactKind, Urgency
 from runtime.districts import Districts
@@ -12,6 +15,8 @@ from runtime.outbox import UnitOfWork
 from services.engagement.tables import ContactLogEntry, Family, Outreach
 
 REACHED = "reached"
+OPEN = ("requested", "awaiting_reply")  # outreach awaiting the family's answer
+CODES = [str(n) for n in range(1, 100)]  # reply codes: one or two digits, on any keypad
 
 
 def usable_channels(family: Family) -> list[Channel]:
@@ -33,13 +38,44 @@ def rotate(channels: list[Channel], attempt: int) -> list[Channel]:
     return channels[shift:] + channels[:shift]
 
 
-def request_attempt(uow: UnitOfWork, districts: Districts, outreach: Outreach, family: Family,
-                    now: datetime) -> bool:
+async def open_at_phone(session: AsyncSession, district_id: str, phone: str,
+                        family_id: str | None = None, *, lock: bool = False) -> list[Outreach]:
+    """Outreach awaiting an answer at this phone, newest first; ``lock`` to change them (a
+    retry or a coordinator may change one at the same time)."""
+    match = Family.phone == phone
+    if family_id:  # the family we wrote to, even if its record now has another number
+        match = or_(match, Family.id == family_id)
+    query = (select(Outreach).join(Family, Family.id == Outreach.family_id)
+             .where(Family.district_id == district_id, match, Outreach.status.in_(OPEN))
+             .order_by(Outreach.created_at.desc(), Outreach.id))
+    if lock:
+        query = query.with_for_update(of=Outreach)
+    return list((await session.scalars(query)).all())
+
+
+async def reply_code(session: AsyncSession, outreach: Outreach, family: Family) -> str | None:
+    """The code this attempt's text shows: the outreach keeps the one it was first given
+    (the lowest not held by another open outreach at the phone), shown only while another
+    outreach is open there, so a family with one referral reads the message as before.
+    Read unlocked: two codes given at once may collide, and a reply naming both is held."""
+    if not family.phone:
+        return None
+    others = [o for o in await open_at_phone(session, family.district_id, family.phone)
+              if o.id != outreach.id]
+    if outreach.reply_code is None:
+        taken = {o.reply_code for o in others}
+        outreach.reply_code = next((c for c in CODES if c not in taken), None)
+    return outreach.reply_code if others else None
+
+
+async def request_attempt(uow: UnitOfWork, districts: Districts, outreach: Outreach,
+                          family: Family, now: datetime) -> bool:
     """Ask notifications for the next attempt; False (and unreachable) without a channel."""
     channels = usable_channels(family)
     if not channels:
         mark_unreachable(uow, outreach, now)
         return False
+    code = await reply_code(uow.session, outreach, family) if Channel.sms in channels else None
     outreach.attempts += 1
     outreach.status = "requested"
     outreach.next_check_at = None
@@ -59,7 +95,8 @@ def request_attempt(uow: UnitOfWork, districts: Districts, outreach: Outreach, f
             school_id=family.school_id,
             urgency=Urgency(outreach.urgency),
             variables={**outreach.variables,
-                       "school_name": school.name if school else family.school_id},
+                       "school_name": school.name if school else family.school_id,
+                       **({"reply_code": code} if code else {})},
             attempt=outreach.attempts,
         ),
         district=outreach.district_id, school=family.school_id, subject=outreach.id,

@@ -27,6 +27,7 @@ from services.engagement.contacts import (
     mark_unreachable,
     request_attempt,
 )
+from services.engagement.replies import attribute_text
 from services.engagement.rsvp import parse_rsvp
 from services.engagement.tables import Family, Invitation, Outreach
 
@@ -44,7 +45,7 @@ def register(rt: ServiceRuntime, config: EngagementConfig) -> None:
                             variables={"partner_name": ev.partner_name, "need": ev.need.value},
                             created_at=now, updated_at=now)
         uow.session.add(outreach)
-        request_attempt(uow, rt.districts, outreach, family, now)
+        await request_attempt(uow, rt.districts, outreach, family, now)
 
     # Outreach rows are read FOR UPDATE: a coordinator may mark one contacted over HTTP while
     # an event about it is applied, and on PostgreSQL the later writer would undo the other.
@@ -70,6 +71,9 @@ def register(rt: ServiceRuntime, config: EngagementConfig) -> None:
     async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied) -> None:
         family = await uow.session.get(Family, ev.family_id)
         if family is None or family.district_id != env.districtid:
+            return
+        # A text names no message: find the outreach it answers (or hold it for a person).
+        if ev.channel == Channel.sms and await attribute_text(uow, family, ev, env.id):
             return
         kind = ContactKind(ev.channel.value)
         outreach = (await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)

@@ -12,6 +12,7 @@ from services.engagement.api import build_router
 from services.engagement.background import Background
 from services.engagement.config import EngagementConfig
 from services.engagement.outreach_api import PUBLIC_ROUTES, build_outreach_router
+from services.engagement.replies import build_replies_router
 from services.engagement.tables import Base
 
 NAME = "engagement"
@@ -27,6 +28,7 @@ def build(settings: Settings, districts: Districts | None = None, *,
     rt.run_in_background(background.run)
     router = build_router(rt, config)
     router.include_router(build_outreach_router(rt, config, background))
+    router.include_router(build_replies_router(rt))
     service = Service(rt, router)
     service.background = background  # type: ignore[attr-defined]  # for tests
     policy = getattr(service, "policy", None)  # signed RSVP links skip the bearer token

@@ -60,9 +60,31 @@ class Outreach(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # messages asked for, calls logged
     urgency: Mapped[str] = mapped_column(String(16), default="routine")
     variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Unique among the open outreach at the family's phone when first requested: a text that
+    # starts with it answers this outreach when several are open on one phone.
+    reply_code: Mapped[str | None] = mapped_column(String(2))
     next_check_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class UnassignedReply(Base):
+    """A text that could answer several open outreach at one phone and named none of them:
+    kept for a coordinator to assign (never guessed). The id is the FamilyReplied event's."""
+
+    __tablename__ = "unassigned_replies"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district_id: Mapped[str] = mapped_column(String(64), index=True)
+    school_id: Mapped[str] = mapped_column(String(64), index=True)  # the newest candidate's
+    channel: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)  # stays in this service
+    received_at: Mapped[datetime]
+    candidates: Mapped[list[str]]  # the outreach ids it could answer, newest first
+    status: Mapped[str] = mapped_column(String(16), index=True)  # held | assigned
+    outreach_id: Mapped[str | None] = mapped_column(String(64))  # once assigned
+    assigned_by: Mapped[str | None] = mapped_column(String(128))
+    assigned_at: Mapped[datetime | None]
 
 
 class ContactLogEntry(Base):

@@ -294,6 +294,7 @@ class Dispatcher:
 
     def _compose(self, message: Message, channel: Channel) -> _Planned:
         variables = {
+            "reply_code": "",  # engagement names one only when several outreach share a phone
             **message.variables,
             "family_name": message.family_name.split()[0] if message.family_name else "",
             "unsubscribe_url": self.unsubscribe_url(message),

@@ -43,12 +43,13 @@ async def first_time(uow: UnitOfWork, key: str, now: datetime) -> bool:
     return True
 
 
-def _replied(message: Message, channel: Channel, text: str, now: datetime) -> FamilyReplied:
+def _replied(message: Message, channel: Channel, text: str, now: datetime,
+             phone: str | None = None) -> FamilyReplied:
     return FamilyReplied(
         family_id=message.family_id, school_id=message.school_id, notification_id=message.id,
         outreach_id=None if message.batch_id else message.outreach_id,
         referral_id=message.referral_id, batch_id=message.batch_id, kind=message.kind,
-        channel=channel, text=text[:1600], received_at=now)
+        channel=channel, text=text[:1600], received_at=now, phone=phone)
 
 
 def _emit_to(uow: UnitOfWork, message: Message, event: object) -> None:
@@ -79,8 +80,11 @@ async def inbound_sms(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, phone: 
         return "opt_in"
     if not messages:
         return "unknown_sender"
-    latest = messages[0]  # several families on one phone: the one we wrote to last
-    _emit_to(uow, latest, _replied(latest, Channel.sms, text, now))
+    # A text names no message: engagement, which knows which outreach at this phone still
+    # await an answer (one family's or several sharing the phone), decides which one it
+    # answers; the message we wrote last is only where it goes when none is open.
+    latest = messages[0]
+    _emit_to(uow, latest, _replied(latest, Channel.sms, text, now, phone=phone[:32]))
     return "reply"
 
 

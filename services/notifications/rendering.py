@@ -30,7 +30,8 @@ KINDS: dict[str, tuple[str, ...]] = {
 # kind -> the variables its templates may use (tests hold every template to this)
 KIND_VARIABLES: dict[str, frozenset[str]] = {
     "partner_matched": frozenset(
-        {"family_name", "school_name", "need_label", "partner_name", "unsubscribe_url"}
+        {"family_name", "school_name", "need_label", "partner_name", "unsubscribe_url",
+         "reply_code"}
     ),
     "family_event_invitation": frozenset(
         {"title", "starts_at_local", "place", "rsvp_url", "school_name", "unsubscribe_url"}
