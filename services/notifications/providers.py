@@ -206,7 +206,7 @@ class SmtpEmail:
                 except EmailNotValidError:
                     results[index] = PermanentSendError("not a valid email address")
                     continue
-                email = self.compose(replace(message, to=to))
+                email = self.compose(message if to == message.to else replace(message, to=to))
                 # Our own bytes: aiosmtplib's flattening would fold long headers again.
                 payload = email.as_bytes(policy=EMAIL_POLICY_UTF8 if utf8 else EMAIL_POLICY)
                 options = ["SMTPUTF8"] if utf8 or not self.envelope_from.isascii() else []
