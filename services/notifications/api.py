@@ -48,7 +48,7 @@ class MessageView(BaseModel):
     kind: str
     urgency: str
     status: str
-    channel: str | None
+    channel: str | None = Field(description="the channel that sent it, or that failed for good")
     language: str
     used_language: str | None
     fell_back: bool = Field(description="English was used: no template in the family's language")

@@ -443,6 +443,7 @@ class Dispatcher:
             row.next_attempt_at = now
             return True
         row.status = "failed"
+        row.channel = outcome.channel  # the channel that failed for good, as the event says
         self._emit(uow, row, NotificationFailed(
             notification_id=row.id, outreach_id=row.outreach_id, family_id=row.family_id,
             referral_id=row.referral_id, channel=outcome.channel, reason=outcome.reason[:200],

@@ -6,8 +6,9 @@ SMS goes out concurrently within a bounded window.
 """
 
 import asyncio
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
@@ -19,9 +20,12 @@ from urllib.parse import urlsplit
 from uuid import uuid4
 
 import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
 
 from services.notifications.errors import PermanentSendError, SendError, TransientSendError
 from services.notifications.twilio import TwilioSmsClient
+
+log = logging.getLogger("ensemble.notifications.providers")
 
 Result = str | SendError
 
@@ -29,19 +33,26 @@ Result = str | SendError
 class _Compat32Plain(Compat32):
     """compat32 that writes a short ASCII header line as it is. The generic folder builds and
     encodes a Header object for every line (a third of composing a message) to change nothing
-    in a line under the limit."""
+    in a line under the limit. With ``utf8`` (a message sent with SMTPUTF8, RFC 6532) a short
+    non-ASCII line is written as UTF-8: an address must not become an RFC 2047 encoded-word."""
+
+    utf8: bool = False
 
     def fold_binary(self, name: str, value: str) -> bytes:
-        limit = self.max_line_length or 0
-        if (isinstance(value, str) and value.isascii() and "\n" not in value
-                and "\r" not in value and len(name) + len(value) + 2 <= limit):
-            return f"{name}: {value}{self.linesep}".encode("ascii")
+        limit = (self.max_line_length or 0) + len(self.linesep)
+        if (isinstance(value, str) and (value.isascii() or self.utf8) and "\n" not in value
+                and "\r" not in value):
+            line = f"{name}: {value}{self.linesep}".encode("utf-8", "surrogateescape")
+            if len(line) <= limit:
+                return line
         return super().fold_binary(name, value)
 
 
 IDLE_SECONDS = 30.0
 # Long URLs in List-Unsubscribe must not be folded (RFC 2369 clients); CRLF for SMTP.
 EMAIL_POLICY = _Compat32Plain(max_line_length=998, linesep="\r\n")
+EMAIL_POLICY_UTF8 = EMAIL_POLICY.clone(utf8=True)
+NEEDS_SMTPUTF8 = "the mail server cannot take an address with non-ASCII letters (no SMTPUTF8)"
 
 
 @dataclass(frozen=True)
@@ -76,12 +87,33 @@ async def send_concurrently(provider: Provider, messages: Sequence[Outgoing],
     return list(await asyncio.gather(*(one(m) for m in messages)))
 
 
-def _smtp_error(exc: Exception) -> SendError:
+def smtp_address(address: str) -> tuple[str, bool]:
+    """The address as the SMTP envelope and the To: header carry it, and whether that needs the
+    server's SMTPUTF8 (RFC 6531): an internationalized domain travels in its ASCII (IDNA) form,
+    so only a non-ASCII local part (josé@…) does. Raises EmailNotValidError."""
+    if address.isascii():
+        return address, False
+    checked = validate_email(address, check_deliverability=False)
+    return (checked.ascii_email, False) if checked.ascii_email else (checked.normalized, True)
+
+
+def _refused(exc: aiosmtplib.SMTPRecipientsRefused | aiosmtplib.SMTPDataError) -> SendError:
+    """The server refused this message's recipient or content: a 5xx is final for this message
+    only, a 4xx (mailbox busy, greylisting) is worth trying again."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        return PermanentSendError("recipient refused by the mail server")
+        code, what = exc.recipients[0].code, "recipient refused by the mail server"
+    else:
+        code, what = exc.code, "message refused by the mail server"
+    # 503 is commands out of sequence: the connection's state, never the family's address.
+    if 500 <= code < 600 and code != 503:
+        return PermanentSendError(f"{what} ({code})", status=code)
+    return TransientSendError(f"{what} ({code})", status=code)
+
+
+def _unavailable(exc: BaseException) -> TransientSendError:
+    """The server is away, refuses our connection, login or sender, or lost track of the
+    conversation: nothing to do with the family's address, so it is retried later."""
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        if 500 <= exc.code < 600:
-            return PermanentSendError(f"mail server said {exc.code}", status=exc.code)
         return TransientSendError(f"mail server said {exc.code}", status=exc.code)
     return TransientSendError(f"mail server unreachable: {type(exc).__name__}")
 
@@ -161,43 +193,79 @@ class SmtpEmail:
 
     async def _lane(self, messages: Sequence[Outgoing], results: list[Result], lane: int,
                     lanes: int) -> None:
-        """One open connection sends every ``lanes``-th message of the batch."""
+        """One open connection sends every ``lanes``-th message of the batch. Whatever fails,
+        the connection is reused only when no transaction is left open on it (RSET, else
+        closed): one family's refused address must never fail the next family's message."""
         client = self._take_idle()
+        clean = True
         try:
             for index in range(lane, len(messages), lanes):
-                email = self.compose(messages[index])
+                message = messages[index]
+                try:
+                    to, utf8 = smtp_address(message.to)
+                except EmailNotValidError:
+                    results[index] = PermanentSendError("not a valid email address")
+                    continue
+                email = self.compose(message if to == message.to else replace(message, to=to))
+                # Our own bytes: aiosmtplib's flattening would fold long headers again.
+                payload = email.as_bytes(policy=EMAIL_POLICY_UTF8 if utf8 else EMAIL_POLICY)
+                options = ["SMTPUTF8"] if utf8 or not self.envelope_from.isascii() else []
                 for tries in (1, 2):  # a connection the server dropped is opened again once
-                    try:
-                        if client is None or not client.is_connected:
-                            client = self._client()
+                    if client is None or not client.is_connected:
+                        client = self._client()
+                        try:
                             await client.connect()
-                        # Our own bytes: aiosmtplib's flattening would fold long headers again.
-                        await client.sendmail(self.envelope_from, [messages[index].to],
-                                              email.as_bytes(policy=EMAIL_POLICY))
+                        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                            # This and the rest of the lane are retried later.
+                            results[index] = _unavailable(exc)
+                            client.close()
+                            client = None
+                            return
+                    clean = False
+                    try:
+                        await client.sendmail(self.envelope_from, [to], payload,
+                                              mail_options=options)
                         results[index] = str(email["Message-ID"])
+                        clean = True
                         break
                     except aiosmtplib.SMTPServerDisconnected as exc:
                         client = None
-                        results[index] = _smtp_error(exc)
+                        results[index] = _unavailable(exc)
                         if tries == 2:
                             return
-                    except (OSError, TimeoutError) as exc:
-                        # The server is away: this and the rest of the lane are retried later.
-                        results[index] = _smtp_error(exc)
-                        if client is not None:
-                            client.close()  # in an unknown state: never reused
-                        client = None
-                        return
-                    except aiosmtplib.SMTPException as exc:  # this message only
-                        results[index] = _smtp_error(exc)
+                    except aiosmtplib.SMTPNotSupported:
+                        # Raised before MAIL FROM: the connection is still clean.
+                        results[index] = PermanentSendError(NEEDS_SMTPUTF8)
+                        clean = True
+                        break
+                    except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPDataError) as exc:
+                        results[index] = _refused(exc)  # this message only
                         await _reset(client)
+                        clean = True  # reset, or closed and so never reused
+                        break
+                    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                        # Refused sender, 421, a timeout: the lane is retried later.
+                        results[index] = _unavailable(exc)
+                        return
+                    except Exception as exc:  # not the server's answer: this message only
+                        log.warning("email send failed: %s", type(exc).__name__)
+                        # ValueError: an address no SMTP command line can carry.
+                        results[index] = (
+                            PermanentSendError("address cannot be sent over SMTP")
+                            if isinstance(exc, ValueError)
+                            else TransientSendError(f"email provider error: {type(exc).__name__}"))
+                        client.close()  # its state is unknown
+                        client = None
+                        clean = True
                         break
         finally:
-            if client is not None and client.is_connected:
+            if client is not None and client.is_connected and clean:
                 if len(self._idle) < self.connections:
                     self._idle.append((client, asyncio.get_running_loop().time()))
                 else:
                     await _quit(client)
+            elif client is not None:
+                client.close()  # in an unknown state (mid-transaction): never reused
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
@@ -207,8 +275,10 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-async def _reset(client: aiosmtplib.SMTP | None) -> None:
-    if client is not None and client.is_connected:
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """End a refused transaction with RSET, or close the connection when that fails too
+    (aiosmtplib sends its own RSET but ignores a refusal of it)."""
+    if client.is_connected:  # a 421 closed it already: the next message opens another
         try:
             await client.rset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):

@@ -42,7 +42,8 @@ class Message(Base):
     # Random, unguessable: authenticates the unsubscribe link and the email reply address.
     token: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))  # queued|sending|sent|delivered|failed
-    channel: Mapped[str | None] = mapped_column(String(8))  # the channel that sent it
+    # The channel that sent it, or the last one that failed for good.
+    channel: Mapped[str | None] = mapped_column(String(8))
     used_language: Mapped[str | None] = mapped_column(String(16))
     fell_back: Mapped[bool] = mapped_column(Boolean, default=False)
     segments: Mapped[int | None] = mapped_column(Integer)  # SMS parts billed
