@@ -21,31 +21,31 @@ from email.utils import parseaddr
 
 from jinja2 import UndefinedError
 from sqlalchemy import delete, func, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.events import FamilyOptedOut, NotificationFailed, NotificationSent
+from contracts.events import NotificationFailed, NotificationSent
 from contracts.taxonomy import Channel, Urgency
-from runtime.db import advisory_locks, utcnow
+from runtime.db import utcnow
 from runtime.errors import describe_error
 from runtime.logs import correlation
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
 from services.notifications.config import NotificationsConfig
+from services.notifications.delivery import apply_status, lock_provider_ids
 from services.notifications.errors import PermanentSendError, SendError, TransientSendError
-from services.notifications.metrics import BACKLOG, NOTIFICATIONS, OPT_OUTS
+from services.notifications.metrics import BACKLOG, NOTIFICATIONS
+from services.notifications.opt_outs import TRANSACTIONAL, record_opt_out
 from services.notifications.policy import cap_until, quiet_until
 from services.notifications.providers import Outgoing, Provider
 from services.notifications.rendering import TemplateMissingError, render
 from services.notifications.sms_segments import count_segments
 from services.notifications.tables import EarlyStatus, InboundSeen, Message, OptOut
+from services.notifications.twilio import TWILIO_UNSUBSCRIBED
 
 log = logging.getLogger("ensemble.notifications.dispatch")
 
 # Answers to the family's own STOP/START: they go at once, even to an opted-out number.
-TRANSACTIONAL = frozenset({"opt_out_confirmation", "opt_in_confirmation"})
 KEEP_EARLY_STATUSES = timedelta(days=1)
 KEEP_WEBHOOK_IDS = timedelta(days=7)
-TWILIO_UNSUBSCRIBED = 21610
 Clock = Callable[[], datetime]
 
 
@@ -91,12 +91,6 @@ class _Planned:
     fell_back: bool
     segments: int | None = None
     encoding: str | None = None
-
-
-async def lock_provider_ids(session: AsyncSession, sids: list[str]) -> None:
-    """Serialise the recording of sends with early delivery reports for the same ids, so that
-    neither misses the other's rows on PostgreSQL."""
-    await advisory_locks(session, sids)
 
 
 class Dispatcher:
@@ -383,8 +377,6 @@ class Dispatcher:
     async def _apply_early_statuses(self, uow: UnitOfWork, rows: Sequence[Message],
                                     now: datetime) -> None:
         """Delivery reports that came in before this batch's sends were recorded."""
-        from services.notifications.inbound import apply_status  # inbound imports this module
-
         sent = {row.provider_id: row for row in rows
                 if row.status == "sent" and row.provider_id and row.channel == Channel.sms}
         if not sent:
@@ -393,8 +385,8 @@ class Dispatcher:
         early = (await uow.session.scalars(
             select(EarlyStatus).where(EarlyStatus.sid.in_(sorted(sent))))).all()
         for report in early:
-            await apply_status(uow, self, sent[report.sid], report.status, report.error_code,
-                               now)
+            await apply_status(uow, self.wake.set, sent[report.sid], report.status,
+                               report.error_code, now)
             await uow.session.delete(report)
 
     @staticmethod
@@ -461,45 +453,3 @@ class Dispatcher:
               ) -> None:
         uow.emit(event, district=row.district_id, school=row.school_id, subject=row.outreach_id,
                  correlation=row.correlation_id, causation=row.causation_id)
-
-
-async def set_opt_out(uow: UnitOfWork, district_id: str, channel: Channel, address: str,
-                      opted_out: bool, now: datetime) -> bool:
-    """Record the address's state; True when it changed (so a confirmation goes once)."""
-    row = await uow.session.get(OptOut, (channel.value, address), with_for_update=True)
-    if row is None:
-        if not opted_out:
-            return False
-        uow.session.add(OptOut(channel=channel.value, address=address, district_id=district_id,
-                               opted_out=True, changed_at=now))
-        return True
-    if row.opted_out == opted_out:
-        return False
-    row.opted_out = opted_out
-    row.changed_at = now
-    return True
-
-
-async def families_at(uow: UnitOfWork, channel: Channel, address: str) -> list[Message]:
-    """The latest message of each family reached at this address (several families may share a
-    phone)."""
-    column = Message.email if channel == Channel.email else Message.phone
-    rows = (await uow.session.scalars(
-        select(Message).where(column == address, Message.kind.not_in(TRANSACTIONAL))
-        .order_by(Message.created_at.desc()).limit(200)
-    )).all()
-    latest: dict[str, Message] = {}
-    for row in rows:
-        latest.setdefault(row.family_id, row)
-    return list(latest.values())
-
-
-async def record_opt_out(uow: UnitOfWork, district_id: str, channel: Channel, address: str,
-                         messages: list[Message], now: datetime) -> bool:
-    changed = await set_opt_out(uow, district_id, channel, address, True, now)
-    if changed:
-        OPT_OUTS.labels(channel.value).inc()
-        for family_id, message in {m.family_id: m for m in messages}.items():
-            uow.emit(FamilyOptedOut(family_id=family_id, channel=channel, at=now),
-                     district=message.district_id, school=message.school_id, subject=family_id)
-    return changed

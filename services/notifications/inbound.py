@@ -10,20 +10,14 @@ from uuid import uuid4
 
 from sqlalchemy import select
 
-from contracts.events import FamilyOptedIn, FamilyReplied, NotificationDelivered, NotificationFailed
+from contracts.events import FamilyOptedIn, FamilyReplied
 from contracts.taxonomy import Channel
 from runtime.outbox import UnitOfWork
-from services.notifications.dispatch import (
-    TWILIO_UNSUBSCRIBED,
-    Dispatcher,
-    families_at,
-    lock_provider_ids,
-    record_opt_out,
-    set_opt_out,
-)
+from services.notifications.delivery import apply_status, emit_about, lock_provider_ids
+from services.notifications.dispatch import Dispatcher
 from services.notifications.handlers import new_message
+from services.notifications.opt_outs import families_at, record_opt_out, set_opt_out
 from services.notifications.tables import EarlyStatus, InboundSeen, Message
-from services.notifications.twilio import KNOWN_ERRORS
 
 STOP_WORDS = frozenset({"STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPALL"})
 START_WORDS = frozenset({"START", "UNSTOP"})
@@ -52,11 +46,6 @@ def _replied(message: Message, channel: Channel, text: str, now: datetime,
         channel=channel, text=text[:1600], received_at=now, phone=phone)
 
 
-def _emit_to(uow: UnitOfWork, message: Message, event: object) -> None:
-    uow.emit(event, district=message.district_id, school=message.school_id,  # type: ignore[arg-type]
-             subject=message.family_id)
-
-
 async def inbound_sms(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, phone: str, text: str,
                       now: datetime) -> str:
     """Handle one inbound SMS; returns what it was (for metrics, never the content)."""
@@ -73,7 +62,7 @@ async def inbound_sms(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, phone: 
         district = messages[0].district_id if messages else ""
         if await set_opt_out(uow, district, Channel.sms, phone, False, now):
             for message in {m.family_id: m for m in messages}.values():
-                _emit_to(uow, message, FamilyOptedIn(family_id=message.family_id,
+                emit_about(uow, message, FamilyOptedIn(family_id=message.family_id,
                                                      channel=Channel.sms, at=now))
             if messages:
                 _confirm(uow, dispatcher, messages[0], "opt_in_confirmation", sid, now)
@@ -84,7 +73,7 @@ async def inbound_sms(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, phone: 
     # await an answer (one family's or several sharing the phone), decides which one it
     # answers; the message we wrote last is only where it goes when none is open.
     latest = messages[0]
-    _emit_to(uow, latest, _replied(latest, Channel.sms, text, now, phone=phone[:32]))
+    emit_about(uow, latest, _replied(latest, Channel.sms, text, now, phone=phone[:32]))
     return "reply"
 
 
@@ -119,7 +108,7 @@ async def inbound_email(uow: UnitOfWork, to: str, sender: str, text: str, now: d
         await record_opt_out(uow, message.district_id, Channel.email, message.email,
                              [message], now)
         return "opt_out"
-    _emit_to(uow, message, _replied(message, Channel.email, body, now))
+    emit_about(uow, message, _replied(message, Channel.email, body, now))
     return "reply"
 
 
@@ -159,37 +148,4 @@ async def status_callback(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, sta
                                             error_code=(error_code or "")[:16] or None,
                                             received_at=now))
         return "early"
-    return await apply_status(uow, dispatcher, message, status, error_code, now)
-
-
-async def apply_status(uow: UnitOfWork, dispatcher: Dispatcher, message: Message, status: str,
-                       error_code: str | None, now: datetime) -> str:
-    if status == "delivered":
-        if message.status == "sent":
-            message.status = "delivered"
-            message.delivered_at = now
-            if message.batch_id is None:
-                _emit_to(uow, message, NotificationDelivered(
-                    notification_id=message.id, outreach_id=message.outreach_id,
-                    family_id=message.family_id, referral_id=message.referral_id,
-                    channel=Channel.sms, delivered_at=now))
-        return "delivered"
-    code = int(error_code) if error_code and error_code.isdigit() else None
-    if code == TWILIO_UNSUBSCRIBED and message.phone:
-        await record_opt_out(uow, message.district_id, Channel.sms, message.phone, [message], now)
-    reason = (f"twilio error {code}: {KNOWN_ERRORS.get(code, 'not delivered')}" if code
-              else f"twilio status {status}")
-    message.last_error = reason
-    remaining = [c for c in message.channels if c != Channel.sms.value]
-    if remaining:  # the handset never got it: try the family's other channel
-        message.channels = remaining
-        message.status = "queued"
-        message.next_attempt_at = now
-        uow.after_commit.append(dispatcher.wake.set)
-        return "failed_fallback"
-    message.status = "failed"
-    _emit_to(uow, message, NotificationFailed(
-        notification_id=message.id, outreach_id=message.outreach_id, family_id=message.family_id,
-        referral_id=message.referral_id, channel=Channel.sms, reason=reason[:200],
-        permanent=True))
-    return "failed"
+    return await apply_status(uow, dispatcher.wake.set, message, status, error_code, now)

@@ -29,6 +29,7 @@ Params = Mapping[str, str] | Iterable[tuple[str, str]]
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 # Fixed, data-free descriptions of common errors (the provider's message may quote the number).
+TWILIO_UNSUBSCRIBED = 21610  # the handset sent STOP: Twilio refuses to send to it
 KNOWN_ERRORS: dict[int, str] = {
     20003: "authentication failed",
     20429: "too many requests",

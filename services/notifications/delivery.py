@@ -1,0 +1,60 @@
+"""What a provider reports about a message it took: delivered, or failed (then the family's
+other channel is tried, or NotificationFailed). Reports may come before the dispatcher has
+recorded the send; both sides lock the provider id first."""
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.events import NotificationDelivered, NotificationFailed
+from contracts.taxonomy import Channel
+from runtime.db import advisory_locks
+from runtime.uow import UnitOfWork
+from services.notifications.opt_outs import record_opt_out
+from services.notifications.tables import Message
+from services.notifications.twilio import KNOWN_ERRORS, TWILIO_UNSUBSCRIBED
+
+
+async def lock_provider_ids(session: AsyncSession, sids: list[str]) -> None:
+    """Serialise the recording of sends with early delivery reports for the same ids, so that
+    neither misses the other's rows on PostgreSQL."""
+    await advisory_locks(session, sids)
+
+
+def emit_about(uow: UnitOfWork, message: Message, event: object) -> None:
+    uow.emit(event, district=message.district_id, school=message.school_id,  # type: ignore[arg-type]
+             subject=message.family_id)
+
+
+async def apply_status(uow: UnitOfWork, wake: Callable[[], None], message: Message, status: str,
+                       error_code: str | None, now: datetime) -> str:
+    if status == "delivered":
+        if message.status == "sent":
+            message.status = "delivered"
+            message.delivered_at = now
+            if message.batch_id is None:
+                emit_about(uow, message, NotificationDelivered(
+                    notification_id=message.id, outreach_id=message.outreach_id,
+                    family_id=message.family_id, referral_id=message.referral_id,
+                    channel=Channel.sms, delivered_at=now))
+        return "delivered"
+    code = int(error_code) if error_code and error_code.isdigit() else None
+    if code == TWILIO_UNSUBSCRIBED and message.phone:
+        await record_opt_out(uow, message.district_id, Channel.sms, message.phone, [message], now)
+    reason = (f"twilio error {code}: {KNOWN_ERRORS.get(code, 'not delivered')}" if code
+              else f"twilio status {status}")
+    message.last_error = reason
+    remaining = [c for c in message.channels if c != Channel.sms.value]
+    if remaining:  # the handset never got it: try the family's other channel
+        message.channels = remaining
+        message.status = "queued"
+        message.next_attempt_at = now
+        uow.after_commit.append(wake)
+        return "failed_fallback"
+    message.status = "failed"
+    emit_about(uow, message, NotificationFailed(
+        notification_id=message.id, outreach_id=message.outreach_id, family_id=message.family_id,
+        referral_id=message.referral_id, channel=Channel.sms, reason=reason[:200],
+        permanent=True))
+    return "failed"
