@@ -31,15 +31,19 @@ def _settings(data_dir: Path | None) -> Settings:
 @app.command()
 def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) -> None:
     """Run the whole system: nats-server, local mailbox and SMS, and all five services."""
+    from ensemble.embedded import DataFolderInUseError
     from ensemble.system import describe_data, run_up
+    from runtime.host import run
 
     settings = _settings(data_dir)
     configure_logging(settings.log_level)
     typer.echo(f"Ensemble on http://{host}:{port}  (API /api/v1, docs /docs, metrics /metrics)")
     typer.echo(describe_data(settings.data_dir.resolve()))
-    from runtime.host import run
-
-    run(run_up(settings, dict(os.environ), host, port))
+    try:
+        run(run_up(settings, dict(os.environ), host, port))
+    except DataFolderInUseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _one(name: str):  # type: ignore[no-untyped-def]
