@@ -190,6 +190,7 @@ def demo(
     """Load a sample district and push referrals through the loop, printing each step."""
     from ensemble.demo import run_demo
 
+    _districts(_settings(data_dir))
     if url:
         settings = _settings(data_dir)
         ok = asyncio.run(run_demo(url, _demo_token(settings),
@@ -282,6 +283,40 @@ def token(
     typer.echo(issue_token(settings.jwt_secret, subject=subject, role=role, district=district,
                            schools=school or (), partner_id=partner,
                            ttl=timedelta(hours=hours)))
+
+
+@app.command(name="sms-reply")
+def sms_reply(
+    body: Annotated[str, typer.Argument(help="what the family texts, e.g. 'Yes please' or STOP")],
+    sender: Annotated[str, typer.Option("--from", help="the family's phone number in E.164, "
+                                                       "e.g. +14155550134")],
+    url: ServiceUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Text the system as a family would (development and trials): posts a Twilio inbound SMS to
+    <url>/api/v1/sms/inbound, signed with SMS_AUTH_TOKEN (the development provider's
+    "dev-token" unless set), as the SMS provider does."""
+    import uuid
+
+    import httpx
+
+    from services.notifications.twilio import SIGNATURE_HEADER, compute_signature
+
+    settings = Settings()
+    inbound = f"{url.rstrip('/')}/api/v1/sms/inbound"
+    form = {"MessageSid": f"SM{uuid.uuid4().hex}", "AccountSid": settings.sms_account_sid,
+            "From": sender, "To": settings.sms_from_number, "Body": body, "NumMedia": "0"}
+    signature = compute_signature(settings.sms_auth_token, inbound, form)
+    try:
+        answer = httpx.post(inbound, data=form, headers={SIGNATURE_HEADER: signature},
+                            timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: {inbound}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if answer.status_code >= 300:
+        typer.echo(f"error: {inbound} answered {answer.status_code}: {answer.text[:200]}",
+                   err=True)
+        raise typer.Exit(1)
+    typer.echo(f"texted {inbound} from {sender}")
 
 
 @app.command(name="mailbox")
