@@ -6,10 +6,12 @@ import mailbox
 import os
 from email.header import decode_header, make_header
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
+from runtime.auth import Role
+from runtime.districts import Districts, DistrictsFileError, load_districts
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 
@@ -28,18 +30,35 @@ def _settings(data_dir: Path | None) -> Settings:
     return settings
 
 
+def _fail(message: str) -> NoReturn:
+    """A usage or configuration error: one line on stderr, exit code 2, no traceback."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _districts(settings: Settings) -> Districts:
+    try:
+        return load_districts(settings.districts_file)
+    except DistrictsFileError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) -> None:
     """Run the whole system: nats-server, local mailbox and SMS, and all five services."""
+    from ensemble.embedded import DataFolderInUseError
     from ensemble.system import describe_data, run_up
+    from runtime.host import run
 
     settings = _settings(data_dir)
     configure_logging(settings.log_level)
+    _districts(settings)  # a mistake in the file is one line, before anything starts
     typer.echo(f"Ensemble on http://{host}:{port}  (API /api/v1, docs /docs, metrics /metrics)")
     typer.echo(describe_data(settings.data_dir.resolve()))
-    from runtime.host import run
-
-    run(run_up(settings, dict(os.environ), host, port))
+    try:
+        run(run_up(settings, dict(os.environ), host, port))
+    except DataFolderInUseError as exc:
+        _fail(str(exc))
 
 
 def _one(name: str):  # type: ignore[no-untyped-def]
@@ -49,6 +68,7 @@ def _one(name: str):  # type: ignore[no-untyped-def]
 
         settings = _settings(data_dir)
         configure_logging(settings.log_level)
+        _districts(settings)
         run(serve(build_app(settings, (name,)), host, port))
 
     run.__doc__ = f"Run the {name} service alone (NATS_URL and {name.upper()}_DATABASE_URL)."
@@ -170,6 +190,7 @@ def demo(
     """Load a sample district and push referrals through the loop, printing each step."""
     from ensemble.demo import run_demo
 
+    _districts(_settings(data_dir))
     if url:
         settings = _settings(data_dir)
         ok = asyncio.run(run_demo(url, _demo_token(settings),
@@ -233,22 +254,69 @@ def _demo_token(settings: Settings) -> str:
 
 @app.command()
 def token(
-    role: Annotated[str, typer.Option(help="district_admin, coordinator, partner, integrator, "
-                                           "operator")],
-    district: Annotated[str, typer.Option(help="the district id")],
+    role: Annotated[Role, typer.Option(case_sensitive=False, help="who the caller is")],
+    district: Annotated[str, typer.Option(help="the district id, from the districts file")],
     school: Annotated[list[str] | None, typer.Option(help="a coordinator's school; repeat")] = None,
     partner: Annotated[str | None, typer.Option(help="a partner's id")] = None,
     subject: Annotated[str, typer.Option(help="who it is for (logged in the audit trail)")] = "dev",
-    hours: Annotated[float, typer.Option(help="how long it is valid")] = 8,
+    hours: Annotated[float, typer.Option(min=0.01, help="how long it is valid")] = 8,
 ) -> None:
     """Issue a bearer token for development (signed with ENSEMBLE_JWT_SECRET)."""
     from datetime import timedelta
 
     from runtime.auth import issue_token
 
-    typer.echo(issue_token(Settings().jwt_secret, subject=subject, role=role, district=district,
+    settings = Settings()
+    # A token for a district or school the deployment does not serve opens nothing: say so.
+    found = _districts(settings).get(district)
+    if found is None:
+        known = ", ".join(d.id for d in _districts(settings).districts)
+        _fail(f"--district {district!r} is not in {settings.districts_file} ({known})")
+    for school_id in school or ():
+        if found.school(school_id) is None:
+            _fail(f"--school {school_id!r} is not a school of {district} "
+                  f"({', '.join(s.id for s in found.schools)})")
+    if role == Role.coordinator and not school:
+        _fail("a coordinator's token needs --school (repeat it for each school)")
+    if role == Role.partner and not partner:
+        _fail("a partner's token needs --partner (the partner's id)")
+    typer.echo(issue_token(settings.jwt_secret, subject=subject, role=role, district=district,
                            schools=school or (), partner_id=partner,
                            ttl=timedelta(hours=hours)))
+
+
+@app.command(name="sms-reply")
+def sms_reply(
+    body: Annotated[str, typer.Argument(help="what the family texts, e.g. 'Yes please' or STOP")],
+    sender: Annotated[str, typer.Option("--from", help="the family's phone number in E.164, "
+                                                       "e.g. +14155550134")],
+    url: ServiceUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Text the system as a family would (development and trials): posts a Twilio inbound SMS to
+    <url>/api/v1/sms/inbound, signed with SMS_AUTH_TOKEN (the development provider's
+    "dev-token" unless set), as the SMS provider does."""
+    import uuid
+
+    import httpx
+
+    from services.notifications.twilio import SIGNATURE_HEADER, compute_signature
+
+    settings = Settings()
+    inbound = f"{url.rstrip('/')}/api/v1/sms/inbound"
+    form = {"MessageSid": f"SM{uuid.uuid4().hex}", "AccountSid": settings.sms_account_sid,
+            "From": sender, "To": settings.sms_from_number, "Body": body, "NumMedia": "0"}
+    signature = compute_signature(settings.sms_auth_token, inbound, form)
+    try:
+        answer = httpx.post(inbound, data=form, headers={SIGNATURE_HEADER: signature},
+                            timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: {inbound}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if answer.status_code >= 300:
+        typer.echo(f"error: {inbound} answered {answer.status_code}: {answer.text[:200]}",
+                   err=True)
+        raise typer.Exit(1)
+    typer.echo(f"texted {inbound} from {sender}")
 
 
 @app.command(name="mailbox")

@@ -3,6 +3,7 @@
 import asyncio
 import email
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ async def run_demo(base_url: str, token: str, timeout: float = 60,
         seen: dict[str, int] = {r: 0 for r in referrals}
         closed: set[str] = set()
         answered: set[str] = set()
+        held: dict[str, datetime] = {}  # referral -> when its family's message may go
         family_of = {r: families[i] for r, (i, *_rest) in zip(referrals, REFERRALS, strict=True)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -85,8 +87,15 @@ async def run_demo(base_url: str, token: str, timeout: float = 60,
                 states[referral_id] = detail["status"]
                 if detail["status"] == "matched" and referral_id not in answered:
                     family = family_of[referral_id]
-                    if await _answer(http, family, referral_id, mail_dir, sms_url):
+                    outcome = await _answer(http, family, referral_id, mail_dir, sms_url)
+                    if isinstance(outcome, datetime):
+                        if referral_id not in held:
+                            say(f"  {detail['student_ref']}: the message to the family is held "
+                                f"for quiet hours until {_when(outcome)}")
+                        held[referral_id] = outcome
+                    elif outcome:
                         answered.add(referral_id)
+                        held.pop(referral_id, None)
                 if detail["status"] == "family_contacted" and referral_id not in closed:
                     closed.add(referral_id)
                     (await http.post(f"/referrals/{referral_id}/close", json={
@@ -96,19 +105,44 @@ async def run_demo(base_url: str, token: str, timeout: float = 60,
                 say("every referral reached its end: closed with an outcome, or flagged "
                     "for the coordinator because no partner offers the need")
                 return True
+            waiting = {r for r, s in states.items() if s not in ("closed", "no_partner")}
+            if waiting and waiting <= held.keys():
+                break  # nothing will move before the families' morning: no use waiting
             await asyncio.sleep(0.3)
-        say("timed out waiting for the loop")
+        if held:
+            say(f"stopped: {len(held)} message(s) to families are held for quiet hours until "
+                f"{_when(max(held.values()))}; the running system sends routine messages "
+                "outside ENSEMBLE_QUIET_HOURS_START-_END in the school's time zone (20:00-08:00 "
+                "unless set). Run the demo then, or start the system with both set to 00:00.")
+        else:
+            say("timed out waiting for the loop")
         return False
+
+
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite keeps no zone
+
+
+def _when(moment: datetime) -> str:
+    """A time the person at the terminal reads in their own zone, and in UTC."""
+    local, utc = moment.astimezone(), moment.astimezone(UTC)
+    if local.utcoffset() == utc.utcoffset():
+        return f"{utc:%a %H:%M} UTC"
+    return f"{local:%a %H:%M %Z} ({utc:%H:%M} UTC)"
 
 
 async def _answer(http: httpx.AsyncClient, family: dict[str, Any], referral_id: str,
-                  mail_dir: Path | None, sms_url: str | None) -> bool:
-    """Once the message is out, the family answers it (or a coordinator reaches them)."""
-    sent = (await http.get("/messages", params={"district_id": DISTRICT,
-                                                "referral_id": referral_id})).json()
-    sent = [m for m in sent if m["status"] in ("sent", "delivered")]
+                  mail_dir: Path | None, sms_url: str | None) -> bool | datetime:
+    """Once the message is out, the family answers it (or a coordinator reaches them). While
+    it is held for quiet hours, when it may go."""
+    messages = (await http.get("/messages", params={"district_id": DISTRICT,
+                                                    "referral_id": referral_id})).json()
+    sent = [m for m in messages if m["status"] in ("sent", "delivered")]
     if not sent:
-        return False
+        quiet = [_utc(m["next_attempt_at"]) for m in messages
+                 if m["held_reason"] == "quiet_hours" and m["next_attempt_at"]]
+        return min(quiet) if quiet else False
     message = sent[0]
     reply = REPLIES.get(family["preferred_language"], REPLIES["en"])
     say(f"  message sent by {message['channel']} in {message['used_language']}")

@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -9,7 +10,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from ensemble.embedded import DevSmsServer, LocalMailServer, NatsProcess, free_port
+from ensemble.embedded import (
+    DataFolderLock,
+    DevSmsServer,
+    LocalMailServer,
+    NatsProcess,
+    free_port,
+)
 from runtime.districts import Districts, load_districts
 from runtime.host import Service, create_app, serve
 from runtime.settings import SERVICES, Settings
@@ -61,10 +68,12 @@ def embedded_infrastructure(settings: Settings, env: dict[str, str],
     updates: dict[str, object] = {}
     if "ENSEMBLE_PUBLIC_BASE_URL" not in env:
         updates["public_base_url"] = own_url
-    nats = mail = None
+    nats = mail = lock = None
     try:
         if "NATS_URL" not in env:
-            nats = NatsProcess(data / "nats").start()
+            lock = DataFolderLock(data).acquire()
+            nats = NatsProcess(data / "nats", die_with_parent=True, lock=lock).start()
+            lock.note(f"ensemble up (pid {os.getpid()}) and its nats-server (pid {nats.pid})")
             updates["nats_url"] = nats.url
         if "SMTP_URL" not in env:
             mail = LocalMailServer(data / "mailbox").start()
@@ -77,6 +86,8 @@ def embedded_infrastructure(settings: Settings, env: dict[str, str],
             mail.stop()
         if nats:
             nats.stop()
+        if lock:
+            lock.release()
 
 
 def dev_sms(settings: Settings, env: dict[str, str], webhook_url: str | None
@@ -93,7 +104,8 @@ async def run_up(settings: Settings, env: dict[str, str], host: str, port: int) 
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     with embedded_infrastructure(settings, env, f"http://{local}:{port}") as embedded:
         s = embedded.settings
-        log.info("nats %s, smtp %s, sms %s, data %s", s.nats_url, s.smtp_url, s.sms_api_url,
+        log.info("nats %s (nats-server pid %s), smtp %s, sms %s, data %s", s.nats_url,
+                 embedded.nats.pid if embedded.nats else "external", s.smtp_url, s.sms_api_url,
                  s.data_dir.resolve())
         async with dev_sms(s, env, f"http://{host}:{port}/api/v1/sms/inbound"):
             await serve(build_app(s), host, port)

@@ -3,9 +3,11 @@
 import tomllib
 from datetime import date
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from contracts.subjects import check_token
 
@@ -87,6 +89,48 @@ class Districts(BaseModel):
         return next((d for d in self.districts if d.school(school_id)), None)
 
 
+class DistrictsFileError(ValueError):
+    """The districts file cannot be used; the message is one line naming the file, the
+    district (and school) and the field, for a person to fix it."""
+
+
 def load_districts(path: Path) -> Districts:
-    with path.open("rb") as handle:
-        return Districts.model_validate(tomllib.load(handle))
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as exc:
+        raise DistrictsFileError(f"districts file {path}: {exc.strerror or exc} "
+                                 "(ENSEMBLE_DISTRICTS_FILE)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DistrictsFileError(f"districts file {path}: not valid TOML: {exc}") from None
+    try:
+        return Districts.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(raw, error) for error in exc.errors())
+        raise DistrictsFileError(f"districts file {path}: {problems}") from None
+
+
+def _describe(raw: Any, error: ErrorDetails) -> str:
+    """'district d001, school lincoln-es: timezone: unknown time zone 'Mars/Base''."""
+    where: list[str] = []
+    fields: list[str] = []
+    node = raw
+    loc = list(error["loc"])
+    for index, key in enumerate(loc):
+        node = node.get(key) if isinstance(node, dict) else (
+            node[key] if isinstance(node, list) and isinstance(key, int)
+            and key < len(node) else None)
+        if isinstance(key, int) and index and loc[index - 1] in ("districts", "schools"):
+            kind = "district" if loc[index - 1] == "districts" else "school"
+            name = node.get("id") if isinstance(node, dict) else None
+            where.append(f"{kind} {name}" if isinstance(name, str) else f"{kind} #{key + 1}")
+            fields.clear()
+        elif key not in ("districts", "schools") or index == len(loc) - 1:
+            fields.append(str(key))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "missing"
+    elif error["type"] != "value_error" and "input" in error:
+        message = f"{message} (got {error['input']!r})"
+    return ": ".join([*([", ".join(where)] if where else []),
+                      *([".".join(fields)] if fields else []), message])

@@ -2,8 +2,12 @@
 with /metrics, /health/live, /health/ready, and errors that are answers, not crashes."""
 
 import asyncio
+import contextlib
+import signal
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -187,10 +191,33 @@ class GuardAndMeasure:
             HTTP_SECONDS.labels(tags[0], path, method).observe(time.perf_counter() - started)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn that keeps the signal it stopped for instead of raising it again at once: it
+    would end the process before the caller's own clean-up (e.g. `ensemble up` stopping its
+    nats-server) ran. ``run`` raises it once everything is stopped."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+            _stopped_by.extend(self._captured_signals)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_stopped_by: list[int] = []  # the signals a server stopped for, raised again by ``run``
+
+
 async def serve(app: FastAPI, host: str, port: int) -> None:
     """Run until SIGINT/SIGTERM; uvicorn then runs the lifespan's graceful stop."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
-    await uvicorn.Server(config).serve()
+    await _Server(config).serve()
 
 
 T = TypeVar("T")
@@ -203,5 +230,20 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        result = asyncio.run(main)
+    else:
+        result = uvloop.run(main)
+    _exit_by_signal()
+    return result
+
+
+def _exit_by_signal() -> None:
+    """A process stopped by SIGTERM or SIGINT ends by that signal once it has cleaned up, so
+    its parent (a shell, systemd) sees why it stopped, as uvicorn intends."""
+    if not _stopped_by:
+        return
+    sig = _stopped_by[-1]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(sig, signal.SIG_DFL)  # SIGINT's Python handler would raise instead
+    signal.raise_signal(sig)

@@ -1,8 +1,12 @@
 """Events as published by the running system are valid CloudEvents 1.0 that the `cloudevents`
-SDK reads (its v1 HTTP/conversion API and its strict core API), and match their committed schema
-models."""
+SDK reads (its v1 HTTP/conversion API and its strict core API), also through the integrators'
+example (examples/cloudevents_sdk.py), and match their committed schema models."""
 
+import asyncio
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from cloudevents.core.formats.json import JSONFormat
@@ -15,6 +19,18 @@ from contracts.envelope import CONTENT_TYPE, envelope_model
 from contracts.events import event_class
 
 EXTENSIONS = ("districtid", "correlationid")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load_example(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXAMPLE = _load_example("cloudevents_sdk")  # imports only with the SDK version that installs
 
 
 async def test_published_envelopes_are_cloudevents(system: System) -> None:
@@ -40,7 +56,7 @@ async def test_published_envelopes_are_cloudevents(system: System) -> None:
         assert msg.headers and msg.headers["Content-Type"] == CONTENT_TYPE
         payload = json.loads(msg.data)
 
-        # The SDK's v1 API (cloudevents.http.from_json in SDK 1.x).
+        # The SDK's v1 API (cloudevents.http.from_json in SDK 1.x, gone from SDK 2).
         legacy = from_json(msg.data)
         attributes = legacy.get_attributes()
         assert attributes["specversion"] == "1.0"
@@ -64,12 +80,30 @@ async def test_published_envelopes_are_cloudevents(system: System) -> None:
                                                  body=msg.data))
         assert structured.get_id() == payload["id"]
 
+        # What the integrators' example does, from a stream and from a webhook delivery.
+        assert EXAMPLE.from_nats(msg.data).get_data() == payload["data"]
+        delivered = EXAMPLE.from_webhook({"Content-Type": CONTENT_TYPE}, msg.data)
+        assert delivered.get_extension("districtid") == "d001"
+        assert delivered.get_id() == payload["id"]
+
         # The event's own type and version, and the model its committed schema comes from.
         cls = event_class(payload["type"])
         assert cls is not None and not cls.internal
         assert msg.subject == f"ensemble.d001.{cls.domain}.{cls.name}"
         envelope_model(cls).model_validate(payload)
         by_type.setdefault(cls.name, []).append(payload)
+
+    # The example as README runs it: replay_consumer.py's lines piped into it.
+    lines = b"".join(msg.data + b"\n" for msg in messages)
+    piped = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / "cloudevents_sdk.py"), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await piped.communicate(lines)
+    assert piped.returncode == 0, err.decode()
+    printed = out.decode().splitlines()
+    assert len(printed) == len(messages)
+    assert all("district=d001" in line for line in printed)
+    assert f"id={by_type['opened'][0]['id']}" in out.decode()
 
     [opened] = by_type["opened"]
     [matched] = by_type["matched"]

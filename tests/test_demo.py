@@ -3,7 +3,16 @@
 import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import System
+
+from ensemble.demo import run_demo
+from runtime.auth import issue_token
 
 
 def test_demo_takes_every_referral_to_its_end(tmp_path: Path) -> None:
@@ -27,3 +36,31 @@ def test_demo_takes_every_referral_to_its_end(tmp_path: Path) -> None:
     assert "Roosevelt Middle School" in (tmp_path / "demo" / "sms" / "messages.jsonl").read_text()
     # The provider's delivery report reached the system the demo started (its own port).
     assert "status callback failed" not in done.stderr
+
+
+@pytest.fixture
+def quiet_hours_now(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """Quiet hours around this moment in d001's time zone (after the suite's autouse fixture
+    turned them off); returns when they end, in UTC."""
+    now = datetime.now(ZoneInfo("America/Los_Angeles")).replace(second=0, microsecond=0)
+    start, end = now - timedelta(hours=2), now + timedelta(hours=2)
+    monkeypatch.setenv("ENSEMBLE_QUIET_HOURS_START", f"{start:%H:%M}")
+    monkeypatch.setenv("ENSEMBLE_QUIET_HOURS_END", f"{end:%H:%M}")
+    return end.astimezone(UTC)
+
+
+async def test_demo_says_messages_are_held_for_quiet_hours_and_until_when(
+        quiet_hours_now: datetime, system: System, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ensemble demo --url` against a system in the district's quiet hours: not a bare
+    "timed out", but why nothing moves and until when, without waiting out its timeout."""
+    token = issue_token(system.settings.jwt_secret, subject="demo", role="district_admin",
+                        district="d001")
+    started = time.monotonic()
+    ok = await run_demo(str(system.http.base_url).rstrip("/"), token, timeout=45)
+    out = capsys.readouterr().out
+    assert not ok
+    assert time.monotonic() - started < 30, out  # it stops once every message is held
+    assert "timed out" not in out, out
+    assert "held for quiet hours until" in out
+    assert f"{quiet_hours_now:%H:%M} UTC" in out, out
+    assert "ENSEMBLE_QUIET_HOURS_START" in out

@@ -1,6 +1,9 @@
 """The closed loop end to end: all four services, real NATS JetStream, real database, real SMTP."""
 
+import asyncio
 import json
+import os
+import sys
 from typing import Any
 
 from conftest import System
@@ -112,3 +115,25 @@ async def test_matching_skips_a_full_partner(system: System) -> None:
     await family_replies_by_email(system, family, "Yes")
     detail = await system.wait_status(referral["id"], "family_contacted")
     assert detail["partner_id"] == open_["id"] != full["id"]
+
+
+async def test_a_family_reply_typed_by_hand_with_the_cli_reaches_the_loop(
+        system: System) -> None:
+    """`ensemble sms-reply`, what the README gives a newcomer to play the family: signed with
+    the development provider's secret, it is taken as the family's answer."""
+    await system.register_partner(needs=["mental_health"], languages=["en", "vi"],
+                                  schools=["roosevelt-ms"])
+    family = await system.register_family(school_id="roosevelt-ms", preferred_language="vi",
+                                          phone="(415) 555-0134", preferred_channel="sms",
+                                          sms_consent=True)
+    referral = await system.open_referral(family, need="mental_health", urgency="urgent")
+    await system.eventually(lambda: _async(system.sms_store.exists()), what="the text")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMS_")}
+    assert system.settings.sms_auth_token == "dev-token"  # the README's development secret
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ensemble.cli", "sms-reply", "Vâng, cảm ơn", "--from",
+        family["phone"], "--url", str(system.http.base_url).rstrip("/"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await done.communicate()
+    assert done.returncode == 0, out.decode() + err.decode()
+    await system.wait_status(referral["id"], "family_contacted")
