@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -55,10 +55,24 @@ class Service:
     policy: Policy = field(default_factory=Policy)
     # Run on every route after the policy (e.g. the referrals audit trail).
     dependencies: list[Any] = field(default_factory=list)
+    # What the service's module-level routes need (its runtime, clock, providers...): they
+    # receive it through ``Depends(wired(name))``.
+    deps: Any = None
 
     @property
     def name(self) -> str:
         return self.runtime.name
+
+
+def wired(name: str) -> Callable[[Request], Any]:
+    """A FastAPI dependency: what service ``name`` was built with (``Service.deps``), found on
+    the app serving the request, so routes can be declared at module level."""
+
+    def deps(request: Request) -> Any:
+        return request.app.state.deps[name]
+
+    deps.__name__ = f"{name}_deps"
+    return deps
 
 
 def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
@@ -81,6 +95,7 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
         description="Community school coordination: referrals, partners, family outreach.",
     )
     app.state.services = {s.name: s for s in services}
+    app.state.deps = {s.name: s.deps for s in services}
     for service in services:
         # Every route of a service is behind its policy; the principal's scope then limits
         # every query of the request in the data layer (runtime.tenancy).
