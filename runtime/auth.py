@@ -164,7 +164,7 @@ async def _check_named_district(request: Request, principal: Principal) -> None:
         try:
             body = await request.json()
         except ValueError:
-            body = None  # FastAPI answers 422 for it
+            body = None  # not reached: the host answers 400 for a body that is not JSON
         if isinstance(body, dict):
             named.append(body.get("district_id"))
             request.state.json_body = body

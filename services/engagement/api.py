@@ -8,7 +8,15 @@ from uuid import uuid4
 import phonenumbers
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
 from sqlalchemy import select
 
 from contracts.events import FamilyRegistered
@@ -130,7 +138,7 @@ class LogContact(BaseModel):
     referral_id: str | None = Field(default=None, max_length=64)
     by: str = Field(default="coordinator", max_length=128)
     note: str | None = Field(default=None, max_length=500)
-    at: datetime | None = None
+    at: AwareDatetime | None = Field(default=None, description="with its UTC offset")
 
 
 class ContactView(BaseModel):

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from contracts.events import CapacityChanged
@@ -216,8 +216,8 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
     @router.get("/partners/gaps", responses={200: {"content": {"text/csv": {}}}})
     async def gap_map(
         request: Request, district_id: Token, school_id: Token | None = None,
-        start: Annotated[date | datetime | None, Query(alias="from")] = None,
-        end: Annotated[date | datetime | None, Query(alias="to")] = None,
+        start: Annotated[date | AwareDatetime | None, Query(alias="from")] = None,
+        end: Annotated[date | AwareDatetime | None, Query(alias="to")] = None,
         format: str = Query("json", pattern="^(json|csv)$"),
     ) -> Response:
         """Per school and need, for the period [from, to): referrals opened, matched,

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select
 
 from contracts.events import (
@@ -267,8 +267,10 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         urgency: Urgency | None = None,
         partner_id: Token | None = None,
         consent: Consent | None = None,
-        opened_from: datetime | None = Query(None, description="opened at or after (ISO 8601)"),
-        opened_to: datetime | None = Query(None, description="opened before (ISO 8601)"),
+        opened_from: AwareDatetime | None = Query(
+            None, description="opened at or after (ISO 8601 with its UTC offset)"),
+        opened_to: AwareDatetime | None = Query(
+            None, description="opened before (ISO 8601 with its UTC offset)"),
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> list[ReferralView]:
@@ -280,9 +282,9 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             if value is not None:
                 query = query.where(column == value)
         if opened_from is not None:
-            query = query.where(Referral.opened_at >= _aware(opened_from))
+            query = query.where(Referral.opened_at >= opened_from)
         if opened_to is not None:
-            query = query.where(Referral.opened_at < _aware(opened_to))
+            query = query.where(Referral.opened_at < opened_to)
         async with rt.unit_of_work() as uow:
             total = await uow.session.scalar(_count(query))
             page = (await uow.session.scalars(
@@ -461,8 +463,3 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
 def _count(query: Select[Any]) -> Select[Any]:
     return select(func.count()).select_from(query.order_by(None).subquery())
 
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
