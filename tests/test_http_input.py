@@ -251,3 +251,16 @@ async def test_a_time_without_its_utc_offset_is_a_422_naming_the_field(
     response = await system.http.get("/api/v1/referrals", params={
         "district_id": "d001", "opened_from": "2026-03-02T10:00:00"})
     assert field_errors(response) == {"opened_from"}
+
+
+async def test_a_student_is_linked_with_the_district_in_the_body(system: System) -> None:
+    family = await system.register_family()
+    path = f"/api/v1/families/{family['id']}/students"
+    linked = await system.http.post(path, json={"district_id": "d001", "student_ref": "stu-1",
+                                                "grade": 3})
+    assert linked.status_code == 201, linked.text
+    assert linked.json() == {"student_ref": "stu-1", "school_id": "lincoln-es", "grade": 3}
+    # The query form of before is refused, naming the field that moved.
+    moved = await system.http.post(path, params={"district_id": "d001"},
+                                   json={"student_ref": "stu-2"})
+    assert field_errors(moved) == {"district_id"}

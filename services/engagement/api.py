@@ -59,6 +59,12 @@ class StudentLink(BaseModel):
     grade: int | None = Field(default=None, ge=-1, le=12)
 
 
+class LinkStudent(StudentLink):
+    """A student linked to a family later; the district in the body, as in every write."""
+
+    district_id: Token
+
+
 class RegisterFamily(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -235,10 +241,9 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
         return _family_view(family)
 
     @router.post("/families/{family_id}/students", status_code=201, response_model=StudentView)
-    async def link_student(family_id: str, body: StudentLink, district_id: Token
-                           ) -> StudentView:
+    async def link_student(family_id: str, body: LinkStudent) -> StudentView:
         async with rt.unit_of_work() as uow:
-            family = await _family(uow, district_id, family_id)
+            family = await _family(uow, body.district_id, family_id)
             student = await _link_student(uow, family, body)
         return StudentView.model_validate(student, from_attributes=True)
 
