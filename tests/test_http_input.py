@@ -77,7 +77,10 @@ async def test_closing_twice_names_the_current_state(system: System) -> None:
     close = {"district_id": "d001", "outcome": "unmet_no_partner"}
     first = await system.http.post(f"/api/v1/referrals/{referral['id']}/close", json=close)
     assert first.status_code == 200
-    second = await system.http.post(f"/api/v1/referrals/{referral['id']}/close", json=close)
+    retried = await system.http.post(f"/api/v1/referrals/{referral['id']}/close", json=close)
+    assert retried.status_code == 200 and retried.headers["Already-Applied"] == "true"
+    second = await system.http.post(f"/api/v1/referrals/{referral['id']}/close",
+                                    json=close | {"outcome": "no_longer_needed"})
     assert second.status_code == 409
     assert "closed" in second.json()["detail"]
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from uuid import uuid4
 
 import phonenumbers
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
     AfterValidator,
@@ -265,12 +265,27 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
         return [OutreachView.model_validate(o, from_attributes=True) for o in rows]
 
     @router.post("/families/{family_id}/contacts", status_code=201, response_model=ContactView)
-    async def log(family_id: str, body: LogContact, request: Request) -> ContactView:
+    async def log(family_id: str, body: LogContact, request: Request,
+                  response: Response) -> ContactView:
         """A coordinator's call, visit, conference or meeting. Reached: the family is contacted
-        (FamilyContacted). Not reached, about a referral: one more attempt for it."""
+        (FamilyContacted). Not reached, about a referral: one more attempt for it. The same
+        contact sent again (same kind, outcome, referral, author and `at`) answers 200 with
+        Already-Applied: true and counts nothing twice."""
         now = utcnow()
+        by = f"coordinator:{caller(request, body.by)}"
         async with rt.unit_of_work() as uow:
             family = await _family(uow, body.district_id, family_id)
+            if body.at is not None:
+                same = await uow.session.scalar(select(ContactLogEntry).where(
+                    ContactLogEntry.family_id == family.id, ContactLogEntry.kind == body.kind,
+                    ContactLogEntry.outcome == body.outcome, ContactLogEntry.at == body.at,
+                    ContactLogEntry.by == by,
+                    ContactLogEntry.referral_id.is_(None) if body.referral_id is None
+                    else ContactLogEntry.referral_id == body.referral_id).limit(1))
+                if same is not None:
+                    response.status_code = 200
+                    response.headers["Already-Applied"] = "true"
+                    return ContactView.model_validate(same, from_attributes=True)
             open_outreach = None
             if body.referral_id:
                 open_outreach = await uow.session.scalar(
@@ -279,8 +294,7 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
                                            Outreach.status.in_(("requested", "awaiting_reply")))
                     .order_by(Outreach.created_at.desc()).limit(1)
                     .with_for_update())  # an event about it may be applied at the same time
-            entry = log_contact(uow, family, kind=body.kind, at=body.at or now,
-                                by=f"coordinator:{caller(request, body.by)}",
+            entry = log_contact(uow, family, kind=body.kind, at=body.at or now, by=by,
                                 outcome=body.outcome, referral_id=body.referral_id,
                                 outreach_id=open_outreach.id if open_outreach else None,
                                 note=body.note)

@@ -2,6 +2,8 @@
 answer them (accept, decline, in service)."""
 
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,6 +23,7 @@ from contracts.taxonomy import Consent, Need, Outcome, Urgency
 from runtime.auth import Forbidden, Role
 from runtime.errors import Conflict, NotFound
 from runtime.service import ServiceRuntime
+from runtime.tenancy import beyond_partner
 from services.referrals.follow_up import DUE_FIRED, ESCALATED, needs_follow_up
 from services.referrals.handlers import family_is_known
 from services.referrals.lifecycle import (
@@ -30,8 +33,11 @@ from services.referrals.lifecycle import (
     Closed,
     ConsentChanged,
     Declined,
+    IllegalMove,
     InService,
+    NotThePartner,
     Status,
+    replay,
 )
 from services.referrals.referrals import (
     Desk,
@@ -207,6 +213,26 @@ class Counts(BaseModel):
     by_need_and_status: dict[str, dict[str, int]]
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How a command is recognised in the referral's timeline when it comes again: the event
+    it recorded, and the fields that make it the same command (the partner and its reason, the
+    outcome...)."""
+
+    event_type: str
+    same: dict[str, Any]
+
+
+async def _done_before(uow: Any, referral_id: str, retry: Retry) -> TimelineEntry | None:
+    """The timeline entry of this very command, if it was applied before."""
+    entries = (await uow.session.scalars(
+        select(TimelineEntry).where(TimelineEntry.referral_id == referral_id,
+                                    TimelineEntry.event_type == retry.event_type)
+        .order_by(TimelineEntry.seq))).all()
+    return next((e for e in entries if e.data.get("applied") is not False
+                 and all(e.data.get(k) == v for k, v in retry.same.items())), None)
+
+
 def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
     router = APIRouter()
 
@@ -361,15 +387,61 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             ],
         )
 
-    async def _command(referral_id: str, district_id: str, response: Response,
-                       make: Any) -> ReferralView:
-        """Load with a row lock, let ``make(referral)`` give (fact, event, actor), apply."""
+    async def _command(referral_id: str, district_id: str, request: Request,
+                       response: Response, make: Any, retry: Retry,
+                       on_applied: Callable[[Referral], None] | None = None) -> ReferralView:
+        """Load with a row lock, let ``make(referral)`` give (fact, event, actor), apply, then
+        ``on_applied``. The same command again answers 200 with Already-Applied: true and
+        emits nothing, also when the referral has moved on since (a retried close, a decline
+        retried after the next match); a different command that conflicts is still refused."""
+        district = district_of(district_id)
         async with rt.unit_of_work() as uow:
-            referral = await get_referral(uow, district_of(district_id), referral_id, lock=True)
+            try:
+                referral = await get_referral(uow, district, referral_id, lock=True)
+            except NotFound:
+                left = await _left_by_partner(uow, request, district, referral_id, retry)
+                if left is None:
+                    raise
+                response.headers["Already-Applied"] = "true"
+                return left
             fact, event, actor = make(referral)
-            if not command(uow, desk, referral, fact, event, actor):
+            try:
+                applied = command(uow, desk, referral, fact, event, actor)
+            except (IllegalMove, NotThePartner):
+                if await _done_before(uow, referral.id, retry) is None:
+                    raise
+                applied = False
+            if applied and on_applied is not None:
+                on_applied(referral)
+            if not applied:
                 response.headers["Already-Applied"] = "true"
         return ReferralView.of(referral, desk.clock())
+
+    async def _left_by_partner(uow: Any, request: Request, district: str, referral_id: str,
+                               retry: Retry) -> ReferralView | None:
+        """A partner retrying its decline no longer holds the referral (tenancy hides it): the
+        referral as its decline left it, when the timeline shows that decline; what happened
+        since is another partner's."""
+        principal = getattr(request.state, "principal", None)
+        if principal is None or principal.role != Role.partner or \
+                retry.same.get("partner_id") != principal.partner_id:
+            return None
+        done = await _done_before(uow, referral_id, retry)
+        if done is None:
+            return None
+        with beyond_partner():
+            referral = await get_referral(uow, district, referral_id)
+        history = (await uow.session.scalars(
+            select(TimelineEntry).where(TimelineEntry.referral_id == referral_id,
+                                        TimelineEntry.seq <= done.seq)
+            .order_by(TimelineEntry.seq))).all()
+        state = replay([(e.event_type, e.data) for e in history])
+        return ReferralView.of(referral, desk.clock()).model_copy(update={
+            "status": state.status, "partner_id": state.partner_id,
+            "match_attempt": state.attempt, "consent": state.consent, "outcome": None,
+            "cancel_reason": None, "accepted_at": None, "family_contacted_at": None,
+            "in_service_at": None, "closed_at": None, "updated_at": done.at,
+            "follow_up": None, "follow_up_due_at": None, "follow_up_reason": None})
 
     def check_partner(request: Request, partner_id: str | None) -> None:
         """A partner's token speaks for that partner only."""
@@ -383,22 +455,24 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
                      response: Response) -> ReferralView:
         """The matched partner takes the referral."""
         check_partner(request, body.partner_id)
-        return await _command(referral_id, body.district_id, response, lambda r: (
+        return await _command(referral_id, body.district_id, request, response, lambda r: (
             Accepted(body.partner_id),
             ReferralAccepted(referral_id=r.id, partner_id=body.partner_id,
                              service_id=r.service_id),
-            f"partner:{body.partner_id}"))
+            f"partner:{body.partner_id}"),
+            Retry("ReferralAccepted", {"partner_id": body.partner_id}))
 
     @router.post("/referrals/{referral_id}/decline", response_model=ReferralView)
     async def decline(referral_id: str, body: DeclineReferral, request: Request,
                       response: Response) -> ReferralView:
         """The matched partner cannot take it; partners matches the next one."""
         check_partner(request, body.partner_id)
-        return await _command(referral_id, body.district_id, response, lambda r: (
+        return await _command(referral_id, body.district_id, request, response, lambda r: (
             Declined(body.partner_id),
             ReferralDeclined(referral_id=r.id, partner_id=body.partner_id,
                              service_id=r.service_id, reason=body.reason),
-            f"partner:{body.partner_id}"))
+            f"partner:{body.partner_id}"),
+            Retry("ReferralDeclined", {"partner_id": body.partner_id, "reason": body.reason}))
 
     @router.post("/referrals/{referral_id}/in-service", response_model=ReferralView)
     async def in_service(referral_id: str, body: MarkInService, request: Request,
@@ -411,41 +485,53 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             return (InService(body.partner_id),
                     ReferralInService(referral_id=r.id, partner_id=r.partner_id or ""), actor)
 
-        return await _command(referral_id, body.district_id, response, make)
+        same = {"partner_id": body.partner_id} if body.partner_id else {}
+        return await _command(referral_id, body.district_id, request, response, make,
+                              Retry("ReferralInService", same))
 
     @router.post("/referrals/{referral_id}/cancel", response_model=ReferralView)
-    async def cancel(referral_id: str, body: CancelReferral, response: Response) -> ReferralView:
+    async def cancel(referral_id: str, body: CancelReferral, request: Request,
+                     response: Response) -> ReferralView:
         def make(r: Referral) -> tuple[Any, Any, str]:
-            r.cancel_reason = body.reason
             return (Cancelled(),
                     ReferralCancelled(referral_id=r.id, reason=body.reason,
                                       partner_id=r.partner_id, service_id=r.service_id),
                     f"coordinator:{body.cancelled_by}")
 
-        return await _command(referral_id, body.district_id, response, make)
+        def keep_reason(r: Referral) -> None:
+            r.cancel_reason = body.reason
+
+        return await _command(referral_id, body.district_id, request, response, make,
+                              Retry("ReferralCancelled", {"reason": body.reason}), keep_reason)
 
     @router.post("/referrals/{referral_id}/close", response_model=ReferralView)
-    async def close(referral_id: str, body: CloseReferral, response: Response) -> ReferralView:
-        return await _command(referral_id, body.district_id, response, lambda r: (
+    async def close(referral_id: str, body: CloseReferral, request: Request,
+                    response: Response) -> ReferralView:
+        return await _command(referral_id, body.district_id, request, response, lambda r: (
             Closed(body.outcome),
             ReferralClosed(referral_id=r.id, outcome=body.outcome, partner_id=r.partner_id,
                            service_id=r.service_id, closed_at=desk.clock()),
-            f"coordinator:{body.closed_by}"))
+            f"coordinator:{body.closed_by}"),
+            Retry("ReferralClosed", {"outcome": body.outcome}))
 
     @router.post("/referrals/{referral_id}/consent", response_model=ReferralView)
-    async def consent(referral_id: str, body: RecordConsent, response: Response) -> ReferralView:
+    async def consent(referral_id: str, body: RecordConsent, request: Request,
+                      response: Response) -> ReferralView:
         """The family's consent to share with a partner. Given: partners matches. Declined:
         the referral stays for in-school support and is never shared."""
+        now = desk.clock()
+
         def make(r: Referral) -> tuple[Any, Any, str]:
-            now = desk.clock()
-            if r.consent != body.consent:
-                r.consent_recorded_by, r.consent_recorded_at = body.recorded_by, now
             return (ConsentChanged(body.consent),
                     ConsentRecorded(referral_id=r.id, consent=body.consent,
                                     recorded_by=body.recorded_by, recorded_at=now),
                     f"coordinator:{body.recorded_by}")
 
-        return await _command(referral_id, body.district_id, response, make)
+        def who_and_when(r: Referral) -> None:
+            r.consent_recorded_by, r.consent_recorded_at = body.recorded_by, now
+
+        return await _command(referral_id, body.district_id, request, response, make,
+                              Retry("ConsentRecorded", {"consent": body.consent}), who_and_when)
 
     @router.post("/referrals/{referral_id}/notes", status_code=201, response_model=NoteView)
     async def add_note(referral_id: str, body: AddNote) -> NoteView:
