@@ -49,6 +49,8 @@ def e164(value: str) -> str:
 Phone = Annotated[str, Field(max_length=32), AfterValidator(e164)]
 
 
+ALREADY_APPLIED = {"Already-Applied": {"description": "true when the request was a retry that "
+                                      "changed nothing", "schema": {"type": "string"}}}
 MAX_OFFSET = 10_000_000  # past any district's size; keeps the database's integers in range
 
 
@@ -264,7 +266,9 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
                 Outreach.family_id == family_id).order_by(Outreach.created_at))).all()
         return [OutreachView.model_validate(o, from_attributes=True) for o in rows]
 
-    @router.post("/families/{family_id}/contacts", status_code=201, response_model=ContactView)
+    @router.post("/families/{family_id}/contacts", status_code=201, response_model=ContactView,
+                 responses={200: {"model": ContactView, "headers": ALREADY_APPLIED,
+                                  "description": "the same contact again, logged once"}})
     async def log(family_id: str, body: LogContact, request: Request,
                   response: Response) -> ContactView:
         """A coordinator's call, visit, conference or meeting. Reached: the family is contacted

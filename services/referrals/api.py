@@ -233,6 +233,11 @@ async def _done_before(uow: Any, referral_id: str, retry: Retry) -> TimelineEntr
                  and all(e.data.get(k) == v for k, v in retry.same.items())), None)
 
 
+ALREADY_APPLIED = {200: {"headers": {"Already-Applied": {
+    "description": "true when the command was applied before: a retry, nothing changed",
+    "schema": {"type": "string"}}}}}
+
+
 def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
     router = APIRouter()
 
@@ -241,7 +246,10 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         desk.district(district_id)
         return district_id
 
-    @router.post("/referrals", status_code=201, response_model=ReferralView)
+    @router.post("/referrals", status_code=201, response_model=ReferralView, responses={
+        200: {"model": ReferralView, "description": "this request's referral again "
+              "(Idempotent-Replay) or the open one for the student and need "
+              "(Duplicate-Of-Open-Referral)"}})
     async def open_(
         body: OpenReferral,
         response: Response,
@@ -450,7 +458,8 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
                 partner_id != principal.partner_id:
             raise Forbidden("a partner answers for itself only")
 
-    @router.post("/referrals/{referral_id}/accept", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/accept", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def accept(referral_id: str, body: PartnerAnswer, request: Request,
                      response: Response) -> ReferralView:
         """The matched partner takes the referral."""
@@ -462,7 +471,8 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             f"partner:{body.partner_id}"),
             Retry("ReferralAccepted", {"partner_id": body.partner_id}))
 
-    @router.post("/referrals/{referral_id}/decline", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/decline", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def decline(referral_id: str, body: DeclineReferral, request: Request,
                       response: Response) -> ReferralView:
         """The matched partner cannot take it; partners matches the next one."""
@@ -474,7 +484,8 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             f"partner:{body.partner_id}"),
             Retry("ReferralDeclined", {"partner_id": body.partner_id, "reason": body.reason}))
 
-    @router.post("/referrals/{referral_id}/in-service", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/in-service", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def in_service(referral_id: str, body: MarkInService, request: Request,
                          response: Response) -> ReferralView:
         """The family is receiving the service (the partner says so, or staff for it)."""
@@ -489,7 +500,8 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         return await _command(referral_id, body.district_id, request, response, make,
                               Retry("ReferralInService", same))
 
-    @router.post("/referrals/{referral_id}/cancel", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/cancel", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def cancel(referral_id: str, body: CancelReferral, request: Request,
                      response: Response) -> ReferralView:
         def make(r: Referral) -> tuple[Any, Any, str]:
@@ -504,7 +516,8 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         return await _command(referral_id, body.district_id, request, response, make,
                               Retry("ReferralCancelled", {"reason": body.reason}), keep_reason)
 
-    @router.post("/referrals/{referral_id}/close", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/close", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def close(referral_id: str, body: CloseReferral, request: Request,
                     response: Response) -> ReferralView:
         return await _command(referral_id, body.district_id, request, response, lambda r: (
@@ -514,7 +527,8 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             f"coordinator:{body.closed_by}"),
             Retry("ReferralClosed", {"outcome": body.outcome}))
 
-    @router.post("/referrals/{referral_id}/consent", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/consent", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def consent(referral_id: str, body: RecordConsent, request: Request,
                       response: Response) -> ReferralView:
         """The family's consent to share with a partner. Given: partners matches. Declined:
