@@ -158,23 +158,33 @@ async def _refuse_nul(request: Request) -> None:
 
 
 async def _check_named_district(request: Request, principal: Principal) -> None:
-    """A request naming another district is refused outright, before any query runs."""
-    named = [request.query_params.get("district_id")]
+    """A request naming another district, or a school or partner outside the caller's scope
+    (a coordinator's schools, a partner's own id), is refused outright, before any query runs.
+    Rows a request reaches by id are limited by the data layer (runtime.tenancy) instead."""
+    body: Any = None
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = await request.json()
         except ValueError:
-            body = None  # FastAPI answers 422 for it
+            body = None  # not reached: the host answers 400 for a body that is not JSON
         if isinstance(body, dict):
-            named.append(body.get("district_id"))
             request.state.json_body = body
-    schools = [request.query_params.get("school_id")]
-    if isinstance(body := getattr(request.state, "json_body", None), dict):
-        schools.append(body.get("school_id"))
+    body = body if isinstance(body, dict) else {}
+    query = request.query_params
+    named = [query.get("district_id"), body.get("district_id")]
+    schools = [query.get("school_id"), body.get("school_id")]
+    if isinstance(body.get("schools"), list):  # a partner registered for these schools
+        schools += body["schools"]
+    partners = [query.get("partner_id"), body.get("partner_id")]
     # Strings only: anything else (a list, a number) is for the body's validation to refuse
     # with a 422 naming the field.
-    if {n for n in named if isinstance(n, str)} - {principal.district}:
+    if _strings(named) - {principal.district}:
         raise Forbidden("that district is not yours")
-    asked = {s for s in schools if isinstance(s, str)}
-    if principal.role == Role.coordinator and asked - principal.schools:
+    if principal.role == Role.coordinator and _strings(schools) - principal.schools:
         raise Forbidden("that school is not one of yours")
+    if principal.role == Role.partner and _strings(partners) - {principal.partner_id}:
+        raise Forbidden("a partner acts for itself only")
+
+
+def _strings(values: Iterable[Any]) -> set[str]:
+    return {v for v in values if isinstance(v, str)}

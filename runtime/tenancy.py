@@ -3,8 +3,10 @@ a ``district_id`` column is limited to that district, one with ``school_id`` to 
 schools (coordinators) and one with ``partner_id`` to the caller's partner (partners). Endpoints
 need not remember it; a row outside the scope simply does not exist for that caller."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
@@ -26,6 +28,19 @@ def set_scope(scope: Scope | None) -> None:
 
 def current_scope() -> Scope | None:
     return _scope.get()
+
+
+@contextmanager
+def beyond_partner() -> Iterator[None]:
+    """Reads in the block are not limited to the caller's partner (still to its district and
+    schools): for the one case where a partner must reach a row it no longer holds, its own
+    retried decline, once the caller has shown the row's history names it."""
+    scope = _scope.get()
+    token = _scope.set(replace(scope, partner_id=None) if scope else None)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -110,3 +110,77 @@ async def test_a_bad_token_is_401(system: System) -> None:
         response = await system.http.get("/api/v1/referrals", params={"district_id": "d001"},
                                          headers={"Authorization": header})
         assert response.status_code == 401
+
+
+# Every write, with a caller outside the scope it names: (who, method, path, body, answer).
+# "coordinator" is Lincoln's coordinator, "partner" the partner of the world's referral; ids in
+# braces come from the world (the roosevelt_* ones are at a school that is not Lincoln's).
+OUTSIDE = {"name": "Outside Clinic", "needs": ["dental"], "capacity": 1}
+WRITES: list[tuple[str, str, str, dict[str, Any], int]] = [
+    ("coordinator", "POST", "/partners", OUTSIDE | {"schools": ["roosevelt-ms"]}, 403),
+    ("coordinator", "POST", "/partners", OUTSIDE | {"schools": ["lincoln-es", "roosevelt-ms"]},
+     403),
+    ("coordinator", "POST", "/partners", OUTSIDE | {"schools": ["lincoln-es"],
+                                                    "name": "Lincoln Clinic"}, 201),
+    ("coordinator", "PUT", "/partners/services/{service_id}/capacity",
+     {"school_id": "roosevelt-ms", "capacity": 3}, 403),
+    ("coordinator", "POST", "/partners/import/hsds", {}, 403),  # the district's directory
+    ("coordinator", "POST", "/referrals", {"school_id": "roosevelt-ms", "student_ref": "s9",
+                                           "family_id": "{roosevelt_family}",
+                                           "need": "dental"}, 403),
+    ("coordinator", "POST", "/referrals/{roosevelt_referral}/close",
+     {"outcome": "no_longer_needed"}, 404),
+    ("coordinator", "POST", "/referrals/{roosevelt_referral}/cancel", {"reason": "duplicate"},
+     404),
+    ("coordinator", "POST", "/referrals/{roosevelt_referral}/consent",
+     {"consent": "declined", "recorded_by": "c1"}, 404),
+    ("coordinator", "POST", "/referrals/{roosevelt_referral}/notes", {"text": "hello"}, 404),
+    ("coordinator", "POST", "/families", {"school_id": "roosevelt-ms", "name": "A Family",
+                                          "email": "a@example.org"}, 403),
+    ("coordinator", "PATCH", "/families/{roosevelt_family}", {"preferred_language": "en"}, 404),
+    ("coordinator", "POST", "/families/{roosevelt_family}/students", {"student_ref": "s9"}, 404),
+    ("coordinator", "POST", "/families/{roosevelt_family}/contacts", {"kind": "phone_call"},
+     404),
+    ("coordinator", "POST", "/family-events", {"school_id": "roosevelt-ms", "title": "Night",
+                                               "place": "Gym",
+                                               "starts_at": "2030-01-15T18:00:00Z"}, 403),
+    ("coordinator", "POST", "/announcements", {"school_id": "roosevelt-ms", "title": "t",
+                                               "body": "b"}, 403),
+    ("coordinator", "POST", "/announcements", {"title": "t", "body": "b"}, 403),  # district
+    ("coordinator", "POST", "/webhooks/endpoints", {"url": "https://hooks.example.org/x"}, 403),
+    ("partner", "POST", "/referrals/{referral_id}/accept", {"partner_id": "someone-else"}, 403),
+    ("partner", "POST", "/referrals/{referral_id}/in-service", {}, 403),
+    ("partner", "POST", "/referrals/{referral_id}/close", {"outcome": "no_longer_needed"}, 403),
+    ("partner", "POST", "/partners", OUTSIDE | {"schools": ["lincoln-es"]}, 403),
+    ("admin_d002", "POST", "/partners", OUTSIDE | {"schools": ["lincoln-es"]}, 403),
+]
+
+
+async def test_every_write_stays_in_the_callers_scope(system: System,
+                                                      world: dict[str, Any]) -> None:
+    """A coordinator acts only for their schools, a partner only for itself, a district admin
+    only in their district: a write naming anything else is a 403 before it runs, and a record
+    outside the scope is not found (404), whatever the write."""
+    partner = (await system.http.get(f"/api/v1/partners/{world['partner_id']}",
+                                     params={"district_id": "d001"})).json()
+    roosevelt = await system.register_family(school_id="roosevelt-ms")
+    ids = world | {"service_id": partner["services"][0]["id"],
+                   "roosevelt_family": roosevelt["id"],
+                   "roosevelt_referral": (await system.open_referral(roosevelt,
+                                                                     need="vision"))["id"]}
+    callers = {"coordinator": token(system.settings, "coordinator", "d001", ("lincoln-es",)),
+               "partner": token(system.settings, "partner", "d001", (), world["partner_id"]),
+               "admin_d002": token(system.settings, "district_admin", "d002")}
+    for who, method, path, body, expected in WRITES:
+        concrete = path.format(**ids)
+        named = {k: v.format(**ids) if isinstance(v, str) else v for k, v in body.items()}
+        response = await system.http.request(
+            method, f"/api/v1{concrete}", json={"district_id": "d001"} | named,
+            params={"district_id": "d001"} if method == "PATCH" or "hsds" in path else None,
+            headers={"Authorization": f"Bearer {callers[who]}"})
+        assert response.status_code == expected, (who, method, path, body, response.text)
+    names = {p["name"] for p in (await system.http.get(
+        "/api/v1/partners", params={"district_id": "d001"})).json()}
+    assert "Outside Clinic" not in names and "Lincoln Clinic" in names
+    referral = await system.referral(ids["roosevelt_referral"])
+    assert referral["status"] not in ("closed", "cancelled") and referral["consent"] == "given"

@@ -77,7 +77,10 @@ async def test_closing_twice_names_the_current_state(system: System) -> None:
     close = {"district_id": "d001", "outcome": "unmet_no_partner"}
     first = await system.http.post(f"/api/v1/referrals/{referral['id']}/close", json=close)
     assert first.status_code == 200
-    second = await system.http.post(f"/api/v1/referrals/{referral['id']}/close", json=close)
+    retried = await system.http.post(f"/api/v1/referrals/{referral['id']}/close", json=close)
+    assert retried.status_code == 200 and retried.headers["Already-Applied"] == "true"
+    second = await system.http.post(f"/api/v1/referrals/{referral['id']}/close",
+                                    json=close | {"outcome": "no_longer_needed"})
     assert second.status_code == 409
     assert "closed" in second.json()["detail"]
 
@@ -198,3 +201,69 @@ async def test_the_nul_character_is_a_422(system: System, method: str, path: str
     response = await system.http.request(method, path, **kwargs)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == [where]
+
+
+# --- found by a district's driver written from the README and the OpenAPI ----------------------
+
+NUMBER_BODIES = [
+    ("/api/v1/referrals", '{"district_id": "d001", "school_id": "lincoln-es", "student_ref": "s1",'
+     ' "family_id": "f1", "need": "dental", "grade": %s}', "grade"),
+    ("/api/v1/partners", '{"district_id": "d001", "name": "P", "needs": ["dental"],'
+     ' "schools": ["lincoln-es"], "capacity": %s}', "capacity"),
+    ("/api/v1/family-events/e1/invitations", '{"district_id": "d001", "grades": [1, %s]}',
+     "grades.1"),
+]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+@pytest.mark.parametrize(("path", "template", "field"), NUMBER_BODIES)
+async def test_a_number_json_does_not_have_is_a_422_naming_the_field(
+    system: System, number: str, path: str, template: str, field: str
+) -> None:
+    # Was a 500: Python's json reads NaN and Infinity, 1e999 becomes inf, and the 422 that
+    # repeated the value could not be written as JSON.
+    response = await system.http.post(path, content=(template % number).encode(),
+                                      headers={"content-type": "application/json"})
+    assert field_errors(response) == {field}
+
+
+@pytest.mark.parametrize("body", [b'{"district_id": "d001",', b"not json", b"\xff\xfe{}",
+                                  b'{"a": ' + b"1" * 5000 + b"}"])
+async def test_a_body_that_is_not_json_is_a_400_as_documented(system: System,
+                                                              body: bytes) -> None:
+    response = await system.http.post("/api/v1/referrals", content=body,
+                                      headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("body is not valid JSON")
+    spec = (await system.http.get("/openapi.json")).json()
+    assert "400" in spec["paths"]["/api/v1/referrals"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("outcome", ["no_answer", "reached"])
+async def test_a_time_without_its_utc_offset_is_a_422_naming_the_field(
+    system: System, outcome: str
+) -> None:
+    family = await system.register_family()
+    response = await system.http.post(f"/api/v1/families/{family['id']}/contacts", json={
+        "district_id": "d001", "kind": "phone_call", "outcome": outcome,
+        "at": "2026-03-02T10:00:00"})
+    assert field_errors(response) == {"at"}  # no_answer was a 500, reached named another field
+    listed = await system.http.get(f"/api/v1/families/{family['id']}/contacts",
+                                   params={"district_id": "d001"})
+    assert listed.json() == []
+    response = await system.http.get("/api/v1/referrals", params={
+        "district_id": "d001", "opened_from": "2026-03-02T10:00:00"})
+    assert field_errors(response) == {"opened_from"}
+
+
+async def test_a_student_is_linked_with_the_district_in_the_body(system: System) -> None:
+    family = await system.register_family()
+    path = f"/api/v1/families/{family['id']}/students"
+    linked = await system.http.post(path, json={"district_id": "d001", "student_ref": "stu-1",
+                                                "grade": 3})
+    assert linked.status_code == 201, linked.text
+    assert linked.json() == {"student_ref": "stu-1", "school_id": "lincoln-es", "grade": 3}
+    # The query form of before is refused, naming the field that moved.
+    moved = await system.http.post(path, params={"district_id": "d001"},
+                                   json={"student_ref": "stu-2"})
+    assert field_errors(moved) == {"district_id"}

@@ -1,6 +1,7 @@
 """Matching through the real broker: decline chains, consent, and the gap map's numbers against
 a scenario whose answers are known. Partners' answers go through referrals' HTTP endpoints."""
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -182,3 +183,24 @@ async def test_capacity_endpoint_and_roles(system: System) -> None:
             refused = await system.http.request(method, path, params={"district_id": "d001"},
                                                 headers={"Authorization": f"Bearer {bearer}"})
             assert refused.status_code == 403, (role, path)
+
+
+async def test_the_same_capacity_again_changes_and_announces_nothing(system: System) -> None:
+    from test_referrals_api import stream_messages
+
+    partner = await system.register_partner(capacity=1)
+    url = f"/api/v1/partners/services/{partner['services'][0]['id']}/capacity"
+    body = {"district_id": "d001", "school_id": "lincoln-es", "capacity": 4}
+    first = await system.http.put(url, json=body)
+    assert first.status_code == 200 and "Already-Applied" not in first.headers, first.text
+    again = await system.http.put(url, json=body)
+    assert again.status_code == 200 and again.headers["Already-Applied"] == "true"
+    assert again.json() == first.json()
+
+    async def announced() -> list[bytes]:
+        return [m for m in await stream_messages(system.settings.nats_url)
+                if b"capacity_changed" in m]
+
+    await system.eventually(announced, what="CapacityChanged published")
+    await asyncio.sleep(0.5)  # the relay publishes right after the commit
+    assert len(await announced()) == 1

@@ -6,9 +6,17 @@ from typing import Annotated, Literal
 from uuid import uuid4
 
 import phonenumbers
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
 from sqlalchemy import select
 
 from contracts.events import FamilyRegistered
@@ -41,6 +49,8 @@ def e164(value: str) -> str:
 Phone = Annotated[str, Field(max_length=32), AfterValidator(e164)]
 
 
+ALREADY_APPLIED = {"Already-Applied": {"description": "true when the request was a retry that "
+                                      "changed nothing", "schema": {"type": "string"}}}
 MAX_OFFSET = 10_000_000  # past any district's size; keeps the database's integers in range
 
 
@@ -49,6 +59,12 @@ class StudentLink(BaseModel):
 
     student_ref: Token = Field(description="the district's pseudonymous reference, not a name")
     grade: int | None = Field(default=None, ge=-1, le=12)
+
+
+class LinkStudent(StudentLink):
+    """A student linked to a family later; the district in the body, as in every write."""
+
+    district_id: Token
 
 
 class RegisterFamily(BaseModel):
@@ -130,7 +146,7 @@ class LogContact(BaseModel):
     referral_id: str | None = Field(default=None, max_length=64)
     by: str = Field(default="coordinator", max_length=128)
     note: str | None = Field(default=None, max_length=500)
-    at: datetime | None = None
+    at: AwareDatetime | None = Field(default=None, description="with its UTC offset")
 
 
 class ContactView(BaseModel):
@@ -227,10 +243,9 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
         return _family_view(family)
 
     @router.post("/families/{family_id}/students", status_code=201, response_model=StudentView)
-    async def link_student(family_id: str, body: StudentLink, district_id: Token
-                           ) -> StudentView:
+    async def link_student(family_id: str, body: LinkStudent) -> StudentView:
         async with rt.unit_of_work() as uow:
-            family = await _family(uow, district_id, family_id)
+            family = await _family(uow, body.district_id, family_id)
             student = await _link_student(uow, family, body)
         return StudentView.model_validate(student, from_attributes=True)
 
@@ -251,13 +266,30 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
                 Outreach.family_id == family_id).order_by(Outreach.created_at))).all()
         return [OutreachView.model_validate(o, from_attributes=True) for o in rows]
 
-    @router.post("/families/{family_id}/contacts", status_code=201, response_model=ContactView)
-    async def log(family_id: str, body: LogContact, request: Request) -> ContactView:
+    @router.post("/families/{family_id}/contacts", status_code=201, response_model=ContactView,
+                 responses={200: {"model": ContactView, "headers": ALREADY_APPLIED,
+                                  "description": "the same contact again, logged once"}})
+    async def log(family_id: str, body: LogContact, request: Request,
+                  response: Response) -> ContactView:
         """A coordinator's call, visit, conference or meeting. Reached: the family is contacted
-        (FamilyContacted). Not reached, about a referral: one more attempt for it."""
+        (FamilyContacted). Not reached, about a referral: one more attempt for it. The same
+        contact sent again (same kind, outcome, referral, author and `at`) answers 200 with
+        Already-Applied: true and counts nothing twice."""
         now = utcnow()
+        by = f"coordinator:{caller(request, body.by)}"
         async with rt.unit_of_work() as uow:
             family = await _family(uow, body.district_id, family_id)
+            if body.at is not None:
+                same = await uow.session.scalar(select(ContactLogEntry).where(
+                    ContactLogEntry.family_id == family.id, ContactLogEntry.kind == body.kind,
+                    ContactLogEntry.outcome == body.outcome, ContactLogEntry.at == body.at,
+                    ContactLogEntry.by == by,
+                    ContactLogEntry.referral_id.is_(None) if body.referral_id is None
+                    else ContactLogEntry.referral_id == body.referral_id).limit(1))
+                if same is not None:
+                    response.status_code = 200
+                    response.headers["Already-Applied"] = "true"
+                    return ContactView.model_validate(same, from_attributes=True)
             open_outreach = None
             if body.referral_id:
                 open_outreach = await uow.session.scalar(
@@ -266,8 +298,7 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
                                            Outreach.status.in_(("requested", "awaiting_reply")))
                     .order_by(Outreach.created_at.desc()).limit(1)
                     .with_for_update())  # an event about it may be applied at the same time
-            entry = log_contact(uow, family, kind=body.kind, at=body.at or now,
-                                by=f"coordinator:{caller(request, body.by)}",
+            entry = log_contact(uow, family, kind=body.kind, at=body.at or now, by=by,
                                 outcome=body.outcome, referral_id=body.referral_id,
                                 outreach_id=open_outreach.id if open_outreach else None,
                                 note=body.note)

@@ -4,14 +4,15 @@ announcements to every family of a school or district, over HTTP."""
 import secrets
 from datetime import datetime
 from typing import Annotated, Literal
-from uuid import uuid4
+from uuid import NAMESPACE_URL, uuid4, uuid5
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from contracts.events import FamilyAttended, FamilyEventScheduled
 from contracts.taxonomy import Urgency
@@ -268,10 +269,17 @@ def build_outreach_router(rt: ServiceRuntime, config: EngagementConfig,
             record_rsvp(uow, invitation, response, "link", utcnow())
         return HTMLResponse("<!DOCTYPE html><html><body><p>Thank you.</p></body></html>")
 
-    @router.post("/announcements", status_code=202, response_model=AnnouncementView)
-    async def announce(body: Announce, request: Request) -> AnnouncementView:
+    @router.post("/announcements", status_code=202, response_model=AnnouncementView,
+                 responses={200: {"model": AnnouncementView, "description": (
+                     "the announcement this Idempotency-Key already made (Idempotent-Replay)")}})
+    async def announce(
+        body: Announce, request: Request, response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> AnnouncementView:
         """Queued at once; families are fanned out in the background in chunks. A coordinator
-        announces to one of their schools; the whole district is for district admins."""
+        announces to one of their schools; the whole district is for district admins. With an
+        Idempotency-Key, a retried request answers the announcement it made (200), so no
+        family hears it twice."""
         principal = getattr(request.state, "principal", None)
         if body.school_id is None and str(getattr(principal, "role", "")) == "coordinator":
             raise Forbidden("a coordinator announces to one of their schools (school_id)")
@@ -279,15 +287,39 @@ def build_outreach_router(rt: ServiceRuntime, config: EngagementConfig,
             raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
         if rt.districts.get(body.district_id) is None:
             raise NotFound(f"district {body.district_id} not found")
+        by = caller(request, "coordinator")
+        # The key's announcement has an id made from it (per district and caller): a retry
+        # finds it by primary key, and two racing copies cannot both insert it.
+        announcement_id = str(uuid5(NAMESPACE_URL, f"ensemble:announcement:{body.district_id}:"
+                                    f"{by}:{idempotency_key}")) if idempotency_key else str(uuid4())
+        if idempotency_key:
+            async with rt.unit_of_work() as uow:
+                earlier = await uow.session.get(Announcement, announcement_id)
+            if earlier is not None:
+                return _replayed(earlier, response)
         announcement = Announcement(
-            id=str(uuid4()), district_id=body.district_id, school_id=body.school_id,
+            id=announcement_id, district_id=body.district_id, school_id=body.school_id,
             title=body.title, body=body.body, urgency=body.urgency.value, status="fanning_out",
             cursor="", families_targeted=0, families_unreachable=0, chunks=0,
-            created_by=caller(request, "coordinator"), created_at=utcnow())
-        async with rt.unit_of_work() as uow:
-            uow.session.add(announcement)
-            uow.after_commit.append(background.wake.set)
+            created_by=by, created_at=utcnow())
+        try:
+            async with rt.unit_of_work() as uow:
+                uow.session.add(announcement)
+                uow.after_commit.append(background.wake.set)
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            async with rt.unit_of_work() as uow:  # the same request, committed just before
+                earlier = await uow.session.get(Announcement, announcement_id)
+            if earlier is None:
+                raise
+            return _replayed(earlier, response)
         return AnnouncementView.model_validate(announcement, from_attributes=True)
+
+    def _replayed(earlier: Announcement, response: Response) -> AnnouncementView:
+        response.status_code = 200
+        response.headers["Idempotent-Replay"] = "true"
+        return AnnouncementView.model_validate(earlier, from_attributes=True)
 
     @router.get("/announcements/{announcement_id}", response_model=AnnouncementView)
     async def announcement_detail(announcement_id: str, district_id: Token) -> AnnouncementView:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from contracts.events import CapacityChanged
@@ -216,8 +216,8 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
     @router.get("/partners/gaps", responses={200: {"content": {"text/csv": {}}}})
     async def gap_map(
         request: Request, district_id: Token, school_id: Token | None = None,
-        start: Annotated[date | datetime | None, Query(alias="from")] = None,
-        end: Annotated[date | datetime | None, Query(alias="to")] = None,
+        start: Annotated[date | AwareDatetime | None, Query(alias="from")] = None,
+        end: Annotated[date | AwareDatetime | None, Query(alias="to")] = None,
         format: str = Query("json", pattern="^(json|csv)$"),
     ) -> Response:
         """Per school and need, for the period [from, to): referrals opened, matched,
@@ -239,9 +239,14 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 "Content-Disposition": f'attachment; filename="gaps-{district_id}.csv"'})
         return JSONResponse(gaps.as_json(district, start_at, end_at, rows))
 
-    @router.put("/partners/services/{service_id}/capacity", response_model=SchoolCapacity)
-    async def put_capacity(service_id: str, body: SetCapacity) -> SchoolCapacity:
-        """Open slots of a service at a school (a school it did not serve is added)."""
+    @router.put("/partners/services/{service_id}/capacity", response_model=SchoolCapacity,
+                responses={200: {"headers": {"Already-Applied": {
+                    "description": "true when the slots were already these: nothing changed",
+                    "schema": {"type": "string"}}}}})
+    async def put_capacity(service_id: str, body: SetCapacity,
+                           response: Response) -> SchoolCapacity:
+        """Open slots of a service at a school (a school it did not serve is added). The same
+        slots again change and announce nothing (Already-Applied: true)."""
         district = district_of(body.district_id)
         if district.school(body.school_id) is None:
             raise NotFound(f"school {body.school_id} not in district {body.district_id}")
@@ -263,6 +268,11 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
                 uow.session.add(row)
                 service.schools = [*service.schools, body.school_id]
                 reserved = 0
+            elif row.capacity == body.capacity:
+                response.headers["Already-Applied"] = "true"
+                return SchoolCapacity(school_id=row.school_id, capacity=row.capacity,
+                                      reserved=row.reserved,
+                                      open=max(0, row.capacity - row.reserved))
             else:
                 reserved = await set_capacity(uow, service_id, body.school_id, body.capacity)
             uow.emit(CapacityChanged(partner_id=service.partner_id, service_id=service_id,

@@ -2,11 +2,13 @@
 answer them (accept, decline, in service)."""
 
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select
 
 from contracts.events import (
@@ -21,6 +23,7 @@ from contracts.taxonomy import Consent, Need, Outcome, Urgency
 from runtime.auth import Forbidden, Role
 from runtime.errors import Conflict, NotFound
 from runtime.service import ServiceRuntime
+from runtime.tenancy import beyond_partner
 from services.referrals.follow_up import DUE_FIRED, ESCALATED, needs_follow_up
 from services.referrals.handlers import family_is_known
 from services.referrals.lifecycle import (
@@ -30,8 +33,11 @@ from services.referrals.lifecycle import (
     Closed,
     ConsentChanged,
     Declined,
+    IllegalMove,
     InService,
+    NotThePartner,
     Status,
+    replay,
 )
 from services.referrals.referrals import (
     Desk,
@@ -217,6 +223,31 @@ class FamilyNotRegistered(Conflict):
         self.headers = {"Retry-After": "5"}
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How a command is recognised in the referral's timeline when it comes again: the event
+    it recorded, and the fields that make it the same command (the partner and its reason, the
+    outcome...)."""
+
+    event_type: str
+    same: dict[str, Any]
+
+
+async def _done_before(uow: Any, referral_id: str, retry: Retry) -> TimelineEntry | None:
+    """The timeline entry of this very command, if it was applied before."""
+    entries = (await uow.session.scalars(
+        select(TimelineEntry).where(TimelineEntry.referral_id == referral_id,
+                                    TimelineEntry.event_type == retry.event_type)
+        .order_by(TimelineEntry.seq))).all()
+    return next((e for e in entries if e.data.get("applied") is not False
+                 and all(e.data.get(k) == v for k, v in retry.same.items())), None)
+
+
+ALREADY_APPLIED = {200: {"headers": {"Already-Applied": {
+    "description": "true when the command was applied before: a retry, nothing changed",
+    "schema": {"type": "string"}}}}}
+
+
 def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
     router = APIRouter()
 
@@ -235,7 +266,10 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         if not await desk.arrivals.wait(desk.family_wait_seconds, known):
             raise FamilyNotRegistered(district_id, family_id, desk.family_wait_seconds)
 
-    @router.post("/referrals", status_code=201, response_model=ReferralView)
+    @router.post("/referrals", status_code=201, response_model=ReferralView, responses={
+        200: {"model": ReferralView, "description": "this request's referral again "
+              "(Idempotent-Replay) or the open one for the student and need "
+              "(Duplicate-Of-Open-Referral)"}})
     async def open_(
         body: OpenReferral,
         response: Response,
@@ -284,8 +318,10 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         urgency: Urgency | None = None,
         partner_id: Token | None = None,
         consent: Consent | None = None,
-        opened_from: datetime | None = Query(None, description="opened at or after (ISO 8601)"),
-        opened_to: datetime | None = Query(None, description="opened before (ISO 8601)"),
+        opened_from: AwareDatetime | None = Query(
+            None, description="opened at or after (ISO 8601 with its UTC offset)"),
+        opened_to: AwareDatetime | None = Query(
+            None, description="opened before (ISO 8601 with its UTC offset)"),
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> list[ReferralView]:
@@ -297,9 +333,9 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             if value is not None:
                 query = query.where(column == value)
         if opened_from is not None:
-            query = query.where(Referral.opened_at >= _aware(opened_from))
+            query = query.where(Referral.opened_at >= opened_from)
         if opened_to is not None:
-            query = query.where(Referral.opened_at < _aware(opened_to))
+            query = query.where(Referral.opened_at < opened_to)
         async with rt.unit_of_work() as uow:
             total = await uow.session.scalar(_count(query))
             page = (await uow.session.scalars(
@@ -376,15 +412,61 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             ],
         )
 
-    async def _command(referral_id: str, district_id: str, response: Response,
-                       make: Any) -> ReferralView:
-        """Load with a row lock, let ``make(referral)`` give (fact, event, actor), apply."""
+    async def _command(referral_id: str, district_id: str, request: Request,
+                       response: Response, make: Any, retry: Retry,
+                       on_applied: Callable[[Referral], None] | None = None) -> ReferralView:
+        """Load with a row lock, let ``make(referral)`` give (fact, event, actor), apply, then
+        ``on_applied``. The same command again answers 200 with Already-Applied: true and
+        emits nothing, also when the referral has moved on since (a retried close, a decline
+        retried after the next match); a different command that conflicts is still refused."""
+        district = district_of(district_id)
         async with rt.unit_of_work() as uow:
-            referral = await get_referral(uow, district_of(district_id), referral_id, lock=True)
+            try:
+                referral = await get_referral(uow, district, referral_id, lock=True)
+            except NotFound:
+                left = await _left_by_partner(uow, request, district, referral_id, retry)
+                if left is None:
+                    raise
+                response.headers["Already-Applied"] = "true"
+                return left
             fact, event, actor = make(referral)
-            if not command(uow, desk, referral, fact, event, actor):
+            try:
+                applied = command(uow, desk, referral, fact, event, actor)
+            except (IllegalMove, NotThePartner):
+                if await _done_before(uow, referral.id, retry) is None:
+                    raise
+                applied = False
+            if applied and on_applied is not None:
+                on_applied(referral)
+            if not applied:
                 response.headers["Already-Applied"] = "true"
         return ReferralView.of(referral, desk.clock())
+
+    async def _left_by_partner(uow: Any, request: Request, district: str, referral_id: str,
+                               retry: Retry) -> ReferralView | None:
+        """A partner retrying its decline no longer holds the referral (tenancy hides it): the
+        referral as its decline left it, when the timeline shows that decline; what happened
+        since is another partner's."""
+        principal = getattr(request.state, "principal", None)
+        if principal is None or principal.role != Role.partner or \
+                retry.same.get("partner_id") != principal.partner_id:
+            return None
+        done = await _done_before(uow, referral_id, retry)
+        if done is None:
+            return None
+        with beyond_partner():
+            referral = await get_referral(uow, district, referral_id)
+        history = (await uow.session.scalars(
+            select(TimelineEntry).where(TimelineEntry.referral_id == referral_id,
+                                        TimelineEntry.seq <= done.seq)
+            .order_by(TimelineEntry.seq))).all()
+        state = replay([(e.event_type, e.data) for e in history])
+        return ReferralView.of(referral, desk.clock()).model_copy(update={
+            "status": state.status, "partner_id": state.partner_id,
+            "match_attempt": state.attempt, "consent": state.consent, "outcome": None,
+            "cancel_reason": None, "accepted_at": None, "family_contacted_at": None,
+            "in_service_at": None, "closed_at": None, "updated_at": done.at,
+            "follow_up": None, "follow_up_due_at": None, "follow_up_reason": None})
 
     def check_partner(request: Request, partner_id: str | None) -> None:
         """A partner's token speaks for that partner only."""
@@ -393,29 +475,34 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
                 partner_id != principal.partner_id:
             raise Forbidden("a partner answers for itself only")
 
-    @router.post("/referrals/{referral_id}/accept", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/accept", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def accept(referral_id: str, body: PartnerAnswer, request: Request,
                      response: Response) -> ReferralView:
         """The matched partner takes the referral."""
         check_partner(request, body.partner_id)
-        return await _command(referral_id, body.district_id, response, lambda r: (
+        return await _command(referral_id, body.district_id, request, response, lambda r: (
             Accepted(body.partner_id),
             ReferralAccepted(referral_id=r.id, partner_id=body.partner_id,
                              service_id=r.service_id),
-            f"partner:{body.partner_id}"))
+            f"partner:{body.partner_id}"),
+            Retry("ReferralAccepted", {"partner_id": body.partner_id}))
 
-    @router.post("/referrals/{referral_id}/decline", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/decline", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def decline(referral_id: str, body: DeclineReferral, request: Request,
                       response: Response) -> ReferralView:
         """The matched partner cannot take it; partners matches the next one."""
         check_partner(request, body.partner_id)
-        return await _command(referral_id, body.district_id, response, lambda r: (
+        return await _command(referral_id, body.district_id, request, response, lambda r: (
             Declined(body.partner_id),
             ReferralDeclined(referral_id=r.id, partner_id=body.partner_id,
                              service_id=r.service_id, reason=body.reason),
-            f"partner:{body.partner_id}"))
+            f"partner:{body.partner_id}"),
+            Retry("ReferralDeclined", {"partner_id": body.partner_id, "reason": body.reason}))
 
-    @router.post("/referrals/{referral_id}/in-service", response_model=ReferralView)
+    @router.post("/referrals/{referral_id}/in-service", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
     async def in_service(referral_id: str, body: MarkInService, request: Request,
                          response: Response) -> ReferralView:
         """The family is receiving the service (the partner says so, or staff for it)."""
@@ -426,41 +513,56 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
             return (InService(body.partner_id),
                     ReferralInService(referral_id=r.id, partner_id=r.partner_id or ""), actor)
 
-        return await _command(referral_id, body.district_id, response, make)
+        same = {"partner_id": body.partner_id} if body.partner_id else {}
+        return await _command(referral_id, body.district_id, request, response, make,
+                              Retry("ReferralInService", same))
 
-    @router.post("/referrals/{referral_id}/cancel", response_model=ReferralView)
-    async def cancel(referral_id: str, body: CancelReferral, response: Response) -> ReferralView:
+    @router.post("/referrals/{referral_id}/cancel", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
+    async def cancel(referral_id: str, body: CancelReferral, request: Request,
+                     response: Response) -> ReferralView:
         def make(r: Referral) -> tuple[Any, Any, str]:
-            r.cancel_reason = body.reason
             return (Cancelled(),
                     ReferralCancelled(referral_id=r.id, reason=body.reason,
                                       partner_id=r.partner_id, service_id=r.service_id),
                     f"coordinator:{body.cancelled_by}")
 
-        return await _command(referral_id, body.district_id, response, make)
+        def keep_reason(r: Referral) -> None:
+            r.cancel_reason = body.reason
 
-    @router.post("/referrals/{referral_id}/close", response_model=ReferralView)
-    async def close(referral_id: str, body: CloseReferral, response: Response) -> ReferralView:
-        return await _command(referral_id, body.district_id, response, lambda r: (
+        return await _command(referral_id, body.district_id, request, response, make,
+                              Retry("ReferralCancelled", {"reason": body.reason}), keep_reason)
+
+    @router.post("/referrals/{referral_id}/close", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
+    async def close(referral_id: str, body: CloseReferral, request: Request,
+                    response: Response) -> ReferralView:
+        return await _command(referral_id, body.district_id, request, response, lambda r: (
             Closed(body.outcome),
             ReferralClosed(referral_id=r.id, outcome=body.outcome, partner_id=r.partner_id,
                            service_id=r.service_id, closed_at=desk.clock()),
-            f"coordinator:{body.closed_by}"))
+            f"coordinator:{body.closed_by}"),
+            Retry("ReferralClosed", {"outcome": body.outcome}))
 
-    @router.post("/referrals/{referral_id}/consent", response_model=ReferralView)
-    async def consent(referral_id: str, body: RecordConsent, response: Response) -> ReferralView:
+    @router.post("/referrals/{referral_id}/consent", response_model=ReferralView,
+                 responses=ALREADY_APPLIED)
+    async def consent(referral_id: str, body: RecordConsent, request: Request,
+                      response: Response) -> ReferralView:
         """The family's consent to share with a partner. Given: partners matches. Declined:
         the referral stays for in-school support and is never shared."""
+        now = desk.clock()
+
         def make(r: Referral) -> tuple[Any, Any, str]:
-            now = desk.clock()
-            if r.consent != body.consent:
-                r.consent_recorded_by, r.consent_recorded_at = body.recorded_by, now
             return (ConsentChanged(body.consent),
                     ConsentRecorded(referral_id=r.id, consent=body.consent,
                                     recorded_by=body.recorded_by, recorded_at=now),
                     f"coordinator:{body.recorded_by}")
 
-        return await _command(referral_id, body.district_id, response, make)
+        def who_and_when(r: Referral) -> None:
+            r.consent_recorded_by, r.consent_recorded_at = body.recorded_by, now
+
+        return await _command(referral_id, body.district_id, request, response, make,
+                              Retry("ConsentRecorded", {"consent": body.consent}), who_and_when)
 
     @router.post("/referrals/{referral_id}/notes", status_code=201, response_model=NoteView)
     async def add_note(referral_id: str, body: AddNote) -> NoteView:
@@ -478,8 +580,3 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
 def _count(query: Select[Any]) -> Select[Any]:
     return select(func.count()).select_from(query.order_by(None).subquery())
 
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
