@@ -35,7 +35,8 @@ def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) ->
 
     settings = _settings(data_dir)
     configure_logging(settings.log_level)
-    typer.echo(f"Ensemble on http://{host}:{port}  (API /api/v1, docs /docs, metrics /metrics)")
+    typer.echo(f"Ensemble on http://{host}:{port}  (console /, API /api/v1, docs /docs, "
+               "metrics /metrics)")
     typer.echo(describe_data(settings.data_dir.resolve()))
     from runtime.host import run
 
@@ -51,11 +52,13 @@ def _one(name: str):  # type: ignore[no-untyped-def]
         configure_logging(settings.log_level)
         run(serve(build_app(settings, (name,)), host, port))
 
-    run.__doc__ = f"Run the {name} service alone (NATS_URL and {name.upper()}_DATABASE_URL)."
+    run.__doc__ = (f"Run the {name} service alone (NATS_URL and {name.upper()}_DATABASE_URL)."
+                   if name != "console" else "Run the console alone: pages over the APIs at "
+                   "ENSEMBLE_CONSOLE_API_URL (default ENSEMBLE_PUBLIC_BASE_URL).")
     return run
 
 
-for _name in ("referrals", "engagement", "notifications", "webhooks"):
+for _name in ("referrals", "engagement", "notifications", "webhooks", "console"):
     app.command(name=_name)(_one(_name))
 
 # `ensemble partners` runs the service, as the others do; its commands work with the directory

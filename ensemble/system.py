@@ -1,4 +1,5 @@
-"""Builds services and runs them: all five in one process (`ensemble up`) or one alone."""
+"""Builds services and runs them: all five and the console in one process (`ensemble up`) or
+one alone."""
 
 import contextlib
 import logging
@@ -13,6 +14,8 @@ from ensemble.embedded import DevSmsServer, LocalMailServer, NatsProcess, free_p
 from runtime.districts import Districts, load_districts
 from runtime.host import Service, create_app, serve
 from runtime.settings import SERVICES, Settings
+from services.console.service import build as build_console
+from services.console.settings import ConsoleSettings
 from services.engagement.service import build as build_engagement
 from services.notifications.service import build as build_notifications
 from services.partners.service import build as build_partners
@@ -38,9 +41,31 @@ def build_services(
     return [BUILDERS[name](settings, districts) for name in names]
 
 
-def build_app(settings: Settings, names: tuple[str, ...] = SERVICES) -> FastAPI:
+def build_app(settings: Settings, names: tuple[str, ...] = SERVICES, *,
+              console: bool = False, dev_sign_in: bool = False) -> FastAPI:
+    """The services named, and with ``console`` the console's pages at `/` of the same app."""
+    if names == ("console",):
+        return create_app([], title="Ensemble console",
+                          web=build_console(console_settings(settings, dev_sign_in)))
     title = "Ensemble" if len(names) > 1 else f"Ensemble {names[0]}"
-    return create_app(build_services(settings, names), title=title)
+    web = build_console(console_settings(settings, dev_sign_in)) if console else None
+    return create_app(build_services(settings, names), title=title, web=web)
+
+
+def console_settings(settings: Settings, dev_sign_in: bool = False) -> ConsoleSettings:
+    """The console's settings from the deployment's (its own fields from the environment);
+    ``dev_sign_in`` turns development sign-in on (the embedded default, the demo)."""
+    console = ConsoleSettings(**settings.model_dump())
+    return console.model_copy(update={"dev_sign_in": True}) if dev_sign_in else console
+
+
+def dev_mode(env: dict[str, str]) -> bool:
+    """Development mode: `ensemble up` on the embedded default (its own nats-server), unless
+    ENSEMBLE_DEV_SIGN_IN says otherwise. Anything pointed at real infrastructure is not."""
+    explicit = env.get("ENSEMBLE_DEV_SIGN_IN")
+    if explicit is not None:
+        return explicit.strip().lower() in ("1", "true", "yes", "on")
+    return "NATS_URL" not in env
 
 
 @dataclass
@@ -95,8 +120,11 @@ async def run_up(settings: Settings, env: dict[str, str], host: str, port: int) 
         s = embedded.settings
         log.info("nats %s, smtp %s, sms %s, data %s", s.nats_url, s.smtp_url, s.sms_api_url,
                  s.data_dir.resolve())
+        dev = dev_mode(env)
+        log.info("console at http://%s:%s/ (development sign-in %s)", local, port,
+                 "on" if dev else "off")
         async with dev_sms(s, env, f"http://{host}:{port}/api/v1/sms/inbound"):
-            await serve(build_app(s), host, port)
+            await serve(build_app(s, console=True, dev_sign_in=dev), host, port)
 
 
 def describe_data(data_dir: Path) -> str:
