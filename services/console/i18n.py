@@ -38,9 +38,10 @@ class Translator:
 
 
 def load_translators() -> dict[str, Translator]:
-    """Compiled from the .po files in memory at start: no binary .mo kept in the repository."""
-    found = {"en": Translator("en", NullTranslations())}
-    for lang in LANGUAGES[1:]:
+    """Compiled from the .po files in memory at start: no binary .mo kept in the repository.
+    English has a catalog too: the words for the codes the APIs answer with."""
+    found: dict[str, Translator] = {}
+    for lang in LANGUAGES:
         po = FOLDER / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
         with po.open("rb") as handle:
             catalog = read_po(handle, locale=lang, domain=DOMAIN)
