@@ -2,6 +2,7 @@
 with the signed-in person's own bearer token. What a person may see and do is what the APIs
 answer to that token; the console keeps no second copy of the tenancy rules."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,18 @@ class ApiError(Exception):
         return f"the service answered {self.status}"
 
 
+# Which service answers a path: one address for all of them by default (`ensemble up`, an
+# ingress), or one each (ENSEMBLE_CONSOLE_SERVICE_URLS).
+SERVICE_OF_PATH = (("/referrals", "referrals"), ("/partners", "partners"),
+                   ("/families", "engagement"), ("/family-events", "engagement"),
+                   ("/announcements", "engagement"), ("/messages", "notifications"),
+                   ("/message-batches", "notifications"), ("/webhooks", "webhooks"))
+
+
+def service_of(path: str) -> str:
+    return next((name for prefix, name in SERVICE_OF_PATH if path.startswith(prefix)), "")
+
+
 @dataclass
 class Answer:
     status: int
@@ -45,15 +58,18 @@ class Answer:
 
 
 class Api:
-    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, token: str,
+                 base_url_of: Callable[[str], str]) -> None:
         self.http = http
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.base_url_of = base_url_of
 
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                    json: Any = None) -> Answer:
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         try:
-            response = await self.http.request(method, f"/api/v1{path}", params=clean,
+            url = f"{self.base_url_of(service_of(path))}/api/v1{path}"
+            response = await self.http.request(method, url, params=clean,
                                                json=json, headers=self.headers)
         except httpx.HTTPError as exc:
             raise ApiError(503, f"the service did not answer ({type(exc).__name__})") from exc

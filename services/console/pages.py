@@ -111,7 +111,7 @@ PrincipalDep = Annotated[Principal, Depends(principal)]
 
 def api(request: Request, c: ConsoleDep, s: SessionDep, _p: PrincipalDep) -> Api:
     assert s.api_token  # a principal comes with its token
-    return Api(c.http, s.api_token)
+    return Api(c.http, s.api_token, c.settings.base_url_of)
 
 
 ApiDep = Annotated[Api, Depends(api)]

@@ -32,8 +32,7 @@ def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(base_url=settings.api_base_url,
-                                     timeout=settings.console_api_timeout_seconds) as http:
+        async with httpx.AsyncClient(timeout=settings.console_api_timeout_seconds) as http:
             app.state.console = pages.Console(settings, districts, templates(), http,
                                               load_translators())
             yield

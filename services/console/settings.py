@@ -11,6 +11,10 @@ class ConsoleSettings(Settings):
     # Where the APIs answer; unset, the deployment's own public base URL (`ensemble up`: the
     # same port; a deployment: its ingress or the services' internal address).
     console_api_url: str | None = Field(None, alias="ENSEMBLE_CONSOLE_API_URL")
+    # Where one service answers, when the services are not behind one address (compose and
+    # Kubernetes without an ingress): JSON such as {"referrals": "http://referrals:8000"}.
+    console_service_urls: dict[str, str] = Field(default_factory=dict,
+                                                 alias="ENSEMBLE_CONSOLE_SERVICE_URLS")
     # Signs the session cookie (which carries the person's API token). Set it in production.
     console_session_secret: str = Field(DEV_SESSION_SECRET, min_length=32,
                                         alias="ENSEMBLE_CONSOLE_SESSION_SECRET")
@@ -28,3 +32,6 @@ class ConsoleSettings(Settings):
     @property
     def api_base_url(self) -> str:
         return (self.console_api_url or self.public_base_url).rstrip("/")
+
+    def base_url_of(self, service: str) -> str:
+        return self.console_service_urls.get(service, self.api_base_url).rstrip("/")
