@@ -7,6 +7,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -172,3 +173,16 @@ def test_development_mode_is_the_embedded_default_only() -> None:
     assert dev_mode({"NATS_URL": "nats://nats:4222"}) is False
     assert dev_mode({"NATS_URL": "nats://x", "ENSEMBLE_DEV_SIGN_IN": "true"}) is True
     assert dev_mode({"ENSEMBLE_DEV_SIGN_IN": "false"}) is False
+
+
+def test_every_word_of_the_console_has_its_spanish() -> None:
+    """Each `_("...")` in the templates and pages is in the Spanish catalog."""
+    folder = Path(__file__).parent.parent / "services" / "console"
+    pattern = re.compile(r"""\b_\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""")
+    words = {m.group(1) or m.group(2)
+             for path in [*folder.glob("templates/*.j2"), *folder.glob("*.py")]
+             for m in pattern.finditer(path.read_text())}
+    assert len(words) > 100
+    spanish = load_translators()["es"]
+    missing = sorted(w for w in words if spanish.gettext(w) == w and w not in ("no",))
+    assert not missing, missing

@@ -316,3 +316,108 @@ async def test_an_ended_session_returns_to_the_page(site: Site) -> None:
     await site.accessible(page)
     await site.sign_in("coordinator", schools=("lincoln-es",), page=page)
     assert page.url == f"{site.url}/referrals?urgency=crisis"
+
+
+def _hsds_zip(folder: Path) -> Path:
+    """A small HSDS directory with bad rows, from the generator the importer's tests use."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "hsds_generate", Path(__file__).parent / "data" / "hsds" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = folder / "directory.zip"
+    path.write_bytes(module.build(organizations=6).zip())
+    return path
+
+
+async def test_families_partners_gaps_and_audit_pages(site: Site, tmp_path: Path) -> None:
+    partner = await _partner(site, "Smile Bright Dental", ["lincoln-es"])
+    admin = await site.sign_in("district_admin")
+    await site.accessible(admin)
+
+    # Families: register one, find it by name, edit its contact details, log a call.
+    referral_id = await _register_and_open(site, admin, "Familia Nguyen", "+14155550125",
+                                           "stu-99")
+    await admin.get_by_role("link", name="Families", exact=True).click()
+    await admin.get_by_label("Name").fill("nguyen")
+    await admin.get_by_role("button", name="Find").click()
+    await site.accessible(admin)
+    await admin.get_by_role("link", name="Familia Nguyen").click()
+    await site.accessible(admin)
+    edit = admin.locator("#edit")
+    await edit.get_by_label("Mobile phone").fill("12345")
+    await edit.get_by_role("button", name="Save").click()
+    assert await admin.locator("#edit #phone-error").inner_text()  # the API's message
+    await admin.locator("#edit").get_by_label("Email", exact=True).fill("nguyen@example.org")
+    await admin.locator("#edit").get_by_label("Mobile phone").fill("+14155550126")
+    await admin.locator("#edit").get_by_role("button", name="Save").click()
+    assert "nguyen@example.org" in await admin.locator(".facts").inner_text()
+    log = admin.locator("#log")
+    await log.get_by_label("How").select_option("home_visit")
+    await log.get_by_label("Note (optional)").fill("met at home")
+    await log.get_by_role("button", name="Log it").click()
+    contacts = await admin.locator("#contacts").locator("..").inner_text()
+    assert "home visit" in contacts and "met at home" in contacts
+    await site.accessible(admin)
+
+    # Partners: the directory by need, a partner's slots, a capacity edit.
+    await admin.get_by_role("link", name="Partners", exact=True).click()
+    await admin.get_by_label("Need").select_option("dental")
+    await admin.get_by_role("button", name="Filter").click()
+    await site.accessible(admin)
+    await admin.get_by_role("link", name="Smile Bright Dental").click()
+    assert partner["id"] in await admin.locator(".facts").inner_text()
+    await admin.get_by_label("Slots at Lincoln Elementary").fill("7")
+    await admin.get_by_role("button", name="Save").first.click()
+    assert "Capacity saved." in await admin.locator("main").inner_text()
+    await site.accessible(admin)
+    now = await site.admin.get(f"/api/v1/partners/{partner['id']}",
+                               params={"district_id": "d001"})
+    assert now.json()["services"][0]["capacity_by_school"][0]["capacity"] == 7
+
+    # The HSDS import and its row-by-row report.
+    await admin.goto("/partners/import")
+    await site.accessible(admin)
+    await admin.get_by_label("HSDS file: a zip of CSV tables, or HSDS JSON").set_input_files(
+        str(_hsds_zip(tmp_path)))
+    await admin.get_by_role("button", name="Import", exact=True).click()
+    report = await admin.locator("main").inner_text()
+    assert "Errors: rows left out" in report and "cost_options.csv" in report
+    await site.accessible(admin)
+
+    # The gap map, and its CSV.
+    await admin.goto("/gaps")
+    assert "Lincoln Elementary" in await admin.locator("table.grid").inner_text()
+    await site.accessible(admin)
+    csv = await admin.request.get("/gaps.csv")
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert (await csv.text()).startswith("school_id,need,")
+
+    # A district admin's audit trail of the referral.
+    await admin.goto(f"/referrals/{referral_id}")
+    await admin.get_by_role("link", name="Audit trail: who read or changed it").click()
+    trail = await admin.locator("table").inner_text()
+    assert "district_admin-1" in trail and "read" in trail, trail
+    await site.accessible(admin)
+    # A coordinator is refused the trail by the API, and the page says so.
+    coordinator = await site.sign_in("coordinator", schools=("lincoln-es",))
+    await coordinator.goto(f"/referrals/{referral_id}/audit")
+    assert "Not yours to see" in await coordinator.locator("h1").inner_text()
+
+
+async def test_english_and_spanish(site: Site) -> None:
+    page = await site.sign_in("coordinator", schools=("lincoln-es",))
+    assert await page.locator("h1").inner_text() == "Today"
+    await page.get_by_role("button", name="Español").click()
+    assert await page.locator("h1").inner_text() == "Hoy"
+    assert await page.locator("html").get_attribute("lang") == "es"
+    await site.accessible(page)
+    await page.get_by_role("button", name="English").click()
+    assert await page.locator("h1").inner_text() == "Today"
+    # The browser's language when no switch was used.
+    context = await site.browser.new_context(base_url=site.url, locale="es-MX")
+    spanish = await context.new_page()
+    await spanish.goto("/sign-in")
+    assert await spanish.locator("h1").inner_text() == "Entrar"

@@ -65,12 +65,12 @@ class Api:
         self.base_url_of = base_url_of
 
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                   json: Any = None) -> Answer:
+                   json: Any = None, content: bytes | None = None) -> Answer:
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         try:
             url = f"{self.base_url_of(service_of(path))}/api/v1{path}"
-            response = await self.http.request(method, url, params=clean,
-                                               json=json, headers=self.headers)
+            response = await self.http.request(method, url, params=clean, json=json,
+                                               content=content, headers=self.headers)
         except httpx.HTTPError as exc:
             raise ApiError(503, f"the service did not answer ({type(exc).__name__})") from exc
         kind = response.headers.get("content-type", "")

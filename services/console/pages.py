@@ -349,7 +349,7 @@ def _referral_form(request: Request, c: Console, p: Principal, status: int = 200
 @router.get("/referrals/new", response_class=HTMLResponse)
 async def referral_new(request: Request, c: ConsoleDep, p: PrincipalDep,
                        a: ApiDep) -> HTMLResponse:
-    _staff_only(p)
+    staff_only(p)
     values = {k: request.query_params.get(k, "") for k in ("family_id", "school_id")}
     families = await a.get("/families", district_id=p.district,
                            school_id=values["school_id"] or None, limit=200)
@@ -359,7 +359,7 @@ async def referral_new(request: Request, c: ConsoleDep, p: PrincipalDep,
 @router.post("/referrals", response_model=None)
 async def referral_open(request: Request, c: ConsoleDep, p: PrincipalDep, a: ApiDep,
                         form: SignedFormDep) -> Response:
-    _staff_only(p)
+    staff_only(p)
     values = {k: str(form.get(k) or "").strip() for k in (
         "school_id", "family_id", "student_ref", "need", "urgency", "consent", "grade", "note")}
     body: dict[str, Any] = {"district_id": p.district, "opened_by": _actor(p),
@@ -403,6 +403,16 @@ async def _referral_view(request: Request, p: Principal, a: Api, detail: dict[st
                   decline_reasons=DECLINE_REASONS, errors=errors or {}, message=message,
                   failed_form=form, duplicate=request.query_params.get("duplicate") == "1",
                   opened=request.query_params.get("opened") == "1")
+
+
+@router.get("/referrals/{referral_id}/audit", response_class=HTMLResponse)
+async def referral_audit(request: Request, referral_id: str, p: PrincipalDep,
+                         a: ApiDep) -> HTMLResponse:
+    """Who read or changed the referral: the API answers district admins only."""
+    path = f"/referrals/{quote(referral_id)}"
+    trail = await a.get(f"{path}/audit", district_id=p.district)
+    detail = await a.get(path, district_id=p.district)
+    return render(request, "audit.html.j2", r=detail, trail=trail)
 
 
 # What each action's form posts to the API, from the form's fields and the principal.
@@ -451,7 +461,7 @@ FAMILY_FIELDS = ("school_id", "name", "preferred_language", "phone", "email",
 
 @router.get("/families/new", response_class=HTMLResponse)
 async def family_new(request: Request, c: ConsoleDep, p: PrincipalDep) -> HTMLResponse:
-    _staff_only(p)
+    staff_only(p)
     return render(request, "family_new.html.j2", errors={}, values={"email_consent": "on"},
                   schools=my_schools(c, p), message=None)
 
@@ -459,7 +469,7 @@ async def family_new(request: Request, c: ConsoleDep, p: PrincipalDep) -> HTMLRe
 @router.post("/families", response_model=None)
 async def family_register(request: Request, c: ConsoleDep, p: PrincipalDep, a: ApiDep,
                           form: SignedFormDep) -> Response:
-    _staff_only(p)
+    staff_only(p)
     values = {k: str(form.get(k) or "").strip() for k in FAMILY_FIELDS}
     body: dict[str, Any] = {"district_id": p.district,
                             **{k: v for k, v in values.items() if v},
@@ -488,7 +498,7 @@ def _actor(p: Principal) -> str:
     return cleaned[:128] or p.role.value
 
 
-def _staff_only(p: Principal) -> None:
+def staff_only(p: Principal) -> None:
     if p.role not in STAFF:
         raise ApiError(403, "this page is for coordinators and district admins")
 

@@ -5,12 +5,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from runtime.districts import Districts, load_districts
 from runtime.host import Web
-from services.console import pages
+from services.console import directory, families, pages
 from services.console.i18n import load_translators
 from services.console.settings import ConsoleSettings
 
@@ -24,6 +24,7 @@ def templates() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     # A code and its words, for <select> options: values|map("string")|map("pair", _).
     env.filters["pair"] = lambda value, translate: (value, translate(value))
+    env.filters["translate"] = lambda value, translate: translate(value)
     return env
 
 
@@ -37,5 +38,8 @@ def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
                                               load_translators())
             yield
 
-    return Web(NAME, pages.router, lifespan=lifespan, static=("/static", str(HERE / "static")),
+    router = APIRouter()
+    for part in (pages.router, families.router, directory.router):
+        router.include_router(part)
+    return Web(NAME, router, lifespan=lifespan, static=("/static", str(HERE / "static")),
                exception_handlers=pages.EXCEPTION_HANDLERS)
