@@ -421,3 +421,40 @@ async def test_english_and_spanish(site: Site) -> None:
     spanish = await context.new_page()
     await spanish.goto("/sign-in")
     assert await spanish.locator("h1").inner_text() == "Entrar"
+
+
+async def test_family_events_and_announcements(site: Site) -> None:
+    family = await site.admin.post("/api/v1/families", json={
+        "district_id": "d001", "school_id": "lincoln-es", "name": "Familia Lopez",
+        "preferred_language": "es", "email": "lopez@example.org"})
+    assert family.status_code == 201, family.text
+    page = await site.sign_in("coordinator", schools=("lincoln-es",))
+    await page.get_by_role("link", name="Family events").click()
+    await site.accessible(page)
+    await page.get_by_label("Title").fill("Family math night")
+    await page.get_by_label("Starts (the school's time)").fill("2027-01-12T18:00")
+    await page.get_by_label("Place").fill("Library")
+    await page.get_by_role("button", name="Create the event").click()
+    await page.wait_for_url(re.compile(r"/events/[0-9a-f-]{36}"))
+    facts = await page.locator(".facts").inner_text()
+    assert "6:00" in facts  # the school's clock, as typed
+    await page.get_by_role("button", name="Send the invitations").click()
+    await _until_text(page, "All 1 messages are through.")
+    await page.get_by_label("Familia Lopez came").check()
+    await page.get_by_role("button", name="Save attendance").click()
+    assert "Attended\n1" in await page.locator(".facts").inner_text()
+    await site.accessible(page)
+
+    await page.get_by_role("link", name="Announcements").click()
+    await page.get_by_label("Title").fill("No school Friday")
+    await page.get_by_label("Message").fill("The school is closed on Friday.")
+    await page.get_by_role("button", name="Send", exact=True).click()
+    await page.wait_for_url(re.compile(r"/announcements/[0-9a-f-]{36}"))
+    await _until_text(page, "All 1 messages are through.")
+    await site.accessible(page)
+    await page.get_by_role("link", name="All announcements").click()
+    assert "No school Friday" in await page.locator("table").inner_text()
+    await site.accessible(page)
+    # An empty title is the API's error beside the field.
+    await page.get_by_role("button", name="Send", exact=True).click()
+    assert await page.locator("#title-error").count() == 1

@@ -154,7 +154,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
         _=t.gettext, t=t, principal=s.principal, csrf=s.csrf, path=request.url.path,
         full_path=_return_path(request) if request.method == "GET" else request.url.path,
         districts=c.districts, school_name=lambda sid: _school_name(c, s.principal, sid),
-        when=lambda value, school=None: t.when(value, _zone(c, s.principal, school)),
+        when=lambda value, school=None: t.when(value, school_zone(c, s.principal, school)),
         **context)
     response = HTMLResponse(html, status_code=status)
     if getattr(request.state, "write_session", False):
@@ -172,7 +172,7 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)  # after a POST, the browser GETs the page
 
 
-def _zone(c: Console, p: Principal | None, school: str | None) -> str:
+def school_zone(c: Console, p: Principal | None, school: str | None) -> str:
     district = c.districts.get(p.district) if p else None
     if district is None:
         return "UTC"
