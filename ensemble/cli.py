@@ -185,11 +185,9 @@ def demo(
 async def _demo_embedded(settings: Settings) -> bool:
     import shutil
 
-    import uvicorn
-
     from ensemble.demo import run_demo, say
     from ensemble.embedded import free_port
-    from ensemble.system import build_app, describe_data, dev_sms, embedded_infrastructure
+    from ensemble.system import describe_data, serving_embedded
 
     configure_logging(os.environ.get("ENSEMBLE_LOG_LEVEL", "WARNING"))
     shutil.rmtree(settings.data_dir, ignore_errors=True)  # a fresh sample district each time
@@ -202,29 +200,19 @@ async def _demo_embedded(settings: Settings) -> bool:
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k in ("NATS_URL", "SMTP_URL", "SMS_API_URL", "ENSEMBLE_PUBLIC_BASE_URL")}
-    with embedded_infrastructure(settings, env, f"http://127.0.0.1:{port}") as embedded:
-        s = embedded.settings
-        async with dev_sms(s, env, f"http://127.0.0.1:{port}/api/v1/sms/inbound"):
-            server = uvicorn.Server(uvicorn.Config(build_app(s), host="127.0.0.1", port=port,
-                                                   log_config=None, access_log=False))
-            serving = asyncio.create_task(server.serve())
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.05)
-            say(f"system up: nats {s.nats_url}, all five services on http://127.0.0.1:{port}")
-            if quiet_off:
-                say("quiet hours are off for the demo (ensemble up holds routine messages "
-                    "20:00-08:00 family time)")
-            try:
-                ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s),
-                                    mail_dir=s.data_dir.resolve() / "mailbox",
-                                    sms_url=None if "SMS_API_URL" in env else s.sms_api_url)
-            finally:
-                server.should_exit = True
-                await serving
-        say(describe_data(s.data_dir.resolve()))
-        return ok
+    async with serving_embedded(settings, env, port) as s:
+        say(f"system up: nats {s.nats_url}, all five services on http://127.0.0.1:{port}")
+        if quiet_off:
+            say("quiet hours are off for the demo (ensemble up holds routine messages "
+                "20:00-08:00 family time)")
+        ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s),
+                            mail_dir=s.data_dir.resolve() / "mailbox",
+                            sms_url=None if "SMS_API_URL" in env else s.sms_api_url)
+    say(describe_data(s.data_dir.resolve()))
+    say(f"to look at it in the console: ensemble up --data-dir {settings.data_dir}, then open "
+        "http://127.0.0.1:8000/ and sign in as a coordinator of Lincoln Elementary and "
+        "Roosevelt Middle School")
+    return ok
 
 
 def _demo_token(settings: Settings) -> str:

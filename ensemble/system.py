@@ -3,7 +3,7 @@ one alone."""
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +125,34 @@ async def run_up(settings: Settings, env: dict[str, str], host: str, port: int) 
                  "on" if dev else "off")
         async with dev_sms(s, env, f"http://{host}:{port}/api/v1/sms/inbound"):
             await serve(build_app(s, console=True, dev_sign_in=dev), host, port)
+
+
+@contextlib.asynccontextmanager
+async def serving_embedded(settings: Settings, env: dict[str, str],
+                           port: int) -> AsyncIterator[Settings]:
+    """The whole system with the console on the embedded default, on loopback ``port``, in
+    development mode (the demo, the screenshots), until the block ends."""
+    import asyncio
+
+    import uvicorn
+
+    url = f"http://127.0.0.1:{port}"
+    with embedded_infrastructure(settings, env, url) as embedded:
+        s = embedded.settings
+        async with dev_sms(s, env, f"{url}/api/v1/sms/inbound"):
+            app = build_app(s, console=True, dev_sign_in=True)
+            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                   log_config=None, access_log=False))
+            serving = asyncio.create_task(server.serve())
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.05)
+            try:
+                yield s
+            finally:
+                server.should_exit = True
+                await serving
 
 
 def describe_data(data_dir: Path) -> str:

@@ -45,7 +45,7 @@ def timeline_rows(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for entry in timeline:
         data = entry.get("data") or {}
-        detail = ", ".join(f"{k}: {data[k]}" for k in _DETAIL_KEYS if data.get(k))
         rows.append({"at": entry["at"], "event": entry["event"], "actor": entry["actor"],
-                     "status": entry["status_after"], "detail": detail})
+                     "status": entry["status_after"],
+                     "detail": [str(data[k]) for k in _DETAIL_KEYS if data.get(k)]})
     return rows
