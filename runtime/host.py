@@ -69,7 +69,6 @@ class Web:
     # Opened with the app and closed after it (e.g. the HTTP client the pages call APIs with).
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None
     static: tuple[str, str] | None = None  # (URL path, folder) of the part's own files
-    readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None
     # The part's own exceptions (a session that ended, a refused form) answered as pages.
     exception_handlers: dict[type[Exception], Callable[..., Awaitable[Response]]] = field(
         default_factory=dict)
@@ -131,8 +130,6 @@ def create_app(services: list[Service], title: str = "Ensemble",
     @app.get("/health/ready", tags=["health"])
     async def ready() -> JSONResponse:
         checks = {s.name: await s.runtime.readiness() for s in services}
-        if web and web.readiness:
-            checks[web.name] = await web.readiness()
         ok = all(all(c.values()) for c in checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 

@@ -90,11 +90,21 @@ async def test_development_sign_in_signs_in_and_out(tmp_path: Any) -> None:
         header = signed.headers["set-cookie"].lower()
         assert "httponly" in header and "samesite=lax" in header
         assert "secure" not in header  # plain HTTP here; behind TLS it is Secure
+        # No API runs here: the page says so, never a stack trace.
+        today = await http.get("/")
+        assert today.status_code == 502 and "did not answer" in today.text
+        assert "Traceback" not in today.text
+        assert today.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in today.headers["content-security-policy"]
         secret = console_settings(Settings()).console_session_secret
         session = sessions.decode(secret, http.cookies.get(sessions.COOKIE))
         assert session.principal is not None
         assert session.principal.schools == {"lincoln-es"}
         assert session.csrf != csrf.group(1)  # a new token at sign-in
+        # Behind a TLS proxy (here trusted: loopback) the cookie is Secure.
+        async with httpx.AsyncClient(base_url=url) as fresh:
+            proxied = await fresh.get("/sign-in", headers={"X-Forwarded-Proto": "https"})
+        assert "secure" in proxied.headers["set-cookie"].lower()
         old = await http.post("/sign-out", data={"csrf": csrf.group(1)})
         assert old.status_code == 403  # the pre-sign-in token is worth nothing now
         out = await http.post("/sign-out", data={"csrf": session.csrf})

@@ -458,3 +458,37 @@ async def test_family_events_and_announcements(site: Site) -> None:
     # An empty title is the API's error beside the field.
     await page.get_by_role("button", name="Send", exact=True).click()
     assert await page.locator("#title-error").count() == 1
+
+
+async def _tab_to(page: Any, selector: str) -> None:
+    """Press Tab until the element matching ``selector`` has the focus (as a keyboard user)."""
+    for _ in range(60):
+        if await page.evaluate("s => document.activeElement?.matches(s) ?? false", selector):
+            return
+        await page.keyboard.press("Tab")
+    raise AssertionError(f"{selector} is not reachable with Tab on {page.url}")
+
+
+async def test_keyboard_alone_signs_in_and_registers_a_family(site: Site) -> None:
+    page = await site.page()
+    await page.goto("/sign-in")
+    await _tab_to(page, "a.skip")  # the first stop: skip to the content
+    await page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    await _tab_to(page, "#f-role")
+    await page.keyboard.type("district")  # a select answers to typing its option's words
+    await _tab_to(page, "button.primary")
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{site.url}/")
+    assert await page.locator("h1").inner_text() == "Today"
+    await _tab_to(page, "main a[href='/families/new']")
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{site.url}/families/new")
+    await _tab_to(page, "#f-name")
+    await page.keyboard.type("Familia Keys")
+    await _tab_to(page, "#f-email")
+    await page.keyboard.type("keys@example.org")
+    await _tab_to(page, "main button.primary")
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(re.compile(r"/referrals/new\?"))
+    assert "Familia Keys" in await page.locator("#f-family_id option:checked").inner_text()

@@ -662,6 +662,7 @@ def test_k8s_deployments() -> None:
             assert "NATS_USER" not in env
             assert json.loads(env["ENSEMBLE_CONSOLE_SERVICE_URLS"])["referrals"] == \
                 "http://referrals:8000"
+            assert env["ENSEMBLE_CONSOLE_SECURE_COOKIES"] == "true"  # behind TLS
         else:
             assert {"name": "NATS_USER", "value": name} in container["env"]
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}

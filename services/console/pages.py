@@ -146,6 +146,17 @@ TDep = Annotated[Translator, Depends(translator)]
 # --- rendering -------------------------------------------------------------------------------
 
 
+# Pages hold students' and families' details: not cached, not framed by another site, no
+# script at all (the pages need none), forms posted only here.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; script-src 'none'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     c: Console = request.app.state.console
     s = current_session(request, c)
@@ -156,7 +167,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
         districts=c.districts, school_name=lambda sid: _school_name(c, s.principal, sid),
         when=lambda value, school=None: t.when(value, school_zone(c, s.principal, school)),
         **context)
-    response = HTMLResponse(html, status_code=status)
+    response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
     if getattr(request.state, "write_session", False):
         _write_cookie(request, response, s)
     return response
@@ -321,14 +332,14 @@ PAGE = 50
 
 @router.get("/referrals", response_class=HTMLResponse)
 async def referral_list(request: Request, c: ConsoleDep, p: PrincipalDep,
-                        a: ApiDep, page: int = 1) -> HTMLResponse:
+                        a: ApiDep, page: str = "1") -> HTMLResponse:
     filters = {k: request.query_params.get(k, "") for k in LIST_FILTERS}
-    page = max(1, page)
+    number = max(1, int(page)) if page.isdigit() else 1
     answer = await a.call("GET", "/referrals", params={
-        "district_id": p.district, **filters, "limit": PAGE, "offset": (page - 1) * PAGE})
+        "district_id": p.district, **filters, "limit": PAGE, "offset": (number - 1) * PAGE})
     total = int(answer.headers.get("x-total-count", "0"))
     query = urlencode({k: v for k, v in filters.items() if v})
-    return render(request, "referrals.html.j2", referrals=answer.body, total=total, page=page,
+    return render(request, "referrals.html.j2", referrals=answer.body, total=total, page=number,
                   pages=max(1, -(-total // PAGE)), filters=filters, query=query,
                   schools=my_schools(c, p), needs=list(Need), urgencies=list(Urgency),
                   consents=list(Consent),

@@ -1,5 +1,6 @@
 """Assembles the console: a web part for runtime.host (no database, no consumers)."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +31,8 @@ def templates() -> Environment:
 
 def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
     districts = districts or load_districts(settings.districts_file)
+    # httpx logs every call's URL at INFO; a page makes several. Failures reach the pages.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
