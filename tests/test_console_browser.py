@@ -492,3 +492,45 @@ async def test_keyboard_alone_signs_in_and_registers_a_family(site: Site) -> Non
     await page.keyboard.press("Enter")
     await page.wait_for_url(re.compile(r"/referrals/new\?"))
     assert "Familia Keys" in await page.locator("#f-family_id option:checked").inner_text()
+
+
+async def test_partner_declines_with_a_reason_and_the_next_serves(site: Site) -> None:
+    first = await _partner(site, "Smile Bright Dental", ["lincoln-es"])
+    coordinator = await site.sign_in("coordinator", schools=("lincoln-es",))
+    referral_id = await _register_and_open(site, coordinator, "Familia Diaz", "+14155550127",
+                                           "stu-55")
+    await _until_text(coordinator, "Smile Bright Dental")
+    # Opening it again shows the open one instead of a second referral.
+    await coordinator.goto("/referrals/new")
+    diaz = await coordinator.locator("#f-family_id option", has_text="Diaz").get_attribute(
+        "value")
+    await coordinator.get_by_label("Family", exact=True).select_option(diaz)
+    await coordinator.get_by_label("Student reference (the district's id, not a name)").fill(
+        "stu-55")
+    await coordinator.get_by_label("Need", exact=True).select_option("dental")
+    await coordinator.get_by_role("button", name="Open the referral").click()
+    await coordinator.wait_for_url(re.compile(rf"/referrals/{referral_id}\?duplicate=1"))
+    assert "already had an open referral" in await coordinator.locator("main").inner_text()
+    await site.accessible(coordinator)
+
+    second = await _partner(site, "Lincoln Family Dentistry", ["lincoln-es"])
+    staff = await site.sign_in("partner", partner_id=first["id"])
+    await staff.goto(f"/referrals/{referral_id}")
+    await staff.get_by_label("Reason for declining").select_option("no_capacity")
+    await staff.get_by_role("button", name="Decline").click()
+    await staff.wait_for_load_state()
+    assert "stu-55" not in await staff.locator("main").inner_text()  # no longer theirs
+
+    other = await site.sign_in("partner", partner_id=second["id"])
+    await _until_text(other, "stu-55")
+    await other.locator(f"a[href='/referrals/{referral_id}']").click()
+    await other.get_by_role("button", name="Accept the referral").click()
+    await other.get_by_role("button", name="Mark in service").click()
+    await other.wait_for_load_state()
+    assert "in service" in await other.locator(".facts").inner_text()
+    await site.accessible(other)
+    await coordinator.goto(f"/referrals/{referral_id}")
+    timeline = await coordinator.locator(".timeline").inner_text()
+    assert "Partner declined" in timeline and "no capacity" in timeline
+    assert "Lincoln Family Dentistry" in await coordinator.locator("#match").locator(
+        "..").inner_text()

@@ -362,6 +362,8 @@ async def referral_new(request: Request, c: ConsoleDep, p: PrincipalDep,
                        a: ApiDep) -> HTMLResponse:
     staff_only(p)
     values = {k: request.query_params.get(k, "") for k in ("family_id", "school_id")}
+    # Consent is asked for, never assumed: the form starts at pending, as the API does.
+    values |= {"consent": "pending", "urgency": "routine"}
     families = await a.get("/families", district_id=p.district,
                            school_id=values["school_id"] or None, limit=200)
     return _referral_form(request, c, p, values=values, families=families)
