@@ -3,6 +3,7 @@ referrals, sign-in and sign-out. Every route is a module-level function; what it
 signed-in person, their API client, the checked form) comes through FastAPI dependencies."""
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -72,18 +73,10 @@ ConsoleDep = Annotated[Console, Depends(console)]
 def current_session(request: Request, c: ConsoleDep) -> sessions.Session:
     cached = getattr(request.state, "console_session", None)
     if cached is None:
-        raw = request.cookies.get(sessions.COOKIE)
-        cached = sessions.decode(c.settings.console_session_secret, raw)
+        cached = sessions.decode(c.settings.console_session_secret,
+                                 request.cookies.get(sessions.COOKIE))
         request.state.console_session = cached
-        # A new anonymous session (none yet, or it ran out) goes back in the answer's cookie.
-        request.state.write_session = cached.principal is None and (
-            raw is None or cached.expired or cached.csrf != _csrf_in(c, raw))
     return cached  # type: ignore[no-any-return]
-
-
-def _csrf_in(c: Console, raw: str) -> str | None:
-    session = sessions.decode(c.settings.console_session_secret, raw)
-    return session.csrf if not session.expired else None
 
 
 SessionDep = Annotated[sessions.Session, Depends(current_session)]
@@ -109,7 +102,7 @@ def principal(request: Request, s: SessionDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
-def api(request: Request, c: ConsoleDep, s: SessionDep, _p: PrincipalDep) -> Api:
+def api(c: ConsoleDep, s: SessionDep, _p: PrincipalDep) -> Api:
     assert s.api_token  # a principal comes with its token
     return Api(c.http, s.api_token, c.settings.base_url_of)
 
@@ -134,13 +127,6 @@ async def signed_form(_p: PrincipalDep, form: FormDep) -> FormData:
 
 
 SignedFormDep = Annotated[FormData, Depends(signed_form)]
-
-
-def translator(request: Request, c: ConsoleDep) -> Translator:
-    return c.translations[choose_language(request)]
-
-
-TDep = Annotated[Translator, Depends(translator)]
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -168,7 +154,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
         when=lambda value, school=None: t.when(value, school_zone(c, s.principal, school)),
         **context)
     response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
-    if getattr(request.state, "write_session", False):
+    if s.fresh:  # a new anonymous session goes back in the answer's cookie
         _write_cookie(request, response, s)
     return response
 
@@ -241,22 +227,26 @@ async def sign_in(request: Request, c: ConsoleDep, form: FormDep) -> Response:
     values = {k: str(form.get(k) or "").strip() for k in ("role", "district", "partner_id",
                                                             "subject")}
     schools = [str(v) for v in form.getlist("schools")]
+    _ = c.translations[choose_language(request)].gettext
     errors: dict[str, str] = {}
     district = c.districts.get(values["district"])
     if values["role"] not in {r.value for r in SIGN_IN_ROLES}:
-        errors["role"] = "choose a role"
+        errors["role"] = _("Choose a role.")
     if district is None:
-        errors["district"] = "choose a district"
+        errors["district"] = _("Choose a district.")
     elif unknown := [x for x in schools if district.school(x) is None]:
-        errors["schools"] = f"not a school of {district.name}: {', '.join(unknown)}"
+        errors["schools"] = _("Not a school of {district}: {schools}", district=district.name,
+                              schools=", ".join(unknown))
     if values["role"] == Role.coordinator and not schools:
-        errors["schools"] = "a coordinator covers at least one school"
+        errors["schools"] = _("A coordinator covers at least one school.")
     if values["role"] == Role.partner and not values["partner_id"]:
-        errors["partner_id"] = "a partner's staff name their partner (its id)"
+        errors["partner_id"] = _("A partner's staff name their partner (its id).")
     if errors:
         return render(request, "sign_in.html.j2", 422, next=next_path, dev=True, expired=False,
                       roles=SIGN_IN_ROLES, errors=errors, values=values | {"schools": schools})
-    who = Principal(subject=values["subject"] or f"dev-{values['role']}",
+    # The user id goes into tokens and the audit trail: an id's characters only.
+    subject = "".join(ch for ch in values["subject"] if ch.isalnum() or ch in "_.:@-")[:128]
+    who = Principal(subject=subject or f"dev-{values['role']}",
                     role=Role(values["role"]), district=values["district"],
                     schools=frozenset(schools) if values["role"] == Role.coordinator
                     else frozenset(),
@@ -267,8 +257,6 @@ async def sign_in(request: Request, c: ConsoleDep, form: FormDep) -> Response:
 def start_session(request: Request, c: Console, who: Principal, next_path: str) -> Response:
     """Where every sign-in ends (OpenID Connect too): an API token for the principal, kept in
     the signed cookie."""
-    from datetime import timedelta
-
     hours = c.settings.console_session_hours
     token = issue_token(c.settings.jwt_secret, subject=who.subject, role=who.role,
                         district=who.district, schools=who.schools, partner_id=who.partner_id,
@@ -513,7 +501,7 @@ def _actor(p: Principal) -> str:
 
 def staff_only(p: Principal) -> None:
     if p.role not in STAFF:
-        raise ApiError(403, "this page is for coordinators and district admins")
+        raise ApiError(403, "this page is for coordinators and district admins")  # a 403 page
 
 
 

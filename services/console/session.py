@@ -29,10 +29,11 @@ class Session:
     principal: Principal | None = None
     api_token: str | None = None
     expired: bool = False  # a signed-in session that ran out: say so on the sign-in page
+    fresh: bool = False  # made for this request (none came, or it was not valid): send it
 
 
 def anonymous(*, expired: bool = False) -> Session:
-    return Session(csrf=secrets.token_urlsafe(24), expired=expired,
+    return Session(csrf=secrets.token_urlsafe(24), expired=expired, fresh=True,
                    expires=datetime.now(UTC) + timedelta(hours=ANONYMOUS_HOURS))
 
 
