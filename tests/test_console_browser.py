@@ -401,6 +401,11 @@ async def test_families_partners_gaps_and_audit_pages(site: Site, tmp_path: Path
     trail = await admin.locator("table").inner_text()
     assert "district_admin-1" in trail and "read" in trail, trail
     await site.accessible(admin)
+    # The district's settings, read only.
+    await admin.get_by_role("link", name="District", exact=True).click()
+    district = await admin.locator("main").inner_text()
+    assert "America/Los_Angeles" in district and "Development sign-in is on" in district
+    await site.accessible(admin)
     # A coordinator is refused the trail by the API, and the page says so.
     coordinator = await site.sign_in("coordinator", schools=("lincoln-es",))
     await coordinator.goto(f"/referrals/{referral_id}/audit")

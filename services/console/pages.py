@@ -454,6 +454,19 @@ async def referral_action(request: Request, referral_id: str, action: str, p: Pr
     return redirect(f"/referrals/{quote(referral_id)}#{action}")
 
 
+@router.get("/district", response_class=HTMLResponse)
+async def district_page(request: Request, c: ConsoleDep, p: PrincipalDep) -> HTMLResponse:
+    """A district admin's read-only view of the deployment's settings for the district: its
+    schools, time zones, languages, follow-up windows and how people sign in."""
+    if p.role != Role.district_admin:
+        raise ApiError(403, "for district admins")
+    district = c.districts.get(p.district)
+    if district is None:
+        raise ApiError(404, f"district {p.district} is not in the districts file")
+    return render(request, "district.html.j2", district=district,
+                  dev_sign_in=c.settings.dev_sign_in)
+
+
 # --- families --------------------------------------------------------------------------------
 
 FAMILY_FIELDS = ("school_id", "name", "preferred_language", "phone", "email",
