@@ -391,7 +391,10 @@ async def test_families_partners_gaps_and_audit_pages(site: Site, tmp_path: Path
     await admin.goto("/gaps")
     assert "Lincoln Elementary" in await admin.locator("table.grid").inner_text()
     await site.accessible(admin)
-    csv = await admin.request.get("/gaps.csv")
+    await admin.get_by_label("From").fill("2020-01-01")
+    await admin.get_by_role("button", name="Show").click()
+    assert "2020" in await admin.locator("main > p").first.inner_text()  # the period asked
+    csv = await admin.request.get("/gaps.csv?start=2020-01-01")
     assert csv.headers["content-type"].startswith("text/csv")
     assert (await csv.text()).startswith("school_id,need,")
 

@@ -2,7 +2,7 @@
 and answers, capacity edits, the HSDS import with its row-by-row report; and the gap map."""
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -117,21 +117,25 @@ async def capacity_edit(request: Request, partner_id: str, service_id: str, p: P
 
 @router.get("/gaps", response_class=HTMLResponse)
 async def gap_map(request: Request, c: ConsoleDep, p: PrincipalDep, a: ApiDep,
-                  school_id: str = "") -> HTMLResponse:
+                  school_id: str = "", start: str = "", end: str = "") -> HTMLResponse:
     staff_only(p)
-    gaps = await a.get("/partners/gaps", district_id=p.district, school_id=school_id or None)
+    period = {"school_id": school_id, "from": start, "to": end}
+    gaps = await a.get("/partners/gaps", district_id=p.district, **period)
     schools = sorted({r["school_id"] for r in gaps["rows"]})
     needs = sorted({r["need"] for r in gaps["rows"]})
     cells = {(r["school_id"], r["need"]): r for r in gaps["rows"]}
+    asked = {"school_id": school_id, "start": start, "end": end}
+    query = urlencode({k: v for k, v in asked.items() if v})
     return render(request, "gaps.html.j2", gaps=gaps, grid_schools=schools, needs=needs,
-                  cells=cells, filters={"school_id": school_id}, schools=my_schools(c, p),
-                  query=f"?school_id={quote(school_id)}" if school_id else "")
+                  cells=cells, filters=asked, schools=my_schools(c, p),
+                  query=f"?{query}" if query else "")
 
 
 @router.get("/gaps.csv", response_model=None)
-async def gap_csv(p: PrincipalDep, a: ApiDep, school_id: str = "") -> Response:
+async def gap_csv(p: PrincipalDep, a: ApiDep, school_id: str = "", start: str = "",
+                  end: str = "") -> Response:
     staff_only(p)
-    text = await a.get("/partners/gaps", district_id=p.district, school_id=school_id or None,
-                       format="csv")
+    text = await a.get("/partners/gaps", district_id=p.district, format="csv",
+                       **{"school_id": school_id, "from": start, "to": end})
     return Response(str(text), media_type="text/csv", headers={
         "Content-Disposition": f'attachment; filename="gaps-{p.district}.csv"'})
