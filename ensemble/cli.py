@@ -53,7 +53,8 @@ def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) ->
     settings = _settings(data_dir)
     configure_logging(settings.log_level)
     _districts(settings)  # a mistake in the file is one line, before anything starts
-    typer.echo(f"Ensemble on http://{host}:{port}  (API /api/v1, docs /docs, metrics /metrics)")
+    typer.echo(f"Ensemble on http://{host}:{port}  (console /, API /api/v1, docs /docs, "
+               "metrics /metrics)")
     typer.echo(describe_data(settings.data_dir.resolve()))
     try:
         run(run_up(settings, dict(os.environ), host, port))
@@ -71,11 +72,13 @@ def _one(name: str):  # type: ignore[no-untyped-def]
         _districts(settings)
         run(serve(build_app(settings, (name,)), host, port))
 
-    run.__doc__ = f"Run the {name} service alone (NATS_URL and {name.upper()}_DATABASE_URL)."
+    run.__doc__ = (f"Run the {name} service alone (NATS_URL and {name.upper()}_DATABASE_URL)."
+                   if name != "console" else "Run the console alone: pages over the APIs at "
+                   "ENSEMBLE_CONSOLE_API_URL (default ENSEMBLE_PUBLIC_BASE_URL).")
     return run
 
 
-for _name in ("referrals", "engagement", "notifications", "webhooks"):
+for _name in ("referrals", "engagement", "notifications", "webhooks", "console"):
     app.command(name=_name)(_one(_name))
 
 # `ensemble partners` runs the service, as the others do; its commands work with the directory
@@ -203,11 +206,9 @@ def demo(
 async def _demo_embedded(settings: Settings) -> bool:
     import shutil
 
-    import uvicorn
-
     from ensemble.demo import run_demo, say
     from ensemble.embedded import free_port
-    from ensemble.system import build_app, describe_data, dev_sms, embedded_infrastructure
+    from ensemble.system import describe_data, serving_embedded
 
     configure_logging(os.environ.get("ENSEMBLE_LOG_LEVEL", "WARNING"))
     shutil.rmtree(settings.data_dir, ignore_errors=True)  # a fresh sample district each time
@@ -220,29 +221,19 @@ async def _demo_embedded(settings: Settings) -> bool:
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k in ("NATS_URL", "SMTP_URL", "SMS_API_URL", "ENSEMBLE_PUBLIC_BASE_URL")}
-    with embedded_infrastructure(settings, env, f"http://127.0.0.1:{port}") as embedded:
-        s = embedded.settings
-        async with dev_sms(s, env, f"http://127.0.0.1:{port}/api/v1/sms/inbound"):
-            server = uvicorn.Server(uvicorn.Config(build_app(s), host="127.0.0.1", port=port,
-                                                   log_config=None, access_log=False))
-            serving = asyncio.create_task(server.serve())
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.05)
-            say(f"system up: nats {s.nats_url}, all five services on http://127.0.0.1:{port}")
-            if quiet_off:
-                say("quiet hours are off for the demo (ensemble up holds routine messages "
-                    "20:00-08:00 family time)")
-            try:
-                ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s),
-                                    mail_dir=s.data_dir.resolve() / "mailbox",
-                                    sms_url=None if "SMS_API_URL" in env else s.sms_api_url)
-            finally:
-                server.should_exit = True
-                await serving
-        say(describe_data(s.data_dir.resolve()))
-        return ok
+    async with serving_embedded(settings, env, port) as s:
+        say(f"system up: nats {s.nats_url}, all five services on http://127.0.0.1:{port}")
+        if quiet_off:
+            say("quiet hours are off for the demo (ensemble up holds routine messages "
+                "20:00-08:00 family time)")
+        ok = await run_demo(f"http://127.0.0.1:{port}", _demo_token(s),
+                            mail_dir=s.data_dir.resolve() / "mailbox",
+                            sms_url=None if "SMS_API_URL" in env else s.sms_api_url)
+    say(describe_data(s.data_dir.resolve()))
+    say(f"to look at it in the console: ensemble up --data-dir {settings.data_dir}, then open "
+        "http://127.0.0.1:8000/ and sign in as a coordinator of Lincoln Elementary and "
+        "Roosevelt Middle School")
+    return ok
 
 
 def _demo_token(settings: Settings) -> str:

@@ -33,6 +33,13 @@ REFERRALS = [  # (family index, student ref, need, urgency)
     (2, "stu-6107", "vision", "routine"),  # no partner offers vision: the no-match path
 ]
 DONE = {"family_contacted", "no_partner", "closed"}
+# Left open at the end, so the console has a day's work to show: (family index, student ref,
+# need, urgency, consent).
+LEFT_OPEN = [
+    (2, "stu-6240", "tutoring", "routine", "given"),
+    (0, "stu-4822", "dental", "urgent", "given"),
+    (1, "stu-5531", "crisis", "crisis", "pending"),  # waits for the family's consent
+]
 
 
 def say(text: str) -> None:
@@ -104,6 +111,7 @@ async def run_demo(base_url: str, token: str, timeout: float = 60,
             if all(s in ("closed", "no_partner") for s in states.values()):
                 say("every referral reached its end: closed with an outcome, or flagged "
                     "for the coordinator because no partner offers the need")
+                await _leave_open(http, families)
                 return True
             waiting = {r for r, s in states.items() if s not in ("closed", "no_partner")}
             if waiting and waiting <= held.keys():
@@ -130,6 +138,23 @@ def _when(moment: datetime) -> str:
     if local.utcoffset() == utc.utcoffset():
         return f"{utc:%a %H:%M} UTC"
     return f"{local:%a %H:%M %Z} ({utc:%H:%M} UTC)"
+
+
+async def _leave_open(http: httpx.AsyncClient, families: list[dict[str, Any]]) -> None:
+    """A few referrals left open (matched, or waiting for consent) for the console's Today."""
+    opened = []
+    for index, student, need, urgency, consent in LEFT_OPEN:
+        family = families[index]
+        opened.append(await _open(http, {
+            "district_id": DISTRICT, "school_id": family["school_id"], "student_ref": student,
+            "family_id": family["id"], "need": need, "urgency": urgency, "consent": consent}))
+    for _ in range(50):  # until partners has matched the ones with consent
+        details = [(await http.get(f"/referrals/{r}", params={"district_id": DISTRICT})).json()
+                   for r in opened]
+        if all(d["status"] != "opened" or d["consent"] != "given" for d in details):
+            break
+        await asyncio.sleep(0.2)
+    say(f"left open for the console: {', '.join(f'{d[1]} ({d[2]})' for d in LEFT_OPEN)}")
 
 
 async def _answer(http: httpx.AsyncClient, family: dict[str, Any], referral_id: str,

@@ -1,9 +1,10 @@
-"""Builds services and runs them: all five in one process (`ensemble up`) or one alone."""
+"""Builds services and runs them: all five and the console in one process (`ensemble up`) or
+one alone."""
 
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from ensemble.embedded import (
 from runtime.districts import Districts, load_districts
 from runtime.host import Service, create_app, serve
 from runtime.settings import SERVICES, Settings
+from services.console.service import build as build_console
+from services.console.settings import ConsoleSettings
 from services.engagement.service import build as build_engagement
 from services.notifications.service import build as build_notifications
 from services.partners.service import build as build_partners
@@ -45,9 +48,31 @@ def build_services(
     return [BUILDERS[name](settings, districts) for name in names]
 
 
-def build_app(settings: Settings, names: tuple[str, ...] = SERVICES) -> FastAPI:
+def build_app(settings: Settings, names: tuple[str, ...] = SERVICES, *,
+              console: bool = False, dev_sign_in: bool = False) -> FastAPI:
+    """The services named, and with ``console`` the console's pages at `/` of the same app."""
+    if names == ("console",):
+        return create_app([], title="Ensemble console",
+                          web=build_console(console_settings(settings, dev_sign_in)))
     title = "Ensemble" if len(names) > 1 else f"Ensemble {names[0]}"
-    return create_app(build_services(settings, names), title=title)
+    web = build_console(console_settings(settings, dev_sign_in)) if console else None
+    return create_app(build_services(settings, names), title=title, web=web)
+
+
+def console_settings(settings: Settings, dev_sign_in: bool = False) -> ConsoleSettings:
+    """The console's settings from the deployment's (its own fields from the environment);
+    ``dev_sign_in`` turns development sign-in on (the embedded default, the demo)."""
+    console = ConsoleSettings(**settings.model_dump())
+    return console.model_copy(update={"dev_sign_in": True}) if dev_sign_in else console
+
+
+def dev_mode(env: dict[str, str]) -> bool:
+    """Development mode: `ensemble up` on the embedded default (its own nats-server), unless
+    ENSEMBLE_DEV_SIGN_IN says otherwise. Anything pointed at real infrastructure is not."""
+    explicit = env.get("ENSEMBLE_DEV_SIGN_IN")
+    if explicit is not None:
+        return explicit.strip().lower() in ("1", "true", "yes", "on")
+    return "NATS_URL" not in env
 
 
 @dataclass
@@ -107,8 +132,39 @@ async def run_up(settings: Settings, env: dict[str, str], host: str, port: int) 
         log.info("nats %s (nats-server pid %s), smtp %s, sms %s, data %s", s.nats_url,
                  embedded.nats.pid if embedded.nats else "external", s.smtp_url, s.sms_api_url,
                  s.data_dir.resolve())
+        dev = dev_mode(env)
+        log.info("console at http://%s:%s/ (development sign-in %s)", local, port,
+                 "on" if dev else "off")
         async with dev_sms(s, env, f"http://{host}:{port}/api/v1/sms/inbound"):
-            await serve(build_app(s), host, port)
+            await serve(build_app(s, console=True, dev_sign_in=dev), host, port)
+
+
+@contextlib.asynccontextmanager
+async def serving_embedded(settings: Settings, env: dict[str, str],
+                           port: int) -> AsyncIterator[Settings]:
+    """The whole system with the console on the embedded default, on loopback ``port``, in
+    development mode (the demo, the screenshots), until the block ends."""
+    import asyncio
+
+    import uvicorn
+
+    url = f"http://127.0.0.1:{port}"
+    with embedded_infrastructure(settings, env, url) as embedded:
+        s = embedded.settings
+        async with dev_sms(s, env, f"{url}/api/v1/sms/inbound"):
+            app = build_app(s, console=True, dev_sign_in=True)
+            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                   log_config=None, access_log=False))
+            serving = asyncio.create_task(server.serve())
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.05)
+            try:
+                yield s
+            finally:
+                server.should_exit = True
+                await serving
 
 
 def describe_data(data_dir: Path) -> str:

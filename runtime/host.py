@@ -1,5 +1,7 @@
-"""HTTP hosting: one FastAPI app for one service (a real deployment) or all four (`ensemble up`),
-with /metrics, /health/live, /health/ready, and errors that are answers, not crashes."""
+"""HTTP hosting: one FastAPI app for one service (a real deployment) or all of them (`ensemble
+up`), with /metrics, /health/live, /health/ready, and errors that are answers, not crashes. A
+web part (the console) can be mounted at `/` beside them: it has its own session instead of the
+bearer-token door, and no database or consumers."""
 
 import asyncio
 import contextlib
@@ -9,8 +11,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -77,15 +79,35 @@ def wired(name: str) -> Callable[[Request], Any]:
     return deps
 
 
-def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
+@dataclass
+class Web:
+    """Pages served at `/` (not under /api/v1, not behind the bearer-token door: the part
+    authenticates people with its own session)."""
+
+    name: str
+    router: APIRouter
+    # Opened with the app and closed after it (e.g. the HTTP client the pages call APIs with).
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None
+    static: tuple[str, str] | None = None  # (URL path, folder) of the part's own files
+    # The part's own exceptions (a session that ended, a refused form) answered as pages.
+    exception_handlers: dict[type[Exception], Callable[..., Awaitable[Response]]] = field(
+        default_factory=dict)
+
+
+def create_app(services: list[Service], title: str = "Ensemble",
+               web: Web | None = None) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started: list[Service] = []
         try:
             for service in services:
                 await service.runtime.start()
                 started.append(service)
-            yield
+            if web and web.lifespan:
+                async with web.lifespan(app):
+                    yield
+            else:
+                yield
         finally:
             for service in reversed(started):
                 await service.runtime.stop()
@@ -105,6 +127,15 @@ def create_app(services: list[Service], title: str = "Ensemble") -> FastAPI:
         app.include_router(service.router, prefix="/api/v1", tags=[service.name],
                            responses=ERRORS,
                            dependencies=[Depends(authorize), *service.dependencies])
+
+    if web:
+        from fastapi.staticfiles import StaticFiles
+
+        app.include_router(web.router, tags=[web.name], include_in_schema=False)
+        if web.static:
+            app.mount(web.static[0], StaticFiles(directory=web.static[1]), name="static")
+        for kind, handler in web.exception_handlers.items():
+            app.add_exception_handler(kind, handler)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

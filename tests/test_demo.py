@@ -30,6 +30,9 @@ def test_demo_takes_every_referral_to_its_end(tmp_path: Path) -> None:
     assert "PartnerMatched -> Smile Bright Dental Clinic" in out
     assert "NoPartnerAvailable" in out
     assert out.count("ReferralClosed: services_received") == 2
+    # It leaves a day's work for the console to show, and says how to look at it.
+    assert "left open for the console: stu-6240 (tutoring)" in out
+    assert "ensemble up --data-dir" in out
     assert "the family texts back" in out and "the family answers the email" in out
     # What the families received is in the local mailbox and the dev SMS store.
     assert any((tmp_path / "demo" / "mailbox" / "new").iterdir())

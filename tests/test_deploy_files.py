@@ -196,6 +196,27 @@ def test_compose_webhooks_refuse_private_destinations(compose: dict[str, Any]) -
         assert compose_default(env["ENSEMBLE_WEBHOOKS_ALLOW_PRIVATE"]) == "false", name
 
 
+def test_compose_console_two_copies_without_database_or_nats(compose: dict[str, Any]) -> None:
+    """The console runs as its own process, like the services, but talks only HTTP: it calls
+    each service by its network alias and needs no NATS user or database."""
+    copies = copies_of(compose, "console")
+    assert len(copies) == 2, sorted(copies)
+    for name, spec in copies.items():
+        assert spec["command"] == ["console", "--port", "8000"], name
+        env = spec["environment"]
+        assert not {"NATS_URL", "NATS_USER", "NATS_PASSWORD"} & set(env), name
+        assert not any(k.endswith("_DATABASE_URL") for k in env), name
+        assert "ENSEMBLE_JWT_SECRET" in env and "ENSEMBLE_CONSOLE_SESSION_SECRET" in env
+        assert compose_default(env["ENSEMBLE_DEV_SIGN_IN"]) == "false"  # never by default
+        urls = json.loads(env["ENSEMBLE_CONSOLE_SERVICE_URLS"])
+        assert "/health/ready" in " ".join(spec["healthcheck"]["test"])
+        for svc, url in urls.items():
+            assert url == f"http://{svc}:8000"
+            for copy in copies_of(compose, svc).values():
+                assert svc in copy["networks"]["default"]["aliases"], (svc, copy)
+    assert set(urls) == {"referrals", "partners", "engagement", "notifications"}
+
+
 def test_compose_postgres_and_observability(compose: dict[str, Any]) -> None:
     services = compose["services"]
     pg = services["postgres"]
@@ -493,7 +514,7 @@ def test_prometheus_scrapes_every_copy_and_nats_node(compose: dict[str, Any]) ->
     config = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
     assert config["rule_files"] == ["alerts.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    for svc in SERVICES:
+    for svc in (*SERVICES, "console"):
         targets = {t for sc in jobs[svc]["static_configs"] for t in sc["targets"]}
         assert targets == {f"{name}:8000" for name in copies_of(compose, svc)}
         assert jobs[svc].get("metrics_path", "/metrics") == "/metrics"
@@ -617,9 +638,9 @@ def test_every_deploy_yaml_parses() -> None:
 def test_k8s_deployments() -> None:
     docs = k8s_docs()
     deployments = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == {*SERVICES, "console"}
     services = {d["metadata"]["name"] for _, d in docs if d["kind"] == "Service"}
-    assert set(SERVICES) <= services
+    assert {*SERVICES, "console"} <= services
     for name, dep in deployments.items():
         spec = dep["spec"]
         assert spec["replicas"] == 2
@@ -636,7 +657,14 @@ def test_k8s_deployments() -> None:
         sources = {next(iter(k for k in s if k.endswith("Ref"))): s for s in container["envFrom"]}
         assert sources["configMapRef"]["configMapRef"]["name"] == "ensemble-config"
         assert sources["secretRef"]["secretRef"]["name"] == f"ensemble-{name}"
-        assert {"name": "NATS_USER", "value": name} in container["env"]
+        if name == "console":  # pages over the APIs: no NATS user, no database
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert "NATS_USER" not in env
+            assert json.loads(env["ENSEMBLE_CONSOLE_SERVICE_URLS"])["referrals"] == \
+                "http://referrals:8000"
+            assert env["ENSEMBLE_CONSOLE_SECURE_COOKIES"] == "true"  # behind TLS
+        else:
+            assert {"name": "NATS_USER", "value": name} in container["env"]
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         assert mounts["districts"] == "/etc/ensemble"
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
@@ -677,6 +705,8 @@ def test_k8s_nats_statefulset_and_secrets_match_the_config() -> None:
     for svc in SERVICES:
         keys = set(secrets[f"ensemble-{svc}"]["stringData"])
         assert {"NATS_PASSWORD", f"{svc.upper()}_DATABASE_URL", "ENSEMBLE_JWT_SECRET"} <= keys
+    assert set(secrets["ensemble-console"]["stringData"]) == {
+        "ENSEMBLE_JWT_SECRET", "ENSEMBLE_CONSOLE_SESSION_SECRET"}
 
 
 def test_k8s_streams_job_runs_as_the_nats_admin() -> None:
@@ -701,6 +731,7 @@ def test_k8s_kustomize_builds() -> None:
         [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(DEPLOY / "k8s")]
     )
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
-    assert kinds.count("Deployment") == len(SERVICES) and kinds.count("StatefulSet") == 1
+    assert kinds.count("Deployment") == len(SERVICES) + 1  # and the console
+    assert kinds.count("StatefulSet") == 1
     assert kinds.count("Job") == 1  # nats-streams
     assert "ConfigMap" in kinds

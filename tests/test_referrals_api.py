@@ -326,9 +326,21 @@ async def test_partner_tokens_answer_for_their_own_partner_only(system: System) 
     own = await system.http.post(url, json=body, headers=as_partner(partner["id"]))
     assert own.status_code == 200, own.text
     assert own.json()["accepted_at"] is not None
+    # A partner reads its own referral (the console's partner view), but notes and what other
+    # services recorded are for school staff.
+    await system.http.post(f"/api/v1/referrals/{referral['id']}/notes",
+                           json=D | {"text": "private note 41c2"})
     reading = await system.http.get(f"/api/v1/referrals/{referral['id']}", params=D,
                                     headers=as_partner(partner["id"]))
-    assert reading.status_code == 403  # notes and history are for school staff
+    assert reading.status_code == 200, reading.text
+    assert "private note 41c2" not in reading.text and reading.json()["notes"] == []
+    assert all(entry["data"] == {} for entry in reading.json()["timeline"])
+    listed = await system.http.get("/api/v1/referrals", params=D,
+                                   headers=as_partner(partner["id"]))
+    assert [r["id"] for r in listed.json()] == [referral["id"]]
+    for path in (f"/api/v1/referrals/{referral['id']}", "/api/v1/referrals"):
+        other = await system.http.get(path, params=D, headers=as_partner("other-partner"))
+        assert other.status_code == 404 or other.json() == [], path
 
     roosevelt = token(system.settings, "coordinator", "d001", ("roosevelt-ms",))
     counts = await system.http.get("/api/v1/referrals/counts", params=D,

@@ -164,6 +164,17 @@ def build_outreach_router(rt: ServiceRuntime, config: EngagementConfig,
                          title=event.title, starts_at=event.starts_at, place=event.place,
                          languages=event.languages)
 
+    @router.get("/family-events", response_model=list[EventView])
+    async def event_list(district_id: Token, school_id: Token | None = None,
+                         limit: Annotated[int, Query(ge=1, le=100)] = 50) -> list[EventView]:
+        """The latest first (by start), each with its invitation and RSVP counts."""
+        query = select(FamilyEvent).where(FamilyEvent.district_id == district_id)
+        if school_id:
+            query = query.where(FamilyEvent.school_id == school_id)
+        query = query.order_by(FamilyEvent.starts_at.desc(), FamilyEvent.id).limit(limit)
+        async with rt.unit_of_work() as uow:
+            return [await _view(uow, e) for e in (await uow.session.scalars(query)).all()]
+
     @router.get("/family-events/{event_id}", response_model=EventView)
     async def event_detail(event_id: str, district_id: Token) -> EventView:
         async with rt.unit_of_work() as uow:
@@ -320,6 +331,16 @@ def build_outreach_router(rt: ServiceRuntime, config: EngagementConfig,
         response.status_code = 200
         response.headers["Idempotent-Replay"] = "true"
         return AnnouncementView.model_validate(earlier, from_attributes=True)
+
+    @router.get("/announcements", response_model=list[AnnouncementView])
+    async def announcement_list(district_id: Token, limit: Annotated[int, Query(ge=1, le=100)]
+                                = 50) -> list[AnnouncementView]:
+        """The newest first (a coordinator sees those of their schools)."""
+        query = (select(Announcement).where(Announcement.district_id == district_id)
+                 .order_by(Announcement.created_at.desc(), Announcement.id).limit(limit))
+        async with rt.unit_of_work() as uow:
+            rows = (await uow.session.scalars(query)).all()
+        return [AnnouncementView.model_validate(r, from_attributes=True) for r in rows]
 
     @router.get("/announcements/{announcement_id}", response_model=AnnouncementView)
     async def announcement_detail(announcement_id: str, district_id: Token) -> AnnouncementView:

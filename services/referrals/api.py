@@ -392,7 +392,11 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
         )
 
     @router.get("/referrals/{referral_id}", response_model=ReferralDetail)
-    async def detail(referral_id: str, district_id: Token) -> ReferralDetail:
+    async def detail(referral_id: str, district_id: Token, request: Request) -> ReferralDetail:
+        """A partner reads only what consent shared with it: the referral and its steps, not
+        the school's notes nor the ids and reasons other services recorded."""
+        partner = getattr(request.state, "principal", None)
+        partner = partner is not None and partner.role == Role.partner
         async with rt.unit_of_work() as uow:
             referral = await get_referral(uow, district_of(district_id), referral_id)
             entries = (await uow.session.scalars(
@@ -403,11 +407,12 @@ def build_router(rt: ServiceRuntime, desk: Desk) -> APIRouter:
                 .order_by(ReferralNote.seq))).all()
         return ReferralDetail(
             **ReferralView.of(referral, desk.clock()).model_dump(),
-            note=referral.note,
-            notes=[NoteView(at=n.at, author=n.author, text=n.text) for n in notes],
+            note=None if partner else referral.note,
+            notes=[] if partner else [NoteView(at=n.at, author=n.author, text=n.text)
+                                      for n in notes],
             timeline=[
                 TimelineView(at=e.at, event=e.event_type, actor=e.actor,
-                             status_after=e.status_after, data=e.data)
+                             status_after=e.status_after, data={} if partner else e.data)
                 for e in entries
             ],
         )

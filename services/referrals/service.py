@@ -18,10 +18,13 @@ NAME = "referrals"
 FOLLOW_UP_SCAN_SECONDS = 30.0
 METRICS_SECONDS = 5.0
 # A partner answers the referrals it was matched to (tenancy hides the others); staff may
-# record an answer given on the phone.
+# record an answer given on the phone. A partner also lists and reads those referrals (the
+# console's partner view), without the school's notes (api.detail).
 PARTNER_ANSWERS = Policy(rules={
-    ("POST", f"/referrals/{{referral_id}}/{action}"): STAFF | {Role.partner}
-    for action in ("accept", "decline", "in-service")
+    **{("POST", f"/referrals/{{referral_id}}/{action}"): STAFF | {Role.partner}
+       for action in ("accept", "decline", "in-service")},
+    ("GET", "/referrals"): STAFF | {Role.partner},
+    ("GET", "/referrals/{referral_id}"): STAFF | {Role.partner},
 })
 
 
