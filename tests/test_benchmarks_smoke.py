@@ -27,8 +27,17 @@ async def test_raw_jetstream_quick_results_are_sane() -> None:
     for name in (raw_jetstream.PUBLISH, raw_jetstream.CONSUME, raw_jetstream.PIPELINE):
         # run() raises unless every message was stored once, consumed and acked.
         assert results[name].count == raw_jetstream.QUICK_COUNT
-        assert results[name].rate > 0
-        assert results[name].ratio_to_baseline == 1.0
+        assert results[name].rate == pytest.approx(raw_jetstream.QUICK_COUNT
+                                                   / results[name].seconds)
+    # A system row is reported against the raw limit measured in the same run: the ratio is
+    # computed from the two measured rates (a row naming a limit not measured gets none).
+    publish = results[raw_jetstream.PUBLISH]
+    loop = Result.timed("loop", 50, 2.0, baseline=raw_jetstream.PIPELINE)
+    orphan = Result.timed("orphan", 50, 2.0, baseline="not measured")
+    apply_baselines([*results.values(), loop, orphan])
+    assert loop.ratio_to_baseline == pytest.approx(25 / results[raw_jetstream.PIPELINE].rate)
+    assert orphan.ratio_to_baseline is None
+    assert 0 < loop.ratio_to_baseline < 1 < publish.rate / 25
     latency = results[raw_jetstream.LATENCY]
     assert latency.count == 100  # 100/s for 1 s
     assert latency.rate > 0
