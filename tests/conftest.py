@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,12 +21,16 @@ import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 from support.processes import drop_schemas
+from support.waiting import eventually
 
 from ensemble.embedded import DevSmsServer, NatsProcess, free_port
 from ensemble.system import build_services
 from runtime.auth import issue_token
 from runtime.host import Service, create_app
 from runtime.settings import SERVICES, Settings
+
+# Fixtures kept in tests/support/, loaded for every test module.
+pytest_plugins = ["support.outreach"]
 
 T = TypeVar("T")
 
@@ -183,14 +186,7 @@ class System:
 
     async def eventually(self, check: Callable[[], Awaitable[T | None]],
                          timeout: float = 15, what: str = "condition") -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = await check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.05)
+        return await eventually(check, what, timeout)
 
     async def register_partner(self, **overrides: Any) -> dict[str, Any]:
         body = {"district_id": self.district, "name": "Smile Bright Dental", "needs": ["dental"],

@@ -4,11 +4,8 @@ each family in its language on its channel, families without consent counted, no
 import asyncio
 from typing import Any
 
-import test_outreach_support as support
 from conftest import System
-from test_outreach_support import eventually_get, seed_families, texts
-
-outreach, engagement_config = support.outreach, support.engagement_config  # fixtures
+from support.outreach import eventually_get, seed_families, texts
 
 
 async def test_a_closure_reaches_every_family_of_the_district(outreach: System) -> None:

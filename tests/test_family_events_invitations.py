@@ -4,11 +4,8 @@ reply and by link; attendance recorded after the event."""
 import re
 from typing import Any
 
-import test_outreach_support as support
 from conftest import System
-from test_outreach_support import eventually_get, seed_families, signed_post, texts
-
-outreach, engagement_config = support.outreach, support.engagement_config  # fixtures
+from support.outreach import eventually_get, seed_families, signed_post, texts
 
 FAMILIES = 3000
 

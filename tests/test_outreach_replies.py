@@ -5,12 +5,10 @@ All four services over real HTTP, NATS, database and the development SMS provide
 
 from typing import Any
 
-import test_outreach_support as support
 from conftest import System, token
-from test_outreach_support import eventually_get, text_back, texts
+from support.outreach import eventually_get, text_back, texts
 
 PHONE = "+14155550177"
-outreach, engagement_config = support.outreach, support.engagement_config  # fixtures
 
 
 async def sms_family(system: System, **overrides: Any) -> dict[str, Any]:

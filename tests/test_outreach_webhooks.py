@@ -5,14 +5,12 @@ count. All four services over real HTTP, NATS, database, SMTP and the dev SMS pr
 from typing import Any
 
 import pytest
-import test_outreach_support as support
 from conftest import System
-from test_outreach_support import eventually_get, signed_post, text_back, texts
+from support.outreach import eventually_get, signed_post, text_back, texts
 
 from services.engagement.config import EngagementConfig
 
 PHONE = "+14155550134"
-outreach, engagement_config = support.outreach, support.engagement_config  # fixtures
 
 
 async def sms_family(system: System, **overrides: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import nats
 from conftest import running, token
+from support.waiting import eventually
 from test_referrals_timers import FakeClock
 
 from ensemble.system import build_services
@@ -25,19 +26,6 @@ def admin(settings: Settings) -> dict[str, str]:
 def fast_referrals(settings: Settings, clock: FakeClock) -> Any:
     return build_referrals(settings, load_districts(settings.districts_file), clock=clock,
                            follow_up_scan_seconds=0.05, metrics_seconds=0.2)
-
-
-async def eventually(check: Any, what: str, timeout: float = 20) -> Any:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def register_family(engagement: httpx.AsyncClient) -> str:

@@ -18,6 +18,7 @@ import uvicorn
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from conftest import Inbox, System, running, token
 from fastapi import FastAPI, Request, Response
+from support.waiting import eventually
 from test_private_boundary import reply_by_email
 
 from contracts.envelope import CONTENT_TYPE, Envelope
@@ -194,17 +195,6 @@ async def hooks_running(settings: Settings, services: list[Service]) -> AsyncIte
 async def hooks(settings: Settings) -> AsyncIterator[Hooks]:
     async with hooks_running(settings, [build_webhooks(fast(settings))]) as h:
         yield h
-
-
-async def eventually(check: Any, what: str, timeout: float = 20) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check() if asyncio.iscoroutinefunction(check) else check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def opened(referral_id: str | None = None) -> ReferralOpened:
