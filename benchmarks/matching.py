@@ -127,7 +127,7 @@ async def _measure_match(db: Database, schools: list[str], count: int,
             session.add(request)
             await session.connection()  # begun, as the consumer's inbox check begins it
             started, cpu_started = time.perf_counter(), time.process_time()
-            await match(uow, request)
+            await match(uow, request, now)
             await uow.flush(OUTBOX)
             elapsed = time.perf_counter() - started
             used = time.process_time() - cpu_started

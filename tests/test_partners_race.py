@@ -49,7 +49,7 @@ async def _match_in(db: Database, referral_id: str, gate: asyncio.Barrier) -> li
         session.add(request)
         if not db.is_sqlite:
             await gate.wait()  # both transactions are open before either reserves
-        await match(uow, request)
+        await match(uow, request, utcnow())
         return [e.type for e in uow.emitted]
 
 
@@ -120,7 +120,7 @@ async def _batch(db: Database, referrals: list[tuple[str, str]], mine: asyncio.E
         for n, (referral_id, need) in enumerate(referrals):
             request = _request(referral_id, need)
             session.add(request)
-            await match(uow, request)
+            await match(uow, request, utcnow())
             if n == 0:
                 mine.set()
                 with contextlib.suppress(TimeoutError):

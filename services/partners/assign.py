@@ -17,9 +17,8 @@ from sqlalchemy import Float, Integer, Select, bindparam, case, func, literal, s
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NoPartnerAvailable, PartnerMatched
-from runtime.db import utcnow
 from runtime.outbox import UnitOfWork
-from services.partners.capacity import release, reserve, take_turn
+from services.partners.capacity import lock_capacity_and_stats, release, reserve
 from services.partners.matching import (
     W_ACCEPTANCE,
     W_LANGUAGE,
@@ -169,17 +168,19 @@ def as_request(request: ReferralRequest, language: str | None) -> Request:
 
 
 _COUNTS = ("matched", "accepted", "declined", "accept_seconds", "active")
-_BUMP = update(_stats).where(_stats.c.partner_id == bindparam("pid")).values(
+_ADD = update(_stats).where(_stats.c.partner_id == bindparam("pid")).values(
     {name: getattr(_stats.c, name) + bindparam(f"d_{name}") for name in _COUNTS})
 
 
-async def bump_stats(uow: UnitOfWork, partner_id: str, district_id: str, **deltas: float) -> None:
-    """Atomic increments (two copies of the service may count at once)."""
-    await take_turn(uow)
+async def add_to_stats(uow: UnitOfWork, partner_id: str, district_id: str,
+                       **deltas: float) -> None:
+    """Add ``deltas`` (matched, accepted, declined, accept_seconds, active) to the partner's
+    stats row, creating it if need be: atomic increments (two copies may count at once)."""
+    await lock_capacity_and_stats(uow)
     connection = await uow.session.connection()
     values = {f"d_{name}": int(deltas.get(name, 0)) for name in _COUNTS}
     values["d_accept_seconds"] = float(deltas.get("accept_seconds", 0.0))
-    result = await connection.execute(_BUMP, {"pid": partner_id, **values})
+    result = await connection.execute(_ADD, {"pid": partner_id, **values})
     if result.rowcount == 0:
         uow.session.add(PartnerStats(partner_id=partner_id, district_id=district_id,
                                      **{"matched": 0, "accepted": 0, "declined": 0,
@@ -188,13 +189,13 @@ async def bump_stats(uow: UnitOfWork, partner_id: str, district_id: str, **delta
         await uow.session.flush()
 
 
-async def match(uow: UnitOfWork, request: ReferralRequest) -> None:
-    """Reserve the best eligible service and emit PartnerMatched, or NoPartnerAvailable."""
+async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime) -> None:
+    """Reserve the best eligible service and emit PartnerMatched, or NoPartnerAvailable;
+    ``now`` (the handler's clock) is when it was matched."""
     connection = await uow.session.connection()
     language = (await connection.execute(
         _LANGUAGE, {"district": request.district_id, "family": request.family_id})).scalar()
     wanted = as_request(request, language)
-    now = utcnow()
     request.updated_at = now
     for _ in range(3):  # a fresh look if others took every one of the best meanwhile
         ranked = rank(wanted, await candidate_rows(uow.session, wanted, best=BEST))
@@ -211,7 +212,7 @@ async def match(uow: UnitOfWork, request: ReferralRequest) -> None:
             request.accepted = False
             request.ever_matched = True
             request.last_result = "matched"
-            await bump_stats(uow, row.partner_id, request.district_id, matched=1, active=1)
+            await add_to_stats(uow, row.partner_id, request.district_id, matched=1, active=1)
             uow.emit(
                 PartnerMatched(
                     referral_id=request.referral_id, family_id=request.family_id,
@@ -234,13 +235,14 @@ async def match(uow: UnitOfWork, request: ReferralRequest) -> None:
     )
 
 
-async def let_go(uow: UnitOfWork, request: ReferralRequest, *, declined: bool = False,
-                 at: datetime | None = None) -> None:
-    """The current partner no longer holds the referral: free its slot, count it."""
+async def release_slot(uow: UnitOfWork, request: ReferralRequest, *, at: datetime,
+                       declined: bool = False) -> None:
+    """The current partner no longer holds the referral (it declined, consent was withdrawn,
+    the referral ended): free its slot at the school and count it in the partner's stats."""
     if request.state != "matched" or not request.service_id or not request.partner_id:
         return
     await release(uow, request.service_id, request.school_id)
-    await bump_stats(uow, request.partner_id, request.district_id, active=-1,
-                     declined=1 if declined else 0)
+    await add_to_stats(uow, request.partner_id, request.district_id, active=-1,
+                       declined=1 if declined else 0)
     request.service_id = request.partner_id = None
-    request.updated_at = at or utcnow()
+    request.updated_at = at

@@ -17,27 +17,29 @@ _THIS = (_cap.c.service_id == bindparam("sid"), _cap.c.school_id == bindparam("s
 _RESERVE = update(_cap).where(*_THIS, _cap.c.reserved < _cap.c.capacity).values(
     reserved=_cap.c.reserved + 1)
 _RELEASE = update(_cap).where(*_THIS, _cap.c.reserved > 0).values(reserved=_cap.c.reserved - 1)
-async def take_turn(uow: UnitOfWork) -> None:
+
+
+async def lock_capacity_and_stats(uow: UnitOfWork) -> None:
     """On PostgreSQL a transaction takes this one lock before the first capacity or stats row
     it changes, and holds it to its commit. Two copies of partners each apply a batch of events
     in one transaction; without it they locked capacity and stats rows in opposite orders and
     deadlocked (PostgreSQL breaks one after a second and the batch is retried: seconds per
     referral with two copies). SQLite has one writer at a time anyway."""
     session = uow.session
-    if not session.info.get("capacity_turn"):  # once per transaction: it is held to the end
+    if not session.info.get("capacity_locked"):  # once per transaction: it is held to the end
         await advisory_locks(session, ["ensemble-partners-capacity"])
-        session.info["capacity_turn"] = True
+        session.info["capacity_locked"] = True
 
 
 async def reserve(uow: UnitOfWork, service_id: str, school_id: str) -> bool:
-    await take_turn(uow)
+    await lock_capacity_and_stats(uow)
     connection = await uow.session.connection()
     result = await connection.execute(_RESERVE, {"sid": service_id, "school": school_id})
     return result.rowcount == 1
 
 
 async def release(uow: UnitOfWork, service_id: str, school_id: str) -> bool:
-    await take_turn(uow)
+    await lock_capacity_and_stats(uow)
     connection = await uow.session.connection()
     result = await connection.execute(_RELEASE, {"sid": service_id, "school": school_id})
     return result.rowcount == 1
@@ -45,7 +47,7 @@ async def release(uow: UnitOfWork, service_id: str, school_id: str) -> bool:
 
 async def set_capacity(uow: UnitOfWork, service_id: str, school_id: str, capacity: int) -> int:
     """Set a school's slots; refused below what is reserved now. Returns the reserved count."""
-    await take_turn(uow)
+    await lock_capacity_and_stats(uow)
     result = await uow.session.execute(
         update(_cap)
         .where(_cap.c.service_id == service_id, _cap.c.school_id == school_id,

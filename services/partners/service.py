@@ -7,6 +7,7 @@ from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.partners import handlers
 from services.partners.api import build_router
+from services.partners.deps import Clock, PartnersDeps
 from services.partners.tables import Base
 
 # An HSDS import loads the district's whole directory, whichever schools its rows serve: it is
@@ -16,7 +17,10 @@ POLICY = Policy(rules={("POST", "/partners/import/hsds"): frozenset({Role.distri
 NAME = "partners"
 
 
-def build(settings: Settings, districts: Districts | None = None) -> Service:
+def build(settings: Settings, districts: Districts | None = None, *,
+          clock: Clock | None = None) -> Service:
+    """``clock`` is for tests; a deployment reads the wall clock."""
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    handlers.register(rt)
-    return Service(rt, build_router(rt), POLICY)
+    deps = PartnersDeps(clock=clock) if clock else PartnersDeps()
+    rt.consume(handlers.HANDLERS, deps)
+    return Service(rt, build_router(rt), POLICY, deps=deps)

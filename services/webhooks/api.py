@@ -206,7 +206,7 @@ def build_router(rt: ServiceRuntime, settings: WebhooksSettings, dispatcher: Dis
             delivery.status, delivery.attempts = "pending", 0
             delivery.next_attempt_at = utcnow()
             await uow.session.delete(letter)
-            uow.after_commit.append(dispatcher.wake.set)
+            uow.after_commit.append(dispatcher.wake)
         return Replayed(delivery_id=delivery.id, status="pending")
 
     return router

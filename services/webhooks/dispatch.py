@@ -11,9 +11,9 @@ different rows (SKIP LOCKED on PostgreSQL).
 """
 
 import asyncio
-import contextlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import uuid4
@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, select
 
 from contracts.envelope import CONTENT_TYPE
 from runtime.db import utcnow
+from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.webhooks.config import WebhooksSettings
 from services.webhooks.destinations import GuardedBackend, GuardedTransport, RefusedDestination
@@ -33,6 +34,7 @@ from services.webhooks.tables import DeadLetter, Delivery, Endpoint
 log = logging.getLogger("ensemble.webhooks")
 
 USER_AGENT = "Ensemble-Webhooks/1"
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,23 @@ class Result:
 
 
 class Dispatcher:
-    def __init__(self, rt: ServiceRuntime, settings: WebhooksSettings) -> None:
+    """Runs on a Periodic: a round every ``webhooks_poll_seconds``, at once after ``wake()`` (a
+    consumer's commit wrote deliveries, a dead letter was replayed) and again at once after a
+    full batch; a round that fails (the database away) backs off, and the rows stay."""
+
+    def __init__(self, rt: ServiceRuntime, settings: WebhooksSettings,
+                 clock: Clock = utcnow) -> None:
         self.rt = rt
         self.settings = settings
-        self.wake = asyncio.Event()
+        self.clock = clock
         self.backend = GuardedBackend(allow_private=settings.webhooks_allow_private)
+        self.worker = Periodic("webhook dispatch", self._round, settings.webhooks_poll_seconds)
+        self._client: httpx.AsyncClient | None = None
+        self._pruned_at = 0.0
+
+    def wake(self) -> None:
+        """Look for due deliveries now rather than at the next poll."""
+        self.worker.wake()
 
     async def run(self) -> None:
         s = self.settings
@@ -68,27 +82,22 @@ class Dispatcher:
         async with httpx.AsyncClient(transport=GuardedTransport(self.backend, limits),
                                      timeout=s.webhooks_timeout_seconds, follow_redirects=False,
                                      headers={"User-Agent": USER_AGENT}) as client:
-            failures = 0
-            loop = asyncio.get_running_loop()
-            last_prune = loop.time()
-            while True:
-                try:
-                    sent = await self.dispatch_due(client)
-                    failures = 0
-                    if loop.time() - last_prune > 3600:
-                        last_prune = loop.time()
-                        await self.prune()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the database is away: back off, the rows stay
-                    failures += 1
-                    log.warning("webhook dispatch failed (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(min(0.2 * 2**failures, 5.0))
-                    continue
-                if sent < s.webhooks_batch:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), timeout=s.webhooks_poll_seconds)
-                    self.wake.clear()
+            self._client = client
+            self._pruned_at = asyncio.get_running_loop().time()
+            try:
+                await self.worker.run()
+            finally:
+                self._client = None
+
+    async def _round(self) -> bool:
+        """Send what is due; True when a full batch was sent (more may be waiting)."""
+        assert self._client is not None, "rounds run inside run()"
+        sent = await self.dispatch_due(self._client)
+        now = asyncio.get_running_loop().time()
+        if now - self._pruned_at > 3600:
+            self._pruned_at = now
+            await self.prune()
+        return sent >= self.settings.webhooks_batch
 
     async def dispatch_due(self, client: httpx.AsyncClient) -> int:
         attempts = await self._claim()
@@ -106,7 +115,7 @@ class Dispatcher:
 
     async def _claim(self) -> list[Attempt]:
         s = self.settings
-        now = utcnow()
+        now = self.clock()
         lease = now + timedelta(seconds=s.webhooks_timeout_seconds * 2 + 30)
         async with self.rt.db.transaction() as session:
             rows = (
@@ -150,7 +159,7 @@ class Dispatcher:
 
     async def _record(self, outcomes: list[tuple[Attempt, Result]]) -> None:
         s = self.settings
-        now = utcnow()
+        now = self.clock()
         async with self.rt.db.transaction() as session:
             for attempt, result in outcomes:
                 delivery = await session.get(Delivery, attempt.delivery_id)
@@ -181,7 +190,7 @@ class Dispatcher:
         """Forget deliveries done a week ago (their events stay replayable from the stream)."""
         async with self.rt.db.transaction() as session:
             await session.execute(delete(Delivery).where(
-                Delivery.status == "delivered", Delivery.delivered_at < utcnow() - keep))
+                Delivery.status == "delivered", Delivery.delivered_at < self.clock() - keep))
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         s = self.settings

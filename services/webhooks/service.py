@@ -1,5 +1,6 @@
 """Assembles the webhooks service: a consumer per public event, the dispatcher, the API."""
 
+from runtime.db import utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
@@ -7,16 +8,20 @@ from runtime.settings import Settings
 from services.webhooks import handlers
 from services.webhooks.api import POLICY, build_router
 from services.webhooks.config import webhooks_settings
-from services.webhooks.dispatch import Dispatcher
+from services.webhooks.deps import WebhooksDeps
+from services.webhooks.dispatch import Clock, Dispatcher
 from services.webhooks.tables import Base
 
 NAME = "webhooks"
 
 
-def build(settings: Settings, districts: Districts | None = None) -> Service:
+def build(settings: Settings, districts: Districts | None = None, *,
+          clock: Clock | None = None) -> Service:
+    """``clock`` is for tests; a deployment reads the wall clock."""
     config = webhooks_settings(settings)
     rt = ServiceRuntime(NAME, config, Base.metadata, districts)
-    dispatcher = Dispatcher(rt, config)
+    dispatcher = Dispatcher(rt, config, clock or utcnow)
+    deps = WebhooksDeps(config, dispatcher, clock or utcnow)
     rt.run_in_background(dispatcher.run)
-    handlers.register(rt, dispatcher)
-    return Service(rt, build_router(rt, config, dispatcher), POLICY)
+    rt.consume(handlers.HANDLERS, deps)
+    return Service(rt, build_router(rt, config, dispatcher), POLICY, deps=deps)

@@ -8,6 +8,7 @@ over it that record what each handler emitted. A handler test runs in millisecon
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, Self
 
 from sqlalchemy import MetaData
@@ -49,14 +50,26 @@ class HandlerBench:
 
     async def handle(self, handler: Callable[..., Awaitable[None]], event: Event, deps: Any,
                      *, district: str = DISTRICT, school: str | None = None,
-                     subject: str | None = None) -> list[Event]:
+                     subject: str | None = None, at: datetime | None = None) -> list[Event]:
         """Deliver ``event`` to ``handler`` as the consumer would; the events it emitted."""
-        envelope = Envelope.wrap(event, source="/tests/upstream", district=district,
-                                 school=school, subject=subject)
+        envelope = self.envelope(event, district=district, school=school, subject=subject, at=at)
+        return await self.deliver(handler, envelope, deps)
+
+    async def deliver(self, handler: Callable[..., Awaitable[None]], envelope: Envelope,
+                      deps: Any) -> list[Event]:
+        """Deliver ``envelope`` (again, for a redelivery) to ``handler``; what it emitted."""
         async with self.unit_of_work(cause=envelope) as uow:
-            await handler(uow, envelope, event, deps)
+            await handler(uow, envelope, decoded(envelope), deps)
             emitted = list(uow.emitted)
         return [decoded(e) for e in emitted]
+
+    @staticmethod
+    def envelope(event: Event, *, district: str = DISTRICT, school: str | None = None,
+                 subject: str | None = None, at: datetime | None = None) -> Envelope:
+        """``event`` as another service published it (at ``at``, else now)."""
+        envelope = Envelope.wrap(event, source="/tests/upstream", district=district,
+                                 school=school, subject=subject)
+        return envelope if at is None else envelope.model_copy(update={"time": at})
 
     async def get(self, entity: type[Any], key: Any) -> Any:
         async with self.db.transaction() as session:

@@ -1,0 +1,14 @@
+"""What the webhooks service's handlers are given (``rt.consume(handlers.HANDLERS, deps)``)."""
+
+from dataclasses import dataclass, field
+
+from runtime.db import utcnow
+from services.webhooks.config import WebhooksSettings
+from services.webhooks.dispatch import Clock, Dispatcher
+
+
+@dataclass
+class WebhooksDeps:
+    config: WebhooksSettings
+    dispatcher: Dispatcher  # woken once a consumer's deliveries are committed
+    clock: Clock = field(default=utcnow)  # when a delivery is created and first due
