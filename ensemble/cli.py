@@ -45,7 +45,8 @@ def _districts(settings: Settings) -> Districts:
 
 @app.command()
 def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) -> None:
-    """Run the whole system: nats-server, local mailbox and SMS, and all five services."""
+    """Run the whole system: nats-server, local mailbox and SMS, and all five services (their
+    databases upgraded first, as `ensemble migrate` does)."""
     from ensemble.embedded import DataFolderInUseError
     from ensemble.system import describe_data, run_up
     from runtime.host import run
@@ -70,12 +71,26 @@ def _one(name: str):  # type: ignore[no-untyped-def]
         settings = _settings(data_dir)
         configure_logging(settings.log_level)
         _districts(settings)
+        if name != "console":
+            _require_migrated(settings, name)
         run(serve(build_app(settings, (name,)), host, port))
 
     run.__doc__ = (f"Run the {name} service alone (NATS_URL and {name.upper()}_DATABASE_URL)."
                    if name != "console" else "Run the console alone: pages over the APIs at "
                    "ENSEMBLE_CONSOLE_API_URL (default ENSEMBLE_PUBLIC_BASE_URL).")
     return run
+
+
+def _require_migrated(settings: Settings, name: str) -> None:
+    """A database behind or ahead of this code: one line saying what to run, exit 1."""
+    import logging
+
+    from runtime.migrations import check
+
+    problem = asyncio.run(check(settings, name))
+    if problem:
+        logging.getLogger("ensemble.migrations").error("%s", problem)
+        raise typer.Exit(1)
 
 
 for _name in ("referrals", "engagement", "notifications", "webhooks", "console"):
@@ -147,6 +162,30 @@ def partners_export(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"wrote {len(written)} files to {folder}: {', '.join(p.name for p in written)}")
+
+
+@app.command()
+def migrate(
+    services: Annotated[list[str] | None, typer.Argument(
+        help="the services whose databases to upgrade (default: all five)",
+        show_default=False)] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Upgrade each service's database to this version's schema, then exit. Deployments run it
+    once before the services start (a service refuses a database behind or ahead of its code);
+    `ensemble up` runs it itself."""
+    from runtime.migrations import migrate as upgrade_all
+    from runtime.settings import SERVICES
+
+    names = services or list(SERVICES)
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        _fail(f"no service {', '.join(map(repr, unknown))} (services: {', '.join(SERVICES)})")
+    settings = _settings(data_dir)
+    configure_logging(settings.log_level)
+    for done in asyncio.run(upgrade_all(settings, names)):
+        was = "already there" if done.before == done.after else f"was {done.before or 'empty'}"
+        typer.echo(f"{done.service}: at {done.after} ({was})")
 
 
 @app.command()

@@ -20,6 +20,7 @@ from ensemble.embedded import (
 )
 from runtime.districts import Districts, load_districts
 from runtime.host import Service, create_app, serve
+from runtime.migrations import migrate
 from runtime.settings import SERVICES, Settings
 from services.console.service import build as build_console
 from services.console.settings import ConsoleSettings
@@ -135,6 +136,7 @@ async def run_up(settings: Settings, env: dict[str, str], host: str, port: int) 
         dev = dev_mode(env)
         log.info("console at http://%s:%s/ (development sign-in %s)", local, port,
                  "on" if dev else "off")
+        await migrate(s, SERVICES)  # what a deployment's `ensemble migrate` step does
         async with dev_sms(s, env, f"http://{host}:{port}/api/v1/sms/inbound"):
             await serve(build_app(s, console=True, dev_sign_in=dev), host, port)
 
@@ -151,6 +153,7 @@ async def serving_embedded(settings: Settings, env: dict[str, str],
     url = f"http://127.0.0.1:{port}"
     with embedded_infrastructure(settings, env, url) as embedded:
         s = embedded.settings
+        await migrate(s, SERVICES)
         async with dev_sms(s, env, f"{url}/api/v1/sms/inbound"):
             app = build_app(s, console=True, dev_sign_in=True)
             server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,

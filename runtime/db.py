@@ -99,6 +99,9 @@ class Database:
         return engine
 
     async def create_schema(self) -> None:
+        """The tables straight from the models (``create_all``), for tests of a handler or a
+        table on its own. Services never do this: `ensemble migrate` makes and upgrades their
+        schemas (runtime/migrations.py) and a service refuses a database not at its head."""
         async with self.engine.begin() as conn:
             if not self.is_sqlite:
                 # Two copies starting together would both create tables; one waits instead.

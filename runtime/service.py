@@ -22,6 +22,7 @@ from runtime.consumer import EventConsumer
 from runtime.db import Database
 from runtime.districts import Districts, load_districts
 from runtime.metrics import CONSUMER_PENDING
+from runtime.migrations import require_current, upgrade
 from runtime.outbox import OutboxRelay
 from runtime.settings import Settings
 from runtime.streams import ensure_streams, streams_exist
@@ -138,8 +139,15 @@ class ServiceRuntime:
         for callback in uow.after_commit:
             callback()
 
+    async def migrate(self) -> None:
+        """Upgrade this service's database to the code's head (`ensemble migrate` does it for
+        a deployment; tests call this before ``start``)."""
+        await upgrade(self.db, self.name)
+
     async def start(self) -> None:
-        await self.db.create_schema()
+        # The schema is `ensemble migrate`'s to change: a database behind or ahead of this
+        # code is refused, with the command to run (runtime/migrations.py).
+        await require_current(self.db, self.name)
         await self.broker.connect()
         await self._ensure_streams()
         await self.broker.start()

@@ -237,8 +237,11 @@ class _QuietServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, services: list[Service],
-                  port: int | None = None) -> AsyncIterator[str]:
-    """Serve services over real HTTP until the block ends (graceful stop)."""
+                  port: int | None = None, *, migrate: bool = True) -> AsyncIterator[str]:
+    """Serve services over real HTTP until the block ends (graceful stop), their databases
+    made by the migrations (`ensemble migrate`) first, so every test runs on them."""
+    for service in services if migrate else ():
+        await service.runtime.migrate()
     port = port or free_port()
     server = _QuietServer(uvicorn.Config(create_app(services), host="127.0.0.1", port=port,
                                          log_config=None, access_log=False, lifespan="on"))

@@ -99,7 +99,10 @@ async def _serve(app: Any, port: int) -> AsyncIterator[None]:
 
 @pytest.fixture
 async def site(settings: Settings, smtp: tuple[Inbox, str]) -> AsyncIterator[Site]:
-    app = create_app(build_services(settings),
+    services = build_services(settings)
+    for service in services:
+        await service.runtime.migrate()  # as `ensemble migrate` does before a deployment starts
+    app = create_app(services,
                      web=build_console(console_settings(settings, dev_sign_in=True)))
     port = int(settings.public_base_url.rsplit(":", 1)[1])
     sms_store = settings.data_dir / "sms" / "messages.jsonl"

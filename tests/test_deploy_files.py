@@ -169,6 +169,8 @@ def test_compose_services_two_copies_each(compose: dict[str, Any]) -> None:
                 assert deps[dep]["condition"] == "service_healthy", (name, dep)
             # Their NATS users may not create streams: the admin step has run.
             assert deps["nats-streams"]["condition"] == "service_completed_successfully", name
+            # A service refuses a database behind its code: the migrate step has run.
+            assert deps["migrate"]["condition"] == "service_completed_successfully", name
     notif = next(iter(copies_of(compose, "notifications").values()))["environment"]
     assert compose_default(notif["SMTP_URL"]) == "smtp://mailpit:1025"
     assert {"SMS_API_URL", "SMS_ACCOUNT_SID", "SMS_AUTH_TOKEN", "SMS_FROM_NUMBER"} <= set(notif)
@@ -187,6 +189,23 @@ def test_compose_streams_are_created_by_the_admin_user(compose: dict[str, Any]) 
     assert str(env["ENSEMBLE_STREAM_REPLICAS"]) == "3"
     for node in NATS_NODES:
         assert spec["depends_on"][node]["condition"] == "service_healthy"
+
+
+def test_compose_migrates_each_database_as_its_service_before_they_start(
+        compose: dict[str, Any]) -> None:
+    """`ensemble migrate` once, before any copy starts, with each service's own database URL
+    (its role owns the tables it makes)."""
+    spec = compose["services"]["migrate"]
+    assert spec["command"] == ["migrate"]  # every service
+    assert spec["build"] in (".", {"context": "."})
+    assert spec.get("restart") == "no"
+    assert spec["depends_on"]["postgres"]["condition"] == "service_healthy"
+    env = spec["environment"]
+    for svc in SERVICES:
+        key = f"{svc.upper()}_DATABASE_URL"
+        for copy in copies_of(compose, svc).values():
+            assert env[key] == copy["environment"][key], svc
+    assert not {k for k in env if k.startswith("NATS_")}  # no broker needed to migrate
 
 
 def test_compose_webhooks_refuse_private_destinations(compose: dict[str, Any]) -> None:
@@ -665,6 +684,13 @@ def test_k8s_deployments() -> None:
             assert env["ENSEMBLE_CONSOLE_SECURE_COOKIES"] == "true"  # behind TLS
         else:
             assert {"name": "NATS_USER", "value": name} in container["env"]
+            # Each pod migrates its service's database first, as that service (same config
+            # and secret): the service refuses a database behind its code.
+            (migrate,) = template["spec"]["initContainers"]
+            assert migrate["image"] == "ensemble" and migrate["args"] == ["migrate", name]
+            assert migrate["envFrom"] == container["envFrom"]
+            assert migrate["securityContext"]["readOnlyRootFilesystem"] is True
+            assert migrate["resources"]["limits"]["memory"]
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         assert mounts["districts"] == "/etc/ensemble"
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}

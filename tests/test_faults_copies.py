@@ -3,12 +3,11 @@ files), one copy of each killed (SIGKILL) mid-stream and restarted later: the ot
 the load, the killed copies' unacked messages come back, nothing is applied twice."""
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import pytest
 from support.ledger import make_cases
-from support.processes import SERVICES, drop_schemas, postgres_url
+from support.processes import SERVICES
 from support.scenario import assert_clean, count, scenario, stream_with_fault
 
 REFERRALS = count(200, 60)
@@ -33,22 +32,3 @@ async def test_two_copies_share_consumers_and_survive_losing_one(tmp_path: Path)
             survivor = system.process(service, 1)
             applied = await survivor.metric("ensemble_messages_consumed_total", result="applied")
             assert survivor.starts == 1 and applied > 0, service
-
-
-async def test_copies_starting_together_create_one_postgres_schema() -> None:
-    from runtime.db import Database
-    from services.partners.tables import Base
-
-    url = postgres_url()
-    if not url:
-        pytest.skip("PostgreSQL: set ENSEMBLE_TEST_POSTGRES_URL")
-    prefix = f"c{uuid.uuid4().hex[:10]}"
-    databases = [Database(url, Base.metadata, f"{prefix}_partners") for _ in range(4)]
-    try:
-        results = await asyncio.gather(*(db.create_schema() for db in databases),
-                                       return_exceptions=True)
-        assert [r for r in results if isinstance(r, BaseException)] == []
-    finally:
-        for db in databases:
-            await db.dispose()
-        await drop_schemas(url, prefix)

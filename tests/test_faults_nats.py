@@ -64,6 +64,7 @@ async def test_the_outbox_relay_lets_go_when_acks_never_come(tmp_path: Path) -> 
     server = Nats(tmp_path / "nats")
     await server.start()
     rt = build(Settings(nats_url=server.url, data_dir=tmp_path / "data")).runtime
+    await rt.migrate()
     await rt.start()
     process = server.nodes[0].process
     assert process is not None

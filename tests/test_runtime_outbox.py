@@ -19,6 +19,7 @@ from services.referrals.service import build
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[ServiceRuntime]:
     rt = build(settings).runtime
+    await rt.migrate()
     await rt.start()
     try:
         yield rt

@@ -28,6 +28,7 @@ import httpx
 from aiosmtpd.controller import Controller
 
 from ensemble.embedded import free_port, nats_server_binary
+from runtime.settings import SERVICES as ALL_SERVICES
 
 if TYPE_CHECKING:
     from tests.support.ledger import Ledger
@@ -502,10 +503,24 @@ async def drop_schemas(url: str, prefix: str) -> None:
 
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
     try:
-        for service in SERVICES:
+        for service in ALL_SERVICES:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}_{service}" CASCADE')
     finally:
         await conn.close()
+
+
+async def migrate(root: Path, database_url: str | None, prefix: str | None) -> None:
+    """`ensemble migrate` from the source the services run, as compose and Kubernetes run it
+    before the services start."""
+    env = service_env(dict(os.environ), "referrals", "nats://127.0.0.1:9", root / "data", "",
+                      "", None, prefix, 1, {})
+    if database_url:
+        env |= {f"{name.upper()}_DATABASE_URL": database_url for name in SERVICES}
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "ensemble.cli", "migrate", *SERVICES],
+        cwd=SOURCE, env=env, capture_output=True, text=True, timeout=120, check=False)
+    if out.returncode:
+        raise RuntimeError(f"ensemble migrate failed:\n{out.stdout}\n{out.stderr}")
 
 
 @contextlib.asynccontextmanager
@@ -536,6 +551,7 @@ async def process_system(
     sms = SmsSink(root / "sms" / "messages.jsonl")
     services: dict[str, list[ServiceProcess]] = {}
     try:
+        await migrate(root, database_url, prefix)
         await nats.start()
         mail.start()
         sms.start()
@@ -551,7 +567,7 @@ async def process_system(
                                {s: database_url for s in SERVICES if database_url}, prefix)
         # One process first (it creates the streams: several creating R3 streams at once on a
         # fresh cluster time out, see the report), then copy 0 of the others, then the other
-        # copies (two copies creating one PostgreSQL schema at once collide: test_faults_copies).
+        # copies.
         first, *rest = system.processes
         waves = [system.processes] if together else [
             [first], [p for p in rest if p.copy == 0], [p for p in rest if p.copy > 0]]
