@@ -1,6 +1,6 @@
-"""Reaching a family: which channels we may use, asking notifications to try, and recording
-what happened. A family counts as contacted only when it answers or a person reaches it; a
-sent message is an attempt."""
+"""Reaching a family: which channels we may use, asking notifications to try (one family, or
+many in bulk requests), and recording what happened. A family counts as contacted only when it
+answers or a person reaches it; a sent message is an attempt."""
 
 from datetime import datetime, timedelta
 from uuid import uuid4
@@ -8,7 +8,13 @@ from uuid import uuid4
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.events import FamilyContacted, FamilyUnreachable, OutreachRequested
+from contracts.events import (
+    BulkOutreachRequested,
+    BulkRecipient,
+    FamilyContacted,
+    FamilyUnreachable,
+    OutreachRequested,
+)
 from contracts.taxonomy import Channel, ContactKind, Urgency
 from runtime.districts import Districts
 from runtime.outbox import UnitOfWork
@@ -28,6 +34,30 @@ def usable_channels(family: Family) -> list[Channel]:
         usable.append(Channel.sms)
     usable.sort(key=lambda c: c != family.preferred_channel)
     return usable
+
+
+def recipient(family: Family, school_name: str, **variables: str) -> BulkRecipient | None:
+    """The family as one recipient of a bulk request; None when no channel may be used."""
+    channels = usable_channels(family)
+    if not channels:
+        return None
+    return BulkRecipient(family_id=family.id, school_id=family.school_id,
+                         language=family.preferred_language, channels=channels,
+                         email=family.email, phone=family.phone, family_name=family.name,
+                         variables={"school_name": school_name, **variables})
+
+
+def emit_bulk(uow: UnitOfWork, district_id: str, batch_id: str, kind: str, urgency: Urgency,
+              variables: dict[str, str], recipients: list[BulkRecipient], chunk: int) -> int:
+    """Recipients in chunks, one internal event each; returns how many events."""
+    events = 0
+    for start in range(0, len(recipients), chunk):
+        uow.emit(BulkOutreachRequested(batch_id=batch_id, kind=kind, urgency=urgency,
+                                       variables=variables,
+                                       recipients=recipients[start:start + chunk]),
+                 district=district_id, subject=batch_id)
+        events += 1
+    return events
 
 
 def rotate(channels: list[Channel], attempt: int) -> list[Channel]:

@@ -10,118 +10,116 @@ from contracts.events import (
     FamilyOptedIn,
     FamilyOptedOut,
     FamilyReplied,
-    FamilyRsvped,
     NotificationFailed,
     NotificationSent,
     PartnerMatched,
 )
 from contracts.taxonomy import Channel, ContactKind
-from runtime.db import utcnow
 from runtime.errors import RetryLater
-from runtime.outbox import UnitOfWork
-from runtime.service import ServiceRuntime
-from services.engagement.config import EngagementConfig
+from runtime.uow import UnitOfWork
 from services.engagement.contacts import (
     awaiting_reply,
     log_contact,
     mark_unreachable,
     request_attempt,
 )
+from services.engagement.deps import EngagementDeps
 from services.engagement.replies import attribute_text
-from services.engagement.rsvp import parse_rsvp
+from services.engagement.rsvp import parse_rsvp, record_rsvp
 from services.engagement.tables import Family, Invitation, Outreach
 
-
-def register(rt: ServiceRuntime, config: EngagementConfig) -> None:
-    @rt.consumes(PartnerMatched)
-    async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched) -> None:
-        family = await uow.session.get(Family, ev.family_id)
-        if family is None or family.district_id != env.districtid:
-            raise RetryLater(f"family {ev.family_id} not registered here")
-        now = utcnow()
-        outreach = Outreach(id=str(uuid4()), district_id=family.district_id, family_id=family.id,
-                            referral_id=ev.referral_id, kind="partner_matched",
-                            status="requested", attempts=0, urgency=ev.urgency.value,
-                            variables={"partner_name": ev.partner_name, "need": ev.need.value},
-                            created_at=now, updated_at=now)
-        uow.session.add(outreach)
-        await request_attempt(uow, rt.districts, outreach, family, now)
-
-    # Outreach rows are read FOR UPDATE: a coordinator may mark one contacted over HTTP while
-    # an event about it is applied, and on PostgreSQL the later writer would undo the other.
-    @rt.consumes(NotificationSent)
-    async def on_notification_sent(uow: UnitOfWork, env: Envelope, ev: NotificationSent) -> None:
-        outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
-        if outreach is None:
-            return  # not a referral's outreach
-        # An attempt, not a contact: wait for the family's answer before trying again.
-        awaiting_reply(outreach, utcnow(), config.reply_wait_seconds)
-
-    @rt.consumes(NotificationFailed)
-    async def on_notification_failed(
-        uow: UnitOfWork, env: Envelope, ev: NotificationFailed
-    ) -> None:
-        outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
-        if outreach is None or outreach.status in ("contacted", "unreachable"):
-            return
-        if ev.permanent:  # every channel the family allows failed for good
-            mark_unreachable(uow, outreach, utcnow())
-
-    @rt.consumes(FamilyReplied)
-    async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied) -> None:
-        family = await uow.session.get(Family, ev.family_id)
-        if family is None or family.district_id != env.districtid:
-            return
-        # A text names no message: find the outreach it answers (or hold it for a person).
-        if ev.channel == Channel.sms and await attribute_text(uow, family, ev, env.id):
-            return
-        kind = ContactKind(ev.channel.value)
-        outreach = (await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
-                    if ev.outreach_id else None)
-        if outreach is not None and outreach.status != "contacted":
-            # Even after it was given up on: an answer is an answer.
-            outreach.status = "contacted"
-            outreach.next_check_at = None
-            outreach.updated_at = ev.received_at
-            log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
-                        referral_id=outreach.referral_id, outreach_id=outreach.id, note=ev.text)
-            return
-        if ev.batch_id and ev.kind == "family_event_invitation":
-            invitation = await uow.session.scalar(select(Invitation).where(
-                Invitation.event_id == ev.batch_id, Invitation.family_id == family.id))
-            answer = parse_rsvp(ev.text)
-            if invitation is not None and answer:
-                record_rsvp(uow, invitation, answer, ev.channel.value, ev.received_at)
-        log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
-                    referral_id=ev.referral_id, note=ev.text, outcome="replied")
-
-    async def set_opt_out(env: Envelope, uow: UnitOfWork, family_id: str, channel: Channel,
-                          value: bool) -> None:
-        family = await uow.session.get(Family, family_id)
-        if family is None or family.district_id != env.districtid:
-            return
-        if channel == Channel.sms:
-            family.sms_opted_out = value
-        else:
-            family.email_opted_out = value
-
-    @rt.consumes(FamilyOptedOut)
-    async def on_opted_out(uow: UnitOfWork, env: Envelope, ev: FamilyOptedOut) -> None:
-        await set_opt_out(env, uow, ev.family_id, ev.channel, True)
-
-    @rt.consumes(FamilyOptedIn)
-    async def on_opted_in(uow: UnitOfWork, env: Envelope, ev: FamilyOptedIn) -> None:
-        await set_opt_out(env, uow, ev.family_id, ev.channel, False)
+# Outreach rows are read FOR UPDATE: a coordinator may mark one contacted over HTTP while an
+# event about it is applied, and on PostgreSQL the later writer would undo the other.
 
 
-def record_rsvp(uow: UnitOfWork, invitation: Invitation, answer: str, via: str, at) -> None:  # type: ignore[no-untyped-def]
-    """The latest answer counts; an unchanged answer is not announced again."""
-    if invitation.response == answer:
+async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
+                             deps: EngagementDeps) -> None:
+    family = await uow.session.get(Family, ev.family_id)
+    if family is None or family.district_id != env.districtid:
+        raise RetryLater(f"family {ev.family_id} not registered here")
+    now = deps.clock()
+    outreach = Outreach(id=str(uuid4()), district_id=family.district_id, family_id=family.id,
+                        referral_id=ev.referral_id, kind="partner_matched",
+                        status="requested", attempts=0, urgency=ev.urgency.value,
+                        variables={"partner_name": ev.partner_name, "need": ev.need.value},
+                        created_at=now, updated_at=now)
+    uow.session.add(outreach)
+    await request_attempt(uow, deps.districts, outreach, family, now)
+
+
+async def on_notification_sent(uow: UnitOfWork, env: Envelope, ev: NotificationSent,
+                               deps: EngagementDeps) -> None:
+    outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
+    if outreach is None:
+        return  # not a referral's outreach
+    # An attempt, not a contact: wait for the family's answer before trying again.
+    awaiting_reply(outreach, deps.clock(), deps.config.reply_wait_seconds)
+
+
+async def on_notification_failed(uow: UnitOfWork, env: Envelope, ev: NotificationFailed,
+                                 deps: EngagementDeps) -> None:
+    outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
+    if outreach is None or outreach.status in ("contacted", "unreachable"):
         return
-    invitation.response = answer
-    invitation.responded_via = via
-    invitation.responded_at = at
-    uow.emit(FamilyRsvped(event_id=invitation.event_id, family_id=invitation.family_id,
-                          response=answer, via=via),
-             district=invitation.district_id, school=invitation.school_id,
-             subject=invitation.event_id)
+    if ev.permanent:  # every channel the family allows failed for good
+        mark_unreachable(uow, outreach, deps.clock())
+
+
+async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
+                            deps: EngagementDeps) -> None:
+    family = await uow.session.get(Family, ev.family_id)
+    if family is None or family.district_id != env.districtid:
+        return
+    # A text names no message: find the outreach it answers (or hold it for a person).
+    if ev.channel == Channel.sms and await attribute_text(uow, family, ev, env.id):
+        return
+    kind = ContactKind(ev.channel.value)
+    outreach = (await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
+                if ev.outreach_id else None)
+    if outreach is not None and outreach.status != "contacted":
+        # Even after it was given up on: an answer is an answer.
+        outreach.status = "contacted"
+        outreach.next_check_at = None
+        outreach.updated_at = ev.received_at
+        log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
+                    referral_id=outreach.referral_id, outreach_id=outreach.id, note=ev.text)
+        return
+    if ev.batch_id and ev.kind == "family_event_invitation":
+        invitation = await uow.session.scalar(select(Invitation).where(
+            Invitation.event_id == ev.batch_id, Invitation.family_id == family.id))
+        answer = parse_rsvp(ev.text)
+        if invitation is not None and answer:
+            record_rsvp(uow, invitation, answer, ev.channel.value, ev.received_at)
+    log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
+                referral_id=ev.referral_id, note=ev.text, outcome="replied")
+
+
+async def on_opted_out(uow: UnitOfWork, env: Envelope, ev: FamilyOptedOut,
+                       deps: EngagementDeps) -> None:
+    await _set_opt_out(uow, env, ev.family_id, ev.channel, True)
+
+
+async def on_opted_in(uow: UnitOfWork, env: Envelope, ev: FamilyOptedIn,
+                      deps: EngagementDeps) -> None:
+    await _set_opt_out(uow, env, ev.family_id, ev.channel, False)
+
+
+HANDLERS = {
+    PartnerMatched: on_partner_matched,
+    NotificationSent: on_notification_sent,
+    NotificationFailed: on_notification_failed,
+    FamilyReplied: on_family_replied,
+    FamilyOptedOut: on_opted_out,
+    FamilyOptedIn: on_opted_in,
+}
+
+
+async def _set_opt_out(uow: UnitOfWork, env: Envelope, family_id: str, channel: Channel,
+                       value: bool) -> None:
+    family = await uow.session.get(Family, family_id)
+    if family is None or family.district_id != env.districtid:
+        return
+    if channel == Channel.sms:
+        family.sms_opted_out = value
+    else:
+        family.email_opted_out = value

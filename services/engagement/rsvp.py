@@ -1,7 +1,13 @@
-"""Reading an RSVP out of a family's free-text reply, in the languages we write in."""
+"""Reading an RSVP out of a family's free-text reply, in the languages we write in, and
+recording the answer (from a reply or the signed link)."""
 
 import re
 import unicodedata
+from datetime import datetime
+
+from contracts.events import FamilyRsvped
+from runtime.uow import UnitOfWork
+from services.engagement.tables import Invitation
 
 YES = {"yes", "y", "si", "sí", "có", "co", "vâng", "是", "是的", "好", "会", "會", "نعم", "1",
        "ok", "okay", "sure", "claro", "attending", "going"}
@@ -22,3 +28,17 @@ def parse_rsvp(text: str) -> str | None:
         if not word.isascii() and cleaned.startswith(word):
             return "yes" if word in YES else "no"
     return None
+
+
+def record_rsvp(uow: UnitOfWork, invitation: Invitation, answer: str, via: str,
+                at: datetime) -> None:
+    """The latest answer counts; an unchanged answer is not announced again."""
+    if invitation.response == answer:
+        return
+    invitation.response = answer
+    invitation.responded_via = via
+    invitation.responded_at = at
+    uow.emit(FamilyRsvped(event_id=invitation.event_id, family_id=invitation.family_id,
+                          response=answer, via=via),
+             district=invitation.district_id, school=invitation.school_id,
+             subject=invitation.event_id)

@@ -1,17 +1,18 @@
 """Assembles the engagement service."""
 
-from collections.abc import Callable
-from datetime import datetime
-
+from runtime.db import utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.engagement import handlers
+from services.engagement.announcements import AnnouncementFanOut
+from services.engagement.announcements_api import build_announcements_router
 from services.engagement.api import build_router
-from services.engagement.background import Background
 from services.engagement.config import EngagementConfig
-from services.engagement.outreach_api import PUBLIC_ROUTES, build_outreach_router
+from services.engagement.deps import Clock, EngagementDeps
+from services.engagement.family_events_api import PUBLIC_ROUTES, build_family_events_router
+from services.engagement.outreach_timers import OutreachTimers
 from services.engagement.replies import build_replies_router
 from services.engagement.tables import Base
 
@@ -19,18 +20,22 @@ NAME = "engagement"
 
 
 def build(settings: Settings, districts: Districts | None = None, *,
-          config: EngagementConfig | None = None,
-          clock: Callable[[], datetime] | None = None) -> Service:
+          config: EngagementConfig | None = None, clock: Clock | None = None) -> Service:
     config = config or EngagementConfig()
+    clock = clock or utcnow
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    handlers.register(rt, config)
-    background = Background(rt, config, **({"clock": clock} if clock else {}))
-    rt.run_in_background(background.run)
+    deps = EngagementDeps(rt.districts, config, clock)
+    rt.consume(handlers.HANDLERS, deps)
+    timers = OutreachTimers(rt, config, clock)
+    fan_out = AnnouncementFanOut(rt, config, clock)
+    rt.run_in_background(timers.run)
+    rt.run_in_background(fan_out.run)
     router = build_router(rt, config)
-    router.include_router(build_outreach_router(rt, config, background))
+    router.include_router(build_family_events_router(rt, config))
+    router.include_router(build_announcements_router(rt, fan_out))
     router.include_router(build_replies_router(rt))
-    service = Service(rt, router)
-    service.background = background  # type: ignore[attr-defined]  # for tests
+    service = Service(rt, router, deps=deps)
+    service.timers, service.fan_out = timers, fan_out  # type: ignore[attr-defined]  # for tests
     policy = getattr(service, "policy", None)  # signed RSVP links skip the bearer token
     if policy is not None and hasattr(policy, "public"):
         policy.public = frozenset(policy.public) | PUBLIC_ROUTES

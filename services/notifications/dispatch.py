@@ -10,7 +10,6 @@ tell, and the development provider and Twilio drop the repeat).
 """
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import defaultdict
@@ -23,18 +22,19 @@ from jinja2 import UndefinedError
 from sqlalchemy import delete, func, or_, select, tuple_
 
 from contracts.events import NotificationFailed, NotificationSent
-from contracts.taxonomy import Channel, Urgency
+from contracts.taxonomy import Channel
 from runtime.db import utcnow
 from runtime.errors import describe_error
 from runtime.logs import correlation
 from runtime.outbox import UnitOfWork
+from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.notifications.config import NotificationsConfig
 from services.notifications.delivery import apply_status, lock_provider_ids
 from services.notifications.errors import PermanentSendError, SendError, TransientSendError
 from services.notifications.metrics import BACKLOG, NOTIFICATIONS
 from services.notifications.opt_outs import TRANSACTIONAL, record_opt_out
-from services.notifications.policy import cap_until, quiet_until
+from services.notifications.policy import Hold, Holds
 from services.notifications.providers import Outgoing, Provider
 from services.notifications.rendering import TemplateMissingError, render
 from services.notifications.sms_segments import count_segments
@@ -46,6 +46,9 @@ log = logging.getLogger("ensemble.notifications.dispatch")
 # Answers to the family's own STOP/START: they go at once, even to an opted-out number.
 KEEP_EARLY_STATUSES = timedelta(days=1)
 KEEP_WEBHOOK_IDS = timedelta(days=7)
+POLL_SECONDS = 0.5  # between rounds when nothing woke the dispatcher
+GAUGE_SECONDS = 5.0
+PRUNE_SECONDS = 3600.0
 Clock = Callable[[], datetime]
 
 
@@ -71,12 +74,6 @@ class GiveUp:
     channel: Channel | None
     reason: str
     opted_out: bool = False  # the provider says the family unsubscribed (Twilio 21610)
-
-
-@dataclass
-class Hold:
-    until: datetime
-    reason: str
 
 
 Outcome = Sent | Retry | GiveUp | Hold
@@ -108,38 +105,35 @@ class Dispatcher:
         self.config = config or NotificationsConfig()
         self.clock = clock
         self.lease = lease
-        self.wake = asyncio.Event()
+        self.holds = Holds(self.config, rt.districts)
+        self.worker = Periodic("notifications dispatch", self._round, POLL_SECONDS)
+        self._last_gauge = self._last_prune = 0.0
         _, address = parseaddr(rt.settings.email_from)
         self.reply_domain = address.rpartition("@")[2] or "ensemble.local"
 
+    def wake(self) -> None:
+        """Send what was just queued without waiting for the next round."""
+        self.worker.wake()
+
     async def run(self) -> None:
         try:
-            await self._run()
+            await self.worker.run()
         finally:  # the service is stopping: close the providers' connections
             for provider in self.providers.values():
                 await provider.aclose()
 
-    async def _run(self) -> None:
+    async def _round(self) -> bool:
+        """Due messages, a batch at a time (a full batch is followed by another at once); the
+        backlog gauge every few seconds and the hourly pruning between batches."""
         loop = asyncio.get_running_loop()
-        last_gauge = last_prune = 0.0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
-            self.wake.clear()
-            try:
-                while await self.dispatch_due() == self.config.batch:
-                    pass
-                if loop.time() - last_gauge > 5:
-                    last_gauge = loop.time()
-                    await self.update_backlog()
-                if loop.time() - last_prune > 3600:
-                    last_prune = loop.time()
-                    await self.prune()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("dispatch failed (%s); retrying", describe_error(exc))
-                await asyncio.sleep(1)
+        full = await self.dispatch_due() == self.config.batch
+        if loop.time() - self._last_gauge > GAUGE_SECONDS:
+            self._last_gauge = loop.time()
+            await self.update_backlog()
+        if loop.time() - self._last_prune > PRUNE_SECONDS:
+            self._last_prune = loop.time()
+            await self.prune()
+        return full
 
     async def prune(self) -> None:
         """Forget what matters only for a while: delivery reports for sends never recorded
@@ -184,7 +178,7 @@ class Dispatcher:
                                for channel, items in planned.items()))
         requeued = await self._apply(claimed, outcomes)
         if requeued:
-            self.wake.set()
+            self.wake()
         return len(claimed)
 
     async def _claim(self) -> list[Message]:
@@ -231,26 +225,8 @@ class Dispatcher:
 
     def hold(self, message: Message, now: datetime,
              recent: dict[str, list[datetime]] | None = None) -> Hold | None:
-        """Why and until when a routine message must wait; crisis messages never wait."""
-        if message.urgency == Urgency.crisis or message.kind in TRANSACTIONAL:
-            return None
-        zone = self._zone(message)
-        until = quiet_until(now, zone, self.config.quiet_start, self.config.quiet_end)
-        if until:
-            return Hold(until, "quiet_hours")
-        if recent is not None:
-            capped = cap_until(recent.get(message.family_id, []), self.config.daily_cap, now)
-            if capped:
-                # After the cap lifts, quiet hours may still apply; the next claim checks again.
-                return Hold(capped, "daily_cap")
-        return None
-
-    def _zone(self, message: Message) -> str:
-        school = self.rt.districts.school(message.district_id, message.school_id)
-        if school and school.timezone:
-            return school.timezone
-        district = self.rt.districts.get(message.district_id)
-        return district.timezone if district else "UTC"
+        """Why and until when a routine message must wait (``policy.Holds``)."""
+        return self.holds.hold(message, now, recent)
 
     def _plan(self, message: Message, now: datetime, suppressed: set[tuple[str, str]],
               recent: dict[str, list[datetime]]) -> Outcome | _Planned:
@@ -385,7 +361,7 @@ class Dispatcher:
         early = (await uow.session.scalars(
             select(EarlyStatus).where(EarlyStatus.sid.in_(sorted(sent))))).all()
         for report in early:
-            await apply_status(uow, self.wake.set, sent[report.sid], report.status,
+            await apply_status(uow, self.wake, sent[report.sid], report.status,
                                report.error_code, now)
             await uow.session.delete(report)
 

@@ -10,10 +10,10 @@ from sqlalchemy import insert, select
 
 from contracts.envelope import Envelope
 from contracts.events import BulkOutreachRequested, OutreachRequested
-from runtime.outbox import UnitOfWork
-from runtime.service import ServiceRuntime
-from services.notifications.dispatch import Dispatcher
+from runtime.uow import UnitOfWork
+from services.notifications.deps import NotificationsDeps
 from services.notifications.metrics import BULK_QUEUED
+from services.notifications.policy import Holding
 from services.notifications.tables import Message
 
 
@@ -21,7 +21,7 @@ def outreach_key(outreach_id: str, attempt: int) -> str:
     return outreach_id if attempt == 1 else f"{outreach_id}:{attempt}"
 
 
-def new_message(dispatcher: Dispatcher, now: datetime, **fields: Any) -> dict[str, Any]:
+def new_message(holds: Holding, now: datetime, **fields: Any) -> dict[str, Any]:
     """A message row, already held to the end of quiet hours when it is a routine one."""
     row: dict[str, Any] = {
         "id": str(uuid4()), "token": secrets.token_hex(16), "status": "queued", "attempts": 0,
@@ -30,7 +30,7 @@ def new_message(dispatcher: Dispatcher, now: datetime, **fields: Any) -> dict[st
         "phone": None,
     } | fields
     probe = Message(**row)
-    hold = dispatcher.hold(probe, now)
+    hold = holds.hold(probe, now)
     if hold:
         row["next_attempt_at"], row["held_reason"] = hold.until, hold.reason
     if not row["channels"]:
@@ -38,43 +38,49 @@ def new_message(dispatcher: Dispatcher, now: datetime, **fields: Any) -> dict[st
     return row
 
 
-def register(rt: ServiceRuntime, dispatcher: Dispatcher) -> None:
-    @rt.consumes(OutreachRequested)
-    async def on_outreach_requested(uow: UnitOfWork, env: Envelope, ev: OutreachRequested) -> None:
-        key = outreach_key(ev.outreach_id, ev.attempt)
-        if await uow.session.scalar(select(Message.id).where(Message.idempotency_key == key)):
-            return
-        row = new_message(
-            dispatcher, dispatcher.clock(), idempotency_key=key, district_id=env.districtid,
-            school_id=ev.school_id, family_id=ev.family_id, outreach_id=ev.outreach_id,
-            referral_id=ev.referral_id, correlation_id=env.correlationid, causation_id=env.id,
-            kind=ev.kind, urgency=ev.urgency.value, language=ev.language,
-            channels=[c.value for c in ev.channels], email=ev.email, phone=ev.phone,
-            family_name=ev.family_name, variables=ev.variables)
-        uow.session.add(Message(**row))
-        uow.after_commit.append(dispatcher.wake.set)
+async def on_outreach_requested(uow: UnitOfWork, env: Envelope, ev: OutreachRequested,
+                                deps: NotificationsDeps) -> None:
+    key = outreach_key(ev.outreach_id, ev.attempt)
+    if await uow.session.scalar(select(Message.id).where(Message.idempotency_key == key)):
+        return
+    row = new_message(
+        deps.holds, deps.clock(), idempotency_key=key, district_id=env.districtid,
+        school_id=ev.school_id, family_id=ev.family_id, outreach_id=ev.outreach_id,
+        referral_id=ev.referral_id, correlation_id=env.correlationid, causation_id=env.id,
+        kind=ev.kind, urgency=ev.urgency.value, language=ev.language,
+        channels=[c.value for c in ev.channels], email=ev.email, phone=ev.phone,
+        family_name=ev.family_name, variables=ev.variables)
+    uow.session.add(Message(**row))
+    uow.after_commit.append(deps.wake)
 
-    @rt.consumes(BulkOutreachRequested)
-    async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested) -> None:
-        # One message per family of the batch, even if a family is listed twice.
-        recipients = list({r.family_id: r for r in ev.recipients}.values())
-        keys = {r.family_id: f"{ev.batch_id}:{r.family_id}" for r in recipients}
-        existing = set((await uow.session.scalars(
-            select(Message.idempotency_key).where(Message.idempotency_key.in_(keys.values()))
-        )).all())
-        now = dispatcher.clock()
-        rows = [
-            new_message(
-                dispatcher, now, idempotency_key=keys[r.family_id], district_id=env.districtid,
-                school_id=r.school_id, family_id=r.family_id, outreach_id=ev.batch_id,
-                batch_id=ev.batch_id, correlation_id=env.correlationid, causation_id=env.id,
-                kind=ev.kind, urgency=ev.urgency.value, language=r.language,
-                channels=[c.value for c in r.channels], email=r.email, phone=r.phone,
-                family_name=r.family_name, variables={**ev.variables, **r.variables})
-            for r in recipients if keys[r.family_id] not in existing
-        ]
-        if rows:
-            await uow.session.execute(insert(Message), rows)  # one executemany
-            count = len(rows)
-            uow.after_commit.append(lambda: BULK_QUEUED.labels(ev.kind).inc(count))
-            uow.after_commit.append(dispatcher.wake.set)
+
+async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
+                  deps: NotificationsDeps) -> None:
+    # One message per family of the batch, even if a family is listed twice.
+    recipients = list({r.family_id: r for r in ev.recipients}.values())
+    keys = {r.family_id: f"{ev.batch_id}:{r.family_id}" for r in recipients}
+    existing = set((await uow.session.scalars(
+        select(Message.idempotency_key).where(Message.idempotency_key.in_(keys.values()))
+    )).all())
+    now = deps.clock()
+    rows = [
+        new_message(
+            deps.holds, now, idempotency_key=keys[r.family_id], district_id=env.districtid,
+            school_id=r.school_id, family_id=r.family_id, outreach_id=ev.batch_id,
+            batch_id=ev.batch_id, correlation_id=env.correlationid, causation_id=env.id,
+            kind=ev.kind, urgency=ev.urgency.value, language=r.language,
+            channels=[c.value for c in r.channels], email=r.email, phone=r.phone,
+            family_name=r.family_name, variables={**ev.variables, **r.variables})
+        for r in recipients if keys[r.family_id] not in existing
+    ]
+    if rows:
+        await uow.session.execute(insert(Message), rows)  # one executemany
+        count = len(rows)
+        uow.after_commit.append(lambda: BULK_QUEUED.labels(ev.kind).inc(count))
+        uow.after_commit.append(deps.wake)
+
+
+HANDLERS = {
+    OutreachRequested: on_outreach_requested,
+    BulkOutreachRequested: on_bulk,
+}

@@ -88,7 +88,7 @@ def _confirm(uow: UnitOfWork, dispatcher: Dispatcher, about: Message, kind: str,
         channels=[Channel.sms.value], phone=about.phone, family_name="",
         variables={"school_name": school.name if school else about.school_id})
     uow.session.add(Message(**row))
-    uow.after_commit.append(dispatcher.wake.set)
+    uow.after_commit.append(dispatcher.wake)
 
 
 async def inbound_email(uow: UnitOfWork, to: str, sender: str, text: str, now: datetime,
@@ -148,4 +148,4 @@ async def status_callback(uow: UnitOfWork, dispatcher: Dispatcher, sid: str, sta
                                             error_code=(error_code or "")[:16] or None,
                                             received_at=now))
         return "early"
-    return await apply_status(uow, dispatcher.wake.set, message, status, error_code, now)
+    return await apply_status(uow, dispatcher.wake, message, status, error_code, now)

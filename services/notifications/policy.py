@@ -1,11 +1,63 @@
 """When a message may go: quiet hours in the school's time zone and a per-family cap.
 
 Pure functions of an explicit ``now`` so tests can move the clock across time zones and
-daylight-saving changes.
+daylight-saving changes; ``Holds`` applies them to a message (no I/O).
 """
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
+
+from contracts.taxonomy import Urgency
+from runtime.districts import Districts
+from services.notifications.config import NotificationsConfig
+from services.notifications.opt_outs import TRANSACTIONAL
+from services.notifications.tables import Message
+
+
+@dataclass
+class Hold:
+    until: datetime
+    reason: str
+
+
+class Holding(Protocol):
+    """What a new message is checked against before it is queued (``Holds``, or the
+    dispatcher that holds them)."""
+
+    def hold(self, message: Message, now: datetime) -> Hold | None: ...
+
+
+@dataclass
+class Holds:
+    """Why and until when a routine message must wait; crisis messages and confirmations of
+    an opt-out or opt-in never wait."""
+
+    config: NotificationsConfig
+    districts: Districts
+
+    def hold(self, message: Message, now: datetime,
+             recent: dict[str, list[datetime]] | None = None) -> Hold | None:
+        if message.urgency == Urgency.crisis or message.kind in TRANSACTIONAL:
+            return None
+        until = quiet_until(now, self.zone(message), self.config.quiet_start,
+                            self.config.quiet_end)
+        if until:
+            return Hold(until, "quiet_hours")
+        if recent is not None:
+            capped = cap_until(recent.get(message.family_id, []), self.config.daily_cap, now)
+            if capped:
+                # After the cap lifts, quiet hours may still apply; the next claim checks again.
+                return Hold(capped, "daily_cap")
+        return None
+
+    def zone(self, message: Message) -> str:
+        school = self.districts.school(message.district_id, message.school_id)
+        if school and school.timezone:
+            return school.timezone
+        district = self.districts.get(message.district_id)
+        return district.timezone if district else "UTC"
 
 
 def quiet_until(now: datetime, zone: str, start: time, end: time) -> datetime | None:

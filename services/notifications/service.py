@@ -1,6 +1,7 @@
 """Assembles the notifications service with its providers and dispatcher."""
 
 from contracts.taxonomy import Channel
+from runtime.db import utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
@@ -8,6 +9,7 @@ from runtime.settings import Settings
 from services.notifications import handlers
 from services.notifications.api import PUBLIC_ROUTES, build_router
 from services.notifications.config import NotificationsConfig
+from services.notifications.deps import NotificationsDeps
 from services.notifications.dispatch import Clock, Dispatcher
 from services.notifications.providers import NoSmsProvider, Provider, SmtpEmail, TwilioSms
 from services.notifications.tables import Base
@@ -37,12 +39,13 @@ def providers(settings: Settings, config: NotificationsConfig) -> dict[Channel, 
 def build(settings: Settings, districts: Districts | None = None, *,
           config: NotificationsConfig | None = None, clock: Clock | None = None) -> Service:
     config = config or NotificationsConfig()
+    clock = clock or utcnow
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    dispatcher = Dispatcher(rt, providers(settings, config), config,
-                            **({"clock": clock} if clock else {}))
+    dispatcher = Dispatcher(rt, providers(settings, config), config, clock=clock)
     rt.run_in_background(dispatcher.run)
-    handlers.register(rt, dispatcher)
-    service = Service(rt, build_router(rt, dispatcher))
+    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock)
+    rt.consume(handlers.HANDLERS, deps)
+    service = Service(rt, build_router(rt, dispatcher), deps=deps)
     service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks
     _make_public(service, PUBLIC_ROUTES)
     return service

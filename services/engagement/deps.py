@@ -1,0 +1,18 @@
+"""What engagement's handlers need, in one object (``rt.consume(HANDLERS, deps)``)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from runtime.db import utcnow
+from runtime.districts import Districts
+from services.engagement.config import EngagementConfig
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class EngagementDeps:
+    districts: Districts  # schools' names and zones, for the messages
+    config: EngagementConfig = field(default_factory=EngagementConfig)
+    clock: Clock = utcnow  # tests fix time with their own

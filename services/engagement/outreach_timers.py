@@ -1,0 +1,44 @@
+"""The next outreach attempt when a family has not answered in time, or the family marked
+unreachable after the last one: a timer round every ``timer_seconds``."""
+
+from sqlalchemy import select
+
+from runtime.periodic import Periodic
+from runtime.service import ServiceRuntime
+from services.engagement.config import EngagementConfig
+from services.engagement.contacts import mark_unreachable, request_attempt
+from services.engagement.deps import Clock
+from services.engagement.tables import Family, Outreach
+
+BATCH = 200  # outreach a round takes on; a full one is followed by another at once
+
+
+class OutreachTimers:
+    def __init__(self, rt: ServiceRuntime, config: EngagementConfig, clock: Clock) -> None:
+        self.rt = rt
+        self.config = config
+        self.clock = clock
+        self.worker = Periodic("outreach timers", self._round, config.timer_seconds)
+
+    async def run(self) -> None:
+        await self.worker.run()
+
+    async def _round(self) -> bool:
+        return await self.check_due() == BATCH
+
+    async def check_due(self) -> int:
+        """Families that did not answer in time: try again, or give up after the last try."""
+        now = self.clock()
+        async with self.rt.unit_of_work() as uow:
+            due = (await uow.session.scalars(
+                select(Outreach).where(Outreach.status == "awaiting_reply",
+                                       Outreach.next_check_at <= now)
+                .order_by(Outreach.next_check_at).limit(BATCH).with_for_update(skip_locked=True)
+            )).all()
+            for outreach in due:
+                family = await uow.session.get(Family, outreach.family_id)
+                if family is None or outreach.attempts >= self.config.outreach_max_attempts:
+                    mark_unreachable(uow, outreach, now)
+                else:
+                    await request_attempt(uow, self.rt.districts, outreach, family, now)
+        return len(due)
