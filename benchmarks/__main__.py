@@ -25,7 +25,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.http_load",
 ]
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 class Benchmark(Protocol):
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write-readme",
         action="store_true",
-        help="write the table between the README's benchmarks markers",
+        help="write the table between the benchmarks markers of docs/benchmarks.md",
     )
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument(
