@@ -1,20 +1,19 @@
 """Assembles the referrals service."""
 
-from fastapi import Depends
+from fastapi import APIRouter, Depends
 
 from runtime.auth import STAFF, Policy, Role
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
-from services.referrals import handlers
-from services.referrals.api import build_router
-from services.referrals.audit import AUDIT_READERS, AUDIT_ROUTE, auditor, build_audit_router
+from services.referrals import api, audit, handlers
+from services.referrals.audit import AUDIT_READERS, AUDIT_ROUTE
+from services.referrals.deps import NAME, ReferralsDeps
 from services.referrals.follow_up import run_metrics, run_timers
 from services.referrals.referrals import Clock, Desk
 from services.referrals.tables import Base
 
-NAME = "referrals"
 FOLLOW_UP_SCAN_SECONDS = 30.0
 METRICS_SECONDS = 5.0
 # A partner answers the referrals it was matched to (tenancy hides the others); staff may
@@ -49,7 +48,9 @@ def build(
     rt.consume(handlers.HANDLERS, desk)
     rt.run_in_background(lambda: run_timers(rt, desk, scan))
     rt.run_in_background(lambda: run_metrics(rt, desk, gauges))
-    router = build_router(rt, desk)
-    router.include_router(build_audit_router(rt))
+    router = APIRouter()  # the module-level routers, in the order they are matched
+    router.include_router(api.router)
+    router.include_router(audit.router)
     rules = {**PARTNER_ANSWERS.rules, ("GET", AUDIT_ROUTE): AUDIT_READERS}
-    return Service(rt, router, Policy(rules=rules), dependencies=[Depends(auditor(rt))])
+    return Service(rt, router, Policy(rules=rules), dependencies=[Depends(audit.audit)],
+                   deps=ReferralsDeps(rt, desk))
