@@ -137,7 +137,9 @@ def test_partners_alone_still_runs_the_service(tmp_path: Path,
         served.append((sorted(built.state.services), host, port))
 
     monkeypatch.setattr("runtime.host.serve", serve)
-    # As docker-compose and the k8s manifests start it.
+    # As docker-compose and the k8s manifests start it: migrated first, then the service.
+    migrated = CliRunner().invoke(app, ["migrate", "partners", "--data-dir", str(tmp_path)])
+    assert migrated.exit_code == 0, migrated.output
     result = CliRunner().invoke(app, ["partners", "--port", "8123", "--data-dir",
                                       str(tmp_path)])
     assert result.exit_code == 0, result.output
