@@ -56,6 +56,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What every service takes instead of reading the wall clock itself (tests move hours in
+# milliseconds); utcnow is the one a deployment runs on.
+Clock = Callable[[], datetime]
+
+
 def normalize_url(url: str) -> str:
     """Accept plain postgresql:// and sqlite:// URLs and pick the async drivers."""
     parsed = make_url(url)

@@ -5,11 +5,11 @@ from prometheus_client import Counter
 from sqlalchemy import select
 
 from contracts.taxonomy import Urgency
+from runtime.db import Clock
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
 from services.engagement.contacts import emit_bulk, recipient
-from services.engagement.deps import Clock
 from services.engagement.tables import Announcement, Family
 
 ANNOUNCED = Counter("ensemble_announcement_families", "Families an announcement was queued for",

@@ -1,14 +1,10 @@
 """What engagement's handlers need, in one object (``rt.consume(HANDLERS, deps)``)."""
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from services.engagement.config import EngagementConfig
-
-Clock = Callable[[], datetime]
 
 
 @dataclass

@@ -3,11 +3,11 @@ unreachable after the last one: a timer round every ``timer_seconds``."""
 
 from sqlalchemy import select
 
+from runtime.db import Clock
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
 from services.engagement.contacts import mark_unreachable, request_attempt
-from services.engagement.deps import Clock
 from services.engagement.tables import Family, Outreach
 
 BATCH = 200  # outreach a round takes on; a full one is followed by another at once

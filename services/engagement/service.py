@@ -1,6 +1,6 @@
 """Assembles the engagement service."""
 
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
@@ -10,7 +10,7 @@ from services.engagement.announcements import AnnouncementFanOut
 from services.engagement.announcements_api import build_announcements_router
 from services.engagement.api import build_router
 from services.engagement.config import EngagementConfig
-from services.engagement.deps import Clock, EngagementDeps
+from services.engagement.deps import EngagementDeps
 from services.engagement.family_events_api import PUBLIC_ROUTES, build_family_events_router
 from services.engagement.outreach_timers import OutreachTimers
 from services.engagement.replies import build_replies_router

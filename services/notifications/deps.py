@@ -2,12 +2,9 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from services.notifications.policy import Holding
-
-Clock = Callable[[], datetime]
 
 
 @dataclass

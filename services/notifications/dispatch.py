@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, or_, select, tuple_
 
 from contracts.events import NotificationFailed, NotificationSent
 from contracts.taxonomy import Channel
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from runtime.errors import describe_error
 from runtime.logs import correlation
 from runtime.outbox import UnitOfWork
@@ -49,7 +49,6 @@ KEEP_WEBHOOK_IDS = timedelta(days=7)
 POLL_SECONDS = 0.5  # between rounds when nothing woke the dispatcher
 GAUGE_SECONDS = 5.0
 PRUNE_SECONDS = 3600.0
-Clock = Callable[[], datetime]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Assembles the notifications service with its providers and dispatcher."""
 
 from contracts.taxonomy import Channel
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
@@ -10,7 +10,7 @@ from services.notifications import handlers
 from services.notifications.api import PUBLIC_ROUTES, build_router
 from services.notifications.config import NotificationsConfig
 from services.notifications.deps import NotificationsDeps
-from services.notifications.dispatch import Clock, Dispatcher
+from services.notifications.dispatch import Dispatcher
 from services.notifications.providers import NoSmsProvider, Provider, SmtpEmail, TwilioSms
 from services.notifications.tables import Base
 from services.notifications.twilio import TwilioSmsClient

@@ -1,12 +1,8 @@
 """What the partners service's handlers are given (``rt.consume(handlers.HANDLERS, deps)``)."""
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from runtime.db import utcnow
-
-Clock = Callable[[], datetime]
+from runtime.db import Clock, utcnow
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """Assembles the partners service."""
 
 from runtime.auth import Policy, Role
+from runtime.db import Clock
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.partners import handlers
 from services.partners.api import build_router
-from services.partners.deps import Clock, PartnersDeps
+from services.partners.deps import PartnersDeps
 from services.partners.tables import Base
 
 # An HSDS import loads the district's whole directory, whichever schools its rows serve: it is

@@ -2,7 +2,6 @@
 work. Every change of state goes through lifecycle.decide; this module stores the result,
 restarts the follow-up window and writes the timeline."""
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,7 +12,7 @@ from sqlalchemy import CompoundSelect, Select, select, union_all
 from contracts.envelope import Envelope
 from contracts.events import Event, ReferralOpened
 from contracts.taxonomy import Consent, Need, Urgency
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from runtime.districts import District, Districts
 from runtime.errors import NotFound
 from runtime.outbox import UnitOfWork
@@ -30,8 +29,6 @@ from services.referrals.lifecycle import (
 from services.referrals.metrics import TIME_TO_CONTACT
 from services.referrals.school_calendar import window_end
 from services.referrals.tables import Referral, TimelineEntry
-
-Clock = Callable[[], datetime]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Depends
 
 from runtime.auth import STAFF, Policy, Role
+from runtime.db import Clock
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
@@ -11,7 +12,7 @@ from services.referrals import api, audit, handlers
 from services.referrals.audit import AUDIT_READERS, AUDIT_ROUTE
 from services.referrals.deps import NAME, ReferralsDeps
 from services.referrals.follow_up import run_metrics, run_timers
-from services.referrals.referrals import Clock, Desk
+from services.referrals.referrals import Desk
 from services.referrals.tables import Base
 
 FOLLOW_UP_SCAN_SECONDS = 30.0

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass, field
 
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from services.webhooks.config import WebhooksSettings
-from services.webhooks.dispatch import Clock, Dispatcher
+from services.webhooks.dispatch import Dispatcher
 
 
 @dataclass

@@ -13,7 +13,6 @@ different rows (SKIP LOCKED on PostgreSQL).
 import asyncio
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import uuid4
@@ -22,7 +21,7 @@ import httpx
 from sqlalchemy import delete, func, select
 
 from contracts.envelope import CONTENT_TYPE
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.webhooks.config import WebhooksSettings
@@ -34,7 +33,6 @@ from services.webhooks.tables import DeadLetter, Delivery, Endpoint
 log = logging.getLogger("ensemble.webhooks")
 
 USER_AGENT = "Ensemble-Webhooks/1"
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)

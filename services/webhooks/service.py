@@ -1,6 +1,6 @@
 """Assembles the webhooks service: a consumer per public event, the dispatcher, the API."""
 
-from runtime.db import utcnow
+from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
@@ -9,7 +9,7 @@ from services.webhooks import handlers
 from services.webhooks.api import POLICY, build_router
 from services.webhooks.config import webhooks_settings
 from services.webhooks.deps import WebhooksDeps
-from services.webhooks.dispatch import Clock, Dispatcher
+from services.webhooks.dispatch import Dispatcher
 from services.webhooks.tables import Base
 
 NAME = "webhooks"
