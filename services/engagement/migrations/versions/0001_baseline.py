@@ -8,6 +8,8 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
+from runtime.messaging_migrations import create_messaging_tables_v1, drop_messaging_tables_v1
+
 revision = "0001_baseline"
 down_revision = None
 branch_labels = None
@@ -15,6 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    create_messaging_tables_v1()
     op.create_table(
         "announcements",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -90,14 +93,6 @@ def upgrade() -> None:
         op.f("ix_family_events_school_id"), "family_events", ["school_id"], unique=False
     )
     op.create_table(
-        "inbox",
-        sa.Column("consumer", sa.String(length=128), nullable=False),
-        sa.Column("event_id", sa.String(length=64), nullable=False),
-        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("consumer", "event_id"),
-    )
-    op.create_index(op.f("ix_inbox_applied_at"), "inbox", ["applied_at"], unique=False)
-    op.create_table(
         "invitations",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("event_id", sa.String(length=64), nullable=False),
@@ -116,32 +111,6 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_invitations_event_id"), "invitations", ["event_id"], unique=False)
     op.create_index(op.f("ix_invitations_family_id"), "invitations", ["family_id"], unique=False)
-    op.create_table(
-        "outbox",
-        sa.Column(
-            "seq",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("event_id", sa.String(length=64), nullable=False),
-        sa.Column("event_type", sa.String(length=128), nullable=False),
-        sa.Column("subject", sa.String(length=255), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("seq"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index("ix_outbox_sent_at", "outbox", ["sent_at"], unique=False)
-    op.create_index(
-        "ix_outbox_unsent",
-        "outbox",
-        ["seq"],
-        unique=False,
-        sqlite_where=sa.text("sent_at IS NULL"),
-        postgresql_where=sa.text("sent_at IS NULL"),
-    )
     op.create_table(
         "outreach",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -214,19 +183,6 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_outreach_family_id"), table_name="outreach")
     op.drop_index("ix_outreach_due", table_name="outreach")
     op.drop_table("outreach")
-    op.drop_index(
-        "ix_outbox_unsent",
-        table_name="outbox",
-        sqlite_where=sa.text("sent_at IS NULL"),
-        postgresql_where=sa.text("sent_at IS NULL"),
-    )
-    op.drop_index("ix_outbox_sent_at", table_name="outbox")
-    op.drop_table("outbox")
-    op.drop_index(op.f("ix_invitations_family_id"), table_name="invitations")
-    op.drop_index(op.f("ix_invitations_event_id"), table_name="invitations")
-    op.drop_table("invitations")
-    op.drop_index(op.f("ix_inbox_applied_at"), table_name="inbox")
-    op.drop_table("inbox")
     op.drop_index(op.f("ix_family_events_school_id"), table_name="family_events")
     op.drop_index(op.f("ix_family_events_district_id"), table_name="family_events")
     op.drop_table("family_events")
@@ -238,3 +194,4 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_announcements_status"), table_name="announcements")
     op.drop_index(op.f("ix_announcements_district_id"), table_name="announcements")
     op.drop_table("announcements")
+    drop_messaging_tables_v1()

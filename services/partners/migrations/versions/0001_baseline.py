@@ -8,6 +8,8 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
+from runtime.messaging_migrations import create_messaging_tables_v1, drop_messaging_tables_v1
+
 revision = "0001_baseline"
 down_revision = None
 branch_labels = None
@@ -15,46 +17,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    create_messaging_tables_v1()
     op.create_table(
         "family_languages",
         sa.Column("district_id", sa.String(length=64), nullable=False),
         sa.Column("family_id", sa.String(length=64), nullable=False),
         sa.Column("language", sa.String(length=16), nullable=False),
         sa.PrimaryKeyConstraint("district_id", "family_id"),
-    )
-    op.create_table(
-        "inbox",
-        sa.Column("consumer", sa.String(length=128), nullable=False),
-        sa.Column("event_id", sa.String(length=64), nullable=False),
-        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("consumer", "event_id"),
-    )
-    op.create_index(op.f("ix_inbox_applied_at"), "inbox", ["applied_at"], unique=False)
-    op.create_table(
-        "outbox",
-        sa.Column(
-            "seq",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("event_id", sa.String(length=64), nullable=False),
-        sa.Column("event_type", sa.String(length=128), nullable=False),
-        sa.Column("subject", sa.String(length=255), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("seq"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index("ix_outbox_sent_at", "outbox", ["sent_at"], unique=False)
-    op.create_index(
-        "ix_outbox_unsent",
-        "outbox",
-        ["seq"],
-        unique=False,
-        sqlite_where=sa.text("sent_at IS NULL"),
-        postgresql_where=sa.text("sent_at IS NULL"),
     )
     op.create_table(
         "partner_stats",
@@ -201,14 +170,5 @@ def downgrade() -> None:
     op.drop_index("ix_partners_district_hsds", table_name="partners")
     op.drop_table("partners")
     op.drop_table("partner_stats")
-    op.drop_index(
-        "ix_outbox_unsent",
-        table_name="outbox",
-        sqlite_where=sa.text("sent_at IS NULL"),
-        postgresql_where=sa.text("sent_at IS NULL"),
-    )
-    op.drop_index("ix_outbox_sent_at", table_name="outbox")
-    op.drop_table("outbox")
-    op.drop_index(op.f("ix_inbox_applied_at"), table_name="inbox")
-    op.drop_table("inbox")
     op.drop_table("family_languages")
+    drop_messaging_tables_v1()
