@@ -6,6 +6,7 @@ class DomainError(Exception):
     """A request that breaks a rule of the domain (HTTP 409)."""
 
     status_code = 409
+    headers: dict[str, str] | None = None  # sent with the answer (e.g. Retry-After)
 
 
 class NotFound(DomainError):

@@ -164,7 +164,7 @@ def create_app(services: list[Service], title: str = "Ensemble",
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=exc.headers)
 
     app.add_middleware(GuardAndMeasure)
     return app
