@@ -5,7 +5,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any
 
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsUserPassword
@@ -30,7 +30,6 @@ from runtime.uow import Handler, UnitOfWork, messaging_tables
 
 log = logging.getLogger("ensemble.service")
 
-E = TypeVar("E", bound=Event)
 
 # Rows a request asks to have written with its own first committed transaction (referrals'
 # audit trail): one commit per request instead of a second one after it.
@@ -101,15 +100,6 @@ class ServiceRuntime:
         nc = self.broker.config.connection_state.connection
         assert nc is not None, "broker not connected"
         return nc
-
-    def consumes(self, event_cls: type[E]) -> Callable[[Handler], Handler]:
-        """Decorator: ``@rt.consumes(ReferralOpened) async def on_opened(uow, env, event)``."""
-
-        def register(handler: Handler) -> Handler:
-            self.consumers.append(EventConsumer(self, event_cls, handler))
-            return handler
-
-        return register
 
     def consume(self, handlers: Mapping[type[Event], Callable[..., Awaitable[None]]],
                 deps: object) -> None:
