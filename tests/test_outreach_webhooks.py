@@ -45,8 +45,13 @@ async def test_a_reply_by_text_is_the_contact_and_is_logged(outreach: System) ->
     referral = await matched_referral(outreach, family)
     await outreach.eventually(lambda: _true(texts(outreach)), what="the text")
     assert (await outreach.referral(referral["id"]))["status"] == "matched"  # sent != contacted
-    [message] = (await outreach.http.get("/api/v1/messages", params={
-        "district_id": "d001", "family_id": family["id"]})).json()
+
+    async def recorded() -> dict | None:  # the provider has it; the send's record may follow
+        rows = (await outreach.http.get("/api/v1/messages", params={
+            "district_id": "d001", "family_id": family["id"]})).json()
+        return rows[0] if len(rows) == 1 and rows[0]["segments"] is not None else None
+
+    message = await outreach.eventually(recorded, what="the send recorded")
     assert message["segments"] >= 1 and message["fell_back"] is False
 
     await text_back(outreach, PHONE, "Yes please, call me after 3")
