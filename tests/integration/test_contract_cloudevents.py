@@ -19,7 +19,7 @@ from contracts.envelope import CONTENT_TYPE, envelope_model
 from contracts.events import event_class
 
 EXTENSIONS = ("districtid", "correlationid")
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _load_example(name: str):  # type: ignore[no-untyped-def]

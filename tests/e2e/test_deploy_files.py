@@ -34,7 +34,7 @@ from runtime.host import Service
 from runtime.settings import SERVICES, Settings
 from runtime.streams import STREAMS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
 NATS_SERVER = shutil.which("nats-server", path=sysconfig.get_path("scripts"))

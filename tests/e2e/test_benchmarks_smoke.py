@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # benchmarks/ is not an installed package; drop this once pytest has `pythonpath = ["."]`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import raw_jetstream
 from benchmarks.harness import Result, apply_baselines, percentile, write_readme_table

@@ -16,7 +16,7 @@ from services.partners import hsds
 
 
 def _generator() -> ModuleType:
-    path = Path(__file__).parent / "data" / "hsds" / "generate.py"
+    path = Path(__file__).parents[1] / "data" / "hsds" / "generate.py"
     spec = importlib.util.spec_from_file_location("hsds_generate", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NATS_DIR = REPO / "deploy" / "nats"
 NATS_SERVER = shutil.which("nats-server", path=sysconfig.get_path("scripts"))
 # The durable the notifications runtime pulls outreach commands (phone numbers) with.
@@ -921,7 +921,7 @@ async def test_services_run_the_loop_under_their_own_users(
             await system.register_partner()
             family = await system.register_family(preferred_channel="email")
             referral = await system.open_referral(family)
-            # The family answers the outreach email (as in tests/test_loop.py): the reply
+            # The family answers the outreach email (as in tests/e2e/test_loop.py): the reply
             # travels notifications -> engagement -> referrals over internal and public subjects.
             [email] = await system.eventually(
                 lambda: _value(system.inbox.to(family["email"])), what="the outreach email"
