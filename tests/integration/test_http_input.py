@@ -108,7 +108,7 @@ async def test_openapi_is_served(system: System) -> None:
     assert (await system.http.get("/docs")).status_code == 200
 
 
-# --- found by tests/integration/test_openapi_fuzz.py (schemathesis) -----------------------------------------
+# --- found by tests/integration/test_openapi_fuzz.py (schemathesis) ------------------------
 
 
 @pytest.mark.parametrize(

@@ -212,7 +212,8 @@ async def test_openapi_fuzz(settings: Settings, service: str, backend: dict[str,
     examples = EXAMPLES if not backend else max(3, EXAMPLES // 3)  # a smaller pass there
     headers = {"Authorization": f"Bearer {token(settings, 'district_admin', DISTRICT)}"}
     statuses: Counter[int] = Counter()
-    # Random family ids never arrive: do not wait for them (tests/integration/test_referrals_family_wait.py)
+    # Random family ids never arrive: do not wait for them
+    # (tests/integration/test_referrals_family_wait.py)
     settings = settings.model_copy(update={"family_wait_seconds": 0.1})
     async with deployment(settings) as urls:
         ids = await seed(urls, headers)
