@@ -879,7 +879,7 @@ async def test_services_run_the_loop_under_their_own_users(
     one permission violation on the server."""
     # Imported here so the permission tests above do not depend on the services' code.
     from conftest import System, running, token
-    from test_webhooks_service import Receiver, Route, serve
+    from support.receiver import Receiver, Route, serve
 
     from ensemble.system import build_services
     from runtime.settings import SERVICES, Settings

@@ -7,17 +7,9 @@ import sys
 from typing import Any
 
 from conftest import System
+from support.replies import family_replies_by_email
 
 from services.notifications.twilio import SIGNATURE_HEADER, compute_signature
-
-
-async def family_replies_by_email(system: System, family: dict[str, Any], text: str) -> None:
-    """The family answers the email; an inbound-mail relay posts the reply to our webhook."""
-    [email] = await system.eventually(lambda: _async(system.inbox.to(family["email"])),
-                                      what="the email")
-    reply = await system.http.post("/api/v1/email/inbound", json={
-        "to": email["Reply-To"], "from": family["email"], "text": text})
-    assert reply.status_code == 200, reply.text
 
 
 async def family_replies_by_sms(system: System, phone: str, text: str) -> None:

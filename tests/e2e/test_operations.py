@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import System
 from prometheus_client.parser import text_string_to_metric_families
-from test_loop import family_replies_by_email
+from support.replies import family_replies_by_email
 
 from ensemble.embedded import free_port
 

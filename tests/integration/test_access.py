@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import System, token
-from test_loop import family_replies_by_email
+from support.replies import family_replies_by_email
 
 ROLES = [
     ("district_admin", "d001", (), False),

@@ -13,7 +13,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1.conversion import to_dict
 from cloudevents.v1.http import from_json
 from conftest import System
-from test_private_boundary import PUBLIC_STREAMS, read_stream, reply_by_email
+from support.replies import reply_by_email
+from support.streams import PUBLIC_STREAMS, read_stream
 
 from contracts.envelope import CONTENT_TYPE, envelope_model
 from contracts.events import event_class

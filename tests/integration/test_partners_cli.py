@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 from conftest import System, token
-from test_partners_hsds import gen  # the HSDS data set generator, loaded once
+from support.hsds import gen  # the HSDS data set generator, loaded once
 from typer.testing import CliRunner
 
 from ensemble.cli import app

@@ -186,7 +186,7 @@ async def test_capacity_endpoint_and_roles(system: System) -> None:
 
 
 async def test_the_same_capacity_again_changes_and_announces_nothing(system: System) -> None:
-    from test_referrals_api import stream_messages
+    from support.streams import stream_messages
 
     partner = await system.register_partner(capacity=1)
     url = f"/api/v1/partners/services/{partner['services'][0]['id']}/capacity"

@@ -2,29 +2,15 @@
 generated county directory with known broken rows, and the HTTP endpoints end to end (zip and
 JSON, round trip, a failed file, capacity in and out)."""
 
-import importlib.util
 import io
 import json
 import zipfile
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from conftest import System, token
+from support.hsds import gen
 
 from services.partners import hsds
-
-
-def _generator() -> ModuleType:
-    path = Path(__file__).parents[1] / "data" / "hsds" / "generate.py"
-    spec = importlib.util.spec_from_file_location("hsds_generate", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _generator()
 
 
 def test_importer_loads_good_rows_and_names_every_bad_one() -> None:

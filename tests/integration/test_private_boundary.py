@@ -16,39 +16,14 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-import nats.errors
 import pytest
 from conftest import System
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel
+from support.replies import reply_by_email
+from support.streams import PUBLIC_STREAMS, read_stream
 
 from contracts.events import EVENTS, Event
-
-PUBLIC_STREAMS = ("ENSEMBLE_REFERRALS", "ENSEMBLE_PARTNERS", "ENSEMBLE_ENGAGEMENT",
-                  "ENSEMBLE_NOTIFICATIONS")
-
-
-async def read_stream(js: JetStreamContext, stream: str) -> list[Msg]:
-    """Every message in a stream, through an ephemeral pull consumer (no ack, deleted after)."""
-    expected = (await js.stream_info(stream)).state.messages
-    info = await js.add_consumer(stream, ConsumerConfig(
-        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0,
-        mem_storage=True))
-    sub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
-    messages: list[Msg] = []
-    try:
-        while len(messages) < expected:
-            try:
-                messages += await sub.fetch(min(expected - len(messages), 256), timeout=5)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
-    finally:
-        await sub.unsubscribe()
-        await js.delete_consumer(stream, info.name)
-    assert len(messages) == expected, f"{stream}: read {len(messages)} of {expected}"
-    return messages
 
 
 async def settled(system: System) -> bool:
@@ -61,18 +36,6 @@ async def settled(system: System) -> bool:
     for service in system.services.values():
         await service.runtime.relay.update_gauges()
     return True
-
-
-async def reply_by_email(system: System, address: str, text: str) -> None:
-    """The family answers the email (the loop counts a reply, not a sent message, as contact):
-    an inbound-mail relay posts it to notifications."""
-    async def arrived() -> list[Any]:
-        return system.inbox.to(address)
-
-    [email] = await system.eventually(arrived, what=f"an email to {address}")
-    reply = await system.http.post("/api/v1/email/inbound", json={
-        "to": email["Reply-To"], "from": address, "text": text})
-    assert reply.status_code == 200, reply.text
 
 
 async def reply_by_sms(system: System, phone: str, text: str) -> None:

@@ -4,12 +4,11 @@ partner answers, consent, duplicates, cancelling, reading, notes that never leav
 import uuid
 from typing import Any
 
-import nats
 import pytest
 from conftest import System
-from nats.js.errors import NotFoundError
 from sqlalchemy import select
-from test_loop import family_replies_by_email
+from support.replies import family_replies_by_email
+from support.streams import stream_messages
 
 from services.referrals.lifecycle import replay
 
@@ -265,26 +264,6 @@ async def test_notes_never_leave_the_service(system: System) -> None:
     assert any(referral["id"].encode() in m for m in on_stream)
     for blob in [*payloads, *on_stream]:
         assert secret.encode() not in blob and second.encode() not in blob
-
-
-async def stream_messages(url: str) -> list[bytes]:
-    """Every message on every stream, headers and data."""
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        out = []
-        for info in await js.streams_info():
-            if not info.state.messages:
-                continue
-            for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
-                try:
-                    msg = await js.get_msg(info.config.name, seq)
-                except NotFoundError:
-                    continue
-                out.append((msg.data or b"") + repr(msg.headers).encode())
-        return out
-    finally:
-        await nc.close()
 
 
 async def test_a_family_nobody_can_reach_is_on_the_work_list_at_once(system: System) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import nats
 from conftest import running, token
+from support.clock import FakeClock
 from support.waiting import eventually
-from test_referrals_timers import FakeClock
 
 from ensemble.system import build_services
 from runtime.districts import load_districts

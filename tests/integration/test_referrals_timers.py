@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from support.clock import FakeClock
 
 from contracts.events import (
     PartnerMatched,
@@ -48,17 +49,6 @@ from services.referrals.tables import Base, Referral, TimelineEntry
 
 DISTRICTS = load_districts(DEFAULT_DISTRICTS_FILE)
 PG_URL = os.environ.get("ENSEMBLE_TEST_POSTGRES_URL")
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def progress_steps(referral: Referral, clock: FakeClock) -> list[tuple[Any, Any]]:
