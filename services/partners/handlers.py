@@ -1,6 +1,9 @@
 """How partners follows referrals: match when consent allows, match the next partner after a
 decline, learn from acceptances, release the slot when the referral ends.
 
+What each event does to the request is lifecycle.decide's answer; a handler finds the request,
+carries the move out (frees a slot, matches) and stores it.
+
 Each event type has its own consumer, so a ReferralDeclined may be handled before the
 ReferralOpened it follows: an event about a referral partners has not heard of yet is retried
 later (RetryLater), never dropped.
