@@ -40,3 +40,15 @@ HTTP_REQUESTS = Counter(
 HTTP_SECONDS = Histogram(
     "ensemble_http_request_seconds", "HTTP request duration", ["service", "route", "method"]
 )
+REPLAYED = Counter(
+    "ensemble_consumer_replayed",
+    "Stream messages delivered again at start because the database was behind its durable "
+    "consumer (a restored backup); the inbox drops those it already had",
+    ["service", "consumer"],
+)
+RESTORE_UNEXPLAINED = Gauge(
+    "ensemble_restore_unexplained_events",
+    "Events this service published that its database no longer explains (not in its outbox): "
+    "what a restore lost; `ensemble restore-report` lists them",
+    ["service"],
+)

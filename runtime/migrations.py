@@ -141,6 +141,13 @@ def _upgrade(conn: Connection, schema: str | None, service: str, revision: str) 
     return Upgraded(service, before, after)
 
 
+async def downgrade(db: Database, service: str, revision: str) -> None:
+    """Take a service's database back to ``revision`` (tests: the schema an earlier release
+    left; deployments restore a backup instead)."""
+    async with db.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(config(service, db.schema, c), revision))
+
+
 async def migrate(settings: Settings, services: Iterable[str]) -> list[Upgraded]:
     """`ensemble migrate`: each service's database (``settings.database_url``, in its
     ``settings.database_schema``) upgraded to the code's head, one after the other."""
