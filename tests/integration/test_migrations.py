@@ -17,12 +17,16 @@ from typer.testing import CliRunner
 from ensemble.cli import app
 from runtime.db import Database
 from runtime.migrations import (
+    COMPAT_TABLE,
+    VERSION_TABLE,
     SchemaNotCurrent,
     base,
     check,
+    compatible_from,
     current,
     drift,
     head,
+    require_current,
     upgrade,
 )
 from runtime.settings import SERVICES, Settings
@@ -53,7 +57,7 @@ def shape(conn: Connection) -> dict[str, Any]:
     autogenerate compares and what it does not (check constraints, index conditions)."""
     found = inspect(conn)
     tables: dict[str, Any] = {}
-    for name in sorted(set(found.get_table_names()) - {"alembic_version"}):
+    for name in sorted(set(found.get_table_names()) - {VERSION_TABLE, COMPAT_TABLE}):
         tables[name] = {
             "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"),
                          c.get("autoincrement")) for c in found.get_columns(name)],
@@ -150,6 +154,46 @@ async def test_a_service_refuses_a_database_behind_or_ahead_of_its_code(
         assert "ahead" in lines[1] and "run the newer version" in lines[1]
     finally:
         await runtime.db.dispose()
+
+
+async def test_a_database_ahead_by_migrations_declared_compatible_serves_the_older_code(
+        db_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """Rolling upgrades: a newer release's `ensemble migrate` records the oldest revision whose
+    code its database still serves; this code starts on it, and refuses one that is not."""
+    caplog.set_level(logging.WARNING, "ensemble.migrations")
+    db = database(db_settings, "partners")
+    try:
+        await upgrade(db, "partners")
+        # 0002 only adds a table: code at 0001 runs on it, and 0002 on itself.
+        assert compatible_from("partners", "0002_consumer_positions") == "0001_baseline"
+        assert compatible_from("partners", "0001_baseline") == "0001_baseline"
+        async with db.transaction() as session:
+            assert (await session.execute(text(
+                f"SELECT revision, compatible_from FROM {COMPAT_TABLE}"))).all() == [
+                (head("partners"), "0001_baseline")]
+        # A newer release migrated it with an additive migration: this code keeps serving.
+        await newer(db, "0003_newer", compatible=head("partners"))
+        assert await check(db_settings, "partners") is None
+        await require_current(db, "partners")
+        [line] = [r.getMessage() for r in caplog.records if r.name == "ensemble.migrations"]
+        assert "ahead of this code's" in line and "declares itself compatible" in line
+        # ... with one that is compatible only with code this version does not know: refused.
+        await newer(db, "0004_newest", compatible="0003_newer")
+        problem = await check(db_settings, "partners")
+        assert problem is not None and "ahead of this code's" in problem
+        with pytest.raises(SchemaNotCurrent):
+            await require_current(db, "partners")
+    finally:
+        await db.dispose()
+
+
+async def newer(db: Database, revision: str, compatible: str) -> None:
+    """What a newer release's `ensemble migrate` leaves in the version tables."""
+    async with db.transaction() as session:
+        await session.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = :r"),
+                              {"r": revision})
+        await session.execute(text(f"UPDATE {COMPAT_TABLE} SET revision = :r, "
+                                   "compatible_from = :c"), {"r": revision, "c": compatible})
 
 
 def said(output: str) -> list[str]:
