@@ -27,12 +27,12 @@ from sqlalchemy import select
 from contracts.events import EVENTS
 from contracts.subjects import INTERNAL_ROOT, PUBLIC_ROOT
 from runtime.db import Database, utcnow
+from runtime.outbox import KEEP_SENT
 from runtime.streams import stream_for_subject
 from runtime.uow import MessagingTables
 
 log = logging.getLogger("ensemble.restore")
 
-KEEP_SENT = timedelta(days=7)
 # The relay prunes sent rows once an hour: an event this close to the edge may be gone already.
 MARGIN = timedelta(hours=2)
 FETCH = 500
