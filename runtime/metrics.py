@@ -42,8 +42,8 @@ HTTP_SECONDS = Histogram(
 )
 REPLAYED = Counter(
     "ensemble_consumer_replayed",
-    "Stream messages delivered again at start because the database was behind its durable "
-    "consumer (a restored backup); the inbox drops those it already had",
+    "Stream sequences a durable consumer went back over at start because its database was "
+    "behind it (a restored backup); the inbox drops the events it already had",
     ["service", "consumer"],
 )
 RESTORE_UNEXPLAINED = Gauge(

@@ -77,7 +77,10 @@ async def test_a_restored_database_replays_what_it_consumed_and_reports_what_it_
         log = partners.log.read_text()
         assert "partners-referrals-opened: this database applied" in log, log[-3000:]
         assert await partners.metric("ensemble_consumer_replayed_total", service="partners") > 0
-        assert await requests_known(system) == len(cases)
+        # ... each ReferralOpened once in its inbox, each referral once in its records
+        assert await count(system, "SELECT count(*) FROM inbox WHERE consumer = "
+                                   "'partners-referrals-opened'") == len(cases)
+        assert await count(system, "SELECT count(*) FROM referral_requests") == len(cases)
         assert await answers_per_referral(system) == {c.referral_id: 1 for c in cases}
 
         # What the restore lost, named exactly: in partners' log, its metric and the report.
@@ -194,18 +197,17 @@ async def answers_per_referral(system: ProcessSystem) -> dict[str, int]:
     return {referral: len(found) for referral, found in ids.items()}
 
 
-async def requests_known(system: ProcessSystem) -> int:
-    query = "SELECT count(*) FROM referral_requests"
+async def count(system: ProcessSystem, query: str) -> int:
+    """One number from partners' database."""
     if system.schema_prefix is None:
-        def count() -> int:
+        def ask() -> int:
             with sqlite3.connect(system.root / "data" / "partners.db") as conn:
                 return int(conn.execute(query).fetchone()[0])
-        return await asyncio.to_thread(count)
+        return await asyncio.to_thread(ask)
     import asyncpg
 
-    conn = await asyncpg.connect(pg_url())
+    conn = await asyncpg.connect(pg_url(), server_settings={"search_path": schema(system)})
     try:
-        return int(await conn.fetchval(query.replace("referral_requests",
-                                                     f'"{schema(system)}".referral_requests')))
+        return int(await conn.fetchval(query))
     finally:
         await conn.close()
