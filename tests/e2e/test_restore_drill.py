@@ -39,8 +39,9 @@ def backends() -> list[Any]:
 @pytest.mark.parametrize("backend", backends())
 async def test_a_restored_database_replays_what_it_consumed_and_reports_what_it_lost(
         tmp_path: Path, backend: str) -> None:
-    if backend == "postgres" and (postgres_url() is None or not shutil.which("pg_dump")):
-        pytest.skip("PostgreSQL: set ENSEMBLE_TEST_POSTGRES_URL and install pg_dump")
+    tools = ("pg_dump", "pg_restore", "psql")
+    if backend == "postgres" and (postgres_url() is None or not all(map(shutil.which, tools))):
+        pytest.skip("PostgreSQL: set ENSEMBLE_TEST_POSTGRES_URL and install postgresql-client")
     backup = tmp_path / "partners.backup"
     async with scenario(tmp_path / "run", backend=backend) as (system, ledger):
         await ledger.register_partners(capacity=200)
