@@ -31,8 +31,9 @@ import yaml
 
 from ensemble.system import build_services
 from runtime.host import Service
+from runtime.restore import published_by
 from runtime.settings import SERVICES, Settings
-from runtime.streams import STREAMS
+from runtime.streams import STREAMS, stream_for_subject
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -283,9 +284,18 @@ def publish_allowed(user: str) -> list[str]:
 
 
 def jetstream_needs(service: Service) -> set[str]:
-    """The JetStream API subjects a service's runtime uses: stream look-ups (start, readiness)
-    and, per consumer, creating, looking up, pulling from and acking its own durable."""
+    """The JetStream API subjects a service's runtime uses: stream look-ups (start, readiness);
+    per consumer, creating, looking up, pulling from and acking its own durable, and deleting
+    it to re-position it after a restore (runtime/positions.py); and on the streams it
+    publishes to, its own short-lived `<service>-restore-check` consumer (runtime/restore.py)."""
     needs = {f"$JS.API.STREAM.INFO.{spec.name}" for spec in STREAMS}
+    for subject_filter in published_by(service.name):
+        stream, check = stream_for_subject(subject_filter), f"{service.name}-restore-check"
+        needs |= {
+            f"$JS.API.CONSUMER.CREATE.{stream}.{check}.{subject_filter}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{check}",
+            f"$JS.API.CONSUMER.DELETE.{stream}.{check}",
+        }
     for consumer in service.runtime.consumers:
         stream, durable = consumer.stream, consumer.durable
         config = consumer.consumer_config()
@@ -297,6 +307,7 @@ def jetstream_needs(service: Service) -> set[str]:
             create,
             f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"$JS.API.CONSUMER.DELETE.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",
         }
     return needs

@@ -879,6 +879,7 @@ async def test_services_run_the_loop_under_their_own_users(
     one permission violation on the server."""
     # Imported here so the permission tests above do not depend on the services' code.
     from conftest import System, running, token
+    from prometheus_client import REGISTRY
     from support.receiver import Receiver, Route, serve
 
     from ensemble.system import build_services
@@ -946,6 +947,11 @@ async def test_services_run_the_loop_under_their_own_users(
                 what="the loop's public events at the webhook endpoint",
             )
             assert route.bad_signatures == 0
+            # Each service compared what it published with its outbox, under its own user.
+            for name in ("referrals", "partners", "engagement", "notifications"):
+                await system.eventually(lambda n=name: REGISTRY.get_sample_value(
+                    "ensemble_restore_unexplained_events", {"service": n}) == 0,
+                    what=f"{name}'s restore check")
         assert srv.violations() == []
 
 

@@ -17,12 +17,16 @@ from typer.testing import CliRunner
 from ensemble.cli import app
 from runtime.db import Database
 from runtime.migrations import (
+    COMPAT_TABLE,
+    VERSION_TABLE,
     SchemaNotCurrent,
     base,
     check,
+    compatible_from,
     current,
     drift,
     head,
+    require_current,
     upgrade,
 )
 from runtime.settings import SERVICES, Settings
@@ -53,7 +57,7 @@ def shape(conn: Connection) -> dict[str, Any]:
     autogenerate compares and what it does not (check constraints, index conditions)."""
     found = inspect(conn)
     tables: dict[str, Any] = {}
-    for name in sorted(set(found.get_table_names()) - {"alembic_version"}):
+    for name in sorted(set(found.get_table_names()) - {VERSION_TABLE, COMPAT_TABLE}):
         tables[name] = {
             "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"),
                          c.get("autoincrement")) for c in found.get_columns(name)],
@@ -112,6 +116,8 @@ async def test_a_database_made_before_migrations_is_adopted_as_the_baseline(
     try:
         await db.create_schema()  # what a service did at start before migrations
         async with db.transaction() as session:
+            # ... whose models had no consumer_positions yet (0002 adds it)
+            await session.execute(text("DROP TABLE consumer_positions"))
             await session.execute(text(
                 "INSERT INTO family_languages (district_id, family_id, language) "
                 "VALUES ('d001', 'f-1', 'es')"))
@@ -138,7 +144,7 @@ async def test_a_service_refuses_a_database_behind_or_ahead_of_its_code(
         assert await check(db_settings, "referrals") is None
         async with runtime.db.transaction() as session:
             await session.execute(text("UPDATE alembic_version SET version_num = '9999_newer'"))
-        with pytest.raises(SchemaNotCurrent, match=r"ahead of this code's 0001_baseline"):
+        with pytest.raises(SchemaNotCurrent, match=f"ahead of this code's {head('referrals')}"):
             await runtime.start()
         assert runtime.started is False
         # One line each time, naming what to do.
@@ -148,6 +154,46 @@ async def test_a_service_refuses_a_database_behind_or_ahead_of_its_code(
         assert "ahead" in lines[1] and "run the newer version" in lines[1]
     finally:
         await runtime.db.dispose()
+
+
+async def test_a_database_ahead_by_migrations_declared_compatible_serves_the_older_code(
+        db_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """Rolling upgrades: a newer release's `ensemble migrate` records the oldest revision whose
+    code its database still serves; this code starts on it, and refuses one that is not."""
+    caplog.set_level(logging.WARNING, "ensemble.migrations")
+    db = database(db_settings, "partners")
+    try:
+        await upgrade(db, "partners")
+        # 0002 only adds a table: code at 0001 runs on it, and 0002 on itself.
+        assert compatible_from("partners", "0002_consumer_positions") == "0001_baseline"
+        assert compatible_from("partners", "0001_baseline") == "0001_baseline"
+        async with db.transaction() as session:
+            assert (await session.execute(text(
+                f"SELECT revision, compatible_from FROM {COMPAT_TABLE}"))).all() == [
+                (head("partners"), "0001_baseline")]
+        # A newer release migrated it with an additive migration: this code keeps serving.
+        await newer(db, "0003_newer", compatible=head("partners"))
+        assert await check(db_settings, "partners") is None
+        await require_current(db, "partners")
+        [line] = [r.getMessage() for r in caplog.records if r.name == "ensemble.migrations"]
+        assert "ahead of this code's" in line and "declares itself compatible" in line
+        # ... with one that is compatible only with code this version does not know: refused.
+        await newer(db, "0004_newest", compatible="0003_newer")
+        problem = await check(db_settings, "partners")
+        assert problem is not None and "ahead of this code's" in problem
+        with pytest.raises(SchemaNotCurrent):
+            await require_current(db, "partners")
+    finally:
+        await db.dispose()
+
+
+async def newer(db: Database, revision: str, compatible: str) -> None:
+    """What a newer release's `ensemble migrate` leaves in the version tables."""
+    async with db.transaction() as session:
+        await session.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = :r"),
+                              {"r": revision})
+        await session.execute(text(f"UPDATE {COMPAT_TABLE} SET revision = :r, "
+                                   "compatible_from = :c"), {"r": revision, "c": compatible})
 
 
 def said(output: str) -> list[str]:
@@ -167,12 +213,12 @@ def test_ensemble_migrate_upgrades_each_service_and_a_service_refuses_before_it(
     assert "run `ensemble migrate webhooks` first" in refused.output
     one = runner.invoke(app, ["migrate", "referrals", "--data-dir", data])
     assert one.exit_code == 0, one.output
-    assert said(one.output) == ["referrals: at 0001_baseline (was empty)"]
+    assert said(one.output) == [f"referrals: at {head('referrals')} (was empty)"]
     every = runner.invoke(app, ["migrate", "--data-dir", data])
     assert every.exit_code == 0, every.output
     assert said(every.output) == [
-        "referrals: at 0001_baseline (already there)",
-        *(f"{name}: at 0001_baseline (was empty)" for name in SERVICES[1:])]
+        f"referrals: at {head('referrals')} (already there)",
+        *(f"{name}: at {head(name)} (was empty)" for name in SERVICES[1:])]
     unknown = runner.invoke(app, ["migrate", "referals", "--data-dir", data])
     assert unknown.exit_code == 2 and "no service 'referals'" in unknown.output
 
@@ -184,7 +230,7 @@ async def test_copies_migrating_together_take_turns(db_settings: Settings) -> No
         results = await asyncio.gather(*(upgrade(db, "engagement") for db in dbs),
                                        return_exceptions=True)
         assert [r for r in results if isinstance(r, BaseException)] == []
-        assert sorted(r.before or "" for r in results) == ["", *["0001_baseline"] * 3]
+        assert sorted(r.before or "" for r in results) == ["", *[head("engagement")] * 3]
         assert await drift(dbs[0], models("engagement")) == []
     finally:
         for db in dbs:

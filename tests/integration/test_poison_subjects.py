@@ -20,6 +20,7 @@ from support.ledger import SERVED_ENDS, consumer_states, dead_letters
 from contracts.envelope import Envelope
 from contracts.events import Event, FamilyRegistered, ReferralOpened
 from runtime.consumer import EventConsumer
+from runtime.positions import recorded, replay_from
 
 STRANGER = "d999"  # a district no service knows
 
@@ -151,3 +152,15 @@ async def test_poison_on_every_consumed_subject_is_parked_and_the_loop_goes_on(
         return all(not s.pending and not s.ack_pending for s in await consumer_states(url))
 
     await system.eventually(drained, timeout=30, what="every consumer drained")
+
+    # Every consumer recorded where it stands, parked poison included: a restart (or a restore
+    # of this moment's backup) replays nothing.
+    for service in system.services.values():
+        rt = service.runtime
+        async with rt.unit_of_work() as uow:
+            for consumer in rt.consumers:
+                info = await rt.jetstream.consumer_info(consumer.stream, consumer.durable)
+                position = await recorded(uow.session, rt.tables.positions, consumer.durable)
+                floor = info.ack_floor.stream_seq if info.ack_floor else 0
+                assert position is not None and floor > 0, consumer.durable
+                assert replay_from(position, floor) is None, (consumer.durable, position, floor)

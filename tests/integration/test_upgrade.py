@@ -4,10 +4,15 @@ partners, a message in flight, pending timers); the system stops, `ensemble migr
 to head, and the loop goes on: nothing the databases held is lost, the message in flight is sent
 once, every pending timer fires once, every open referral can still be closed.
 
-Today head is the baseline, so the loop that fills it is this code and the upgrade has nothing
-to do. A migration after the baseline fills at its down-revision with the release before it
-(ENSEMBLE_TEST_SOURCE, as tests/support/processes.py runs services from another checkout) and
-adds its own data-carrying case here; the first assertion says so when one lands."""
+The databases are filled by this code at head and then taken down to the baseline: every
+migration after the baseline is additive (`compatible_from`, docs/operations.md) and the
+earlier release never wrote what they add, so that is the database the release before would
+have left. A migration that is not additive fills at its down-revision with the release before
+it instead (ENSEMBLE_TEST_SOURCE, as tests/support/processes.py runs services from another
+checkout). Each migration adds its own data-carrying case here:
+- 0002_consumer_positions: the upgraded databases have no positions; at start every consumer
+  adopts its durable's ack floor and replays nothing (no timer fires twice, nobody hears
+  twice)."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -21,8 +26,9 @@ from sqlalchemy import MetaData, select, text, update
 from ensemble.embedded import DevSmsServer
 from ensemble.system import build_services
 from runtime.db import Database, utcnow
-from runtime.migrations import base, current, head, migrate, upgrade
+from runtime.migrations import base, current, downgrade, head, migrate, upgrade
 from runtime.settings import SERVICES, Settings
+from runtime.uow import messaging_tables
 
 D = {"district_id": "d001"}
 
@@ -56,7 +62,7 @@ async def contents(db: Database) -> dict[str, list[str]]:
         await conn.run_sync(lambda c: metadata.reflect(c))
         found = {}
         for name, table in metadata.tables.items():
-            if name != "alembic_version":
+            if not name.startswith("alembic_version"):  # the version tables
                 rows = (await conn.execute(select(table))).all()
                 found[name] = sorted(repr(tuple(row)) for row in rows)
         return found
@@ -82,17 +88,17 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    assert all(base(s) == head(s) for s in SERVICES), (
-        "a migration after the baseline: fill at its down-revision with the release before "
-        "it, and add its data-carrying case to this test")
+    assert all(head(s) == "0002_consumer_positions" for s in SERVICES), (
+        "a migration after 0002: add its data-carrying case to this test (and fill with the "
+        "release before it if it is not additive)")
     settings = settings.model_copy(update={"follow_up_scan_seconds": 0.2})
     inbox = smtp[0]
     dbs = databases(settings)
     try:
         for name, db in dbs.items():
-            await upgrade(db, name, base(name))
+            await upgrade(db, name)
 
-        # 1. The loop fills every database at the baseline.
+        # 1. The loop fills every database (at the baseline: see the docstring).
         async with serving(settings, smtp, migrate=False) as system:
             partner = await system.register_partner(capacity=20)
             families = [await system.register_family() for _ in range(7)]
@@ -123,6 +129,9 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
             for state in ("accepted", "in_service", "closed", "cancelled"):
                 await system.wait_status(rid[state], state)
         assert inbox.to(families[6]["email"]) == []
+        for name, db in dbs.items():
+            await downgrade(db, name, base(name))
+            assert await current(db) == base(name)
 
         # While the system is down for the upgrade, time passes: the open referrals' timers
         # come due.
@@ -142,11 +151,16 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         assert [d.after for d in done] == [head(s) for s in SERVICES]
         for name, db in dbs.items():
             assert await current(db) == head(name)
-            assert await contents(db) == held[name], name
+            now = await contents(db)
+            assert now.pop("consumer_positions") == [], name  # 0002: none recorded yet
+            assert now == held[name], name
 
         # 3. The loop goes on.
         inbox.refuse = None
         async with serving(settings, smtp, migrate=False) as system:
+            # 0002: every consumer adopted its durable's ack floor; nothing was replayed.
+            for service in system.services.values():
+                await adopted(service)
             await replies(system, families[6])  # sent at last, after the upgrade
             await system.wait_status(rid["in_flight"], "family_contacted", timeout=30)
 
@@ -178,3 +192,17 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
     finally:
         for db in dbs.values():
             await db.dispose()
+
+
+async def adopted(service: Any) -> None:
+    """Each consumer of the service recorded its durable's ack floor at start."""
+    runtime = service.runtime
+    positions = messaging_tables(runtime.db.metadata).positions
+    async with runtime.db.transaction() as session:
+        recorded = dict((await session.execute(
+            select(positions.c.consumer, positions.c.stream_seq))).all())
+    for consumer in runtime.consumers:
+        info = await runtime.jetstream.consumer_info(consumer.stream, consumer.durable)
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        assert recorded.get(consumer.durable, -1) >= floor, (consumer.durable, recorded, floor)
+        assert str(info.config.deliver_policy) in ("all", "DeliverPolicy.ALL"), consumer.durable
