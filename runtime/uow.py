@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from sqlalchemy import (
     BigInteger,
@@ -131,6 +131,16 @@ class UnitOfWork:
         )
         self.emitted.append(envelope)
         return envelope
+
+    def new_id(self, kind: str) -> str:
+        """An id for a row this transaction creates. Derived like an emitted event's id while a
+        consumer applies its cause, so a replay after a restore makes the same row (and the
+        events about it keep their ids downstream); random outside a consumer."""
+        if self.consumer is None or self.cause is None:
+            return str(uuid4())
+        key = f"{self.consumer}/{self.cause.id}/row:{kind}"
+        self._derived[key] += 1
+        return str(uuid5(NAMESPACE_URL, f"ensemble:{key}/{self._derived[key]}"))
 
     def _derived_id(self, event: Event) -> str | None:
         """The id of the n-th event of this type emitted while a consumer applies its cause:

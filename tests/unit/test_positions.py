@@ -65,3 +65,19 @@ def test_events_emitted_while_applying_a_cause_have_the_same_ids_when_it_is_appl
     assert set(emitted_ids(cause, "partners-referrals-declined", [3])).isdisjoint(first)
     # Outside a consumer (an HTTP command, a timer) every event gets a new id.
     assert set(emitted_ids(cause, None, [3])).isdisjoint(emitted_ids(cause, None, [3]))
+
+
+def test_rows_created_while_applying_a_cause_get_the_same_ids_when_it_is_applied_again() -> None:
+    cause = Envelope.wrap(changed(1), source="/tests/upstream", district="d001", school=None,
+                          subject=None)
+
+    def ids(consumer: str | None) -> list[str]:
+        uow = UnitOfWork(session=None, source="/ensemble/engagement",  # type: ignore[arg-type]
+                         cause=cause, consumer=consumer)
+        return [uow.new_id("outreach"), uow.new_id("outreach"), uow.new_id("invitation")]
+
+    first = ids("engagement-partner-matched")
+    assert len(set(first)) == 3
+    assert ids("engagement-partner-matched") == first  # a replay makes the same outreach
+    assert set(ids("engagement-other")).isdisjoint(first)
+    assert set(ids(None)).isdisjoint(ids(None))  # an HTTP command: random every time
