@@ -40,3 +40,8 @@ HTTP_REQUESTS = Counter(
 HTTP_SECONDS = Histogram(
     "ensemble_http_request_seconds", "HTTP request duration", ["service", "route", "method"]
 )
+RETENTION_REMOVED = Counter(
+    "ensemble_retention_removed",
+    "Records removed (or their personal fields blanked) by a daily retention job, by kind",
+    ["job", "kind"],
+)

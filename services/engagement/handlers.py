@@ -68,8 +68,8 @@ async def on_notification_failed(uow: UnitOfWork, env: Envelope, ev: Notificatio
 async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
                             deps: EngagementDeps) -> None:
     family = await uow.session.get(Family, ev.family_id)
-    if family is None or family.district_id != env.districtid:
-        return
+    if family is None or family.district_id != env.districtid or family.erased_at is not None:
+        return  # an erased family's late answer is not kept
     # A text names no message: find the outreach it answers (or hold it for a person).
     if ev.channel == Channel.sms and await attribute_text(uow, family, ev, env.id):
         return
