@@ -138,7 +138,7 @@ async def test_a_service_refuses_a_database_behind_or_ahead_of_its_code(
         assert await check(db_settings, "referrals") is None
         async with runtime.db.transaction() as session:
             await session.execute(text("UPDATE alembic_version SET version_num = '9999_newer'"))
-        with pytest.raises(SchemaNotCurrent, match=r"ahead of this code's 0001_baseline"):
+        with pytest.raises(SchemaNotCurrent, match=f"ahead of this code's {head('referrals')}"):
             await runtime.start()
         assert runtime.started is False
         # One line each time, naming what to do.
@@ -167,12 +167,12 @@ def test_ensemble_migrate_upgrades_each_service_and_a_service_refuses_before_it(
     assert "run `ensemble migrate webhooks` first" in refused.output
     one = runner.invoke(app, ["migrate", "referrals", "--data-dir", data])
     assert one.exit_code == 0, one.output
-    assert said(one.output) == ["referrals: at 0001_baseline (was empty)"]
+    assert said(one.output) == [f"referrals: at {head('referrals')} (was empty)"]
     every = runner.invoke(app, ["migrate", "--data-dir", data])
     assert every.exit_code == 0, every.output
     assert said(every.output) == [
-        "referrals: at 0001_baseline (already there)",
-        *(f"{name}: at 0001_baseline (was empty)" for name in SERVICES[1:])]
+        f"referrals: at {head('referrals')} (already there)",
+        *(f"{name}: at {head(name)} (was empty)" for name in SERVICES[1:])]
     unknown = runner.invoke(app, ["migrate", "referals", "--data-dir", data])
     assert unknown.exit_code == 2 and "no service 'referals'" in unknown.output
 
@@ -184,7 +184,7 @@ async def test_copies_migrating_together_take_turns(db_settings: Settings) -> No
         results = await asyncio.gather(*(upgrade(db, "engagement") for db in dbs),
                                        return_exceptions=True)
         assert [r for r in results if isinstance(r, BaseException)] == []
-        assert sorted(r.before or "" for r in results) == ["", *["0001_baseline"] * 3]
+        assert sorted(r.before or "" for r in results) == ["", *[head("engagement")] * 3]
         assert await drift(dbs[0], models("engagement")) == []
     finally:
         for db in dbs:
