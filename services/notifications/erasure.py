@@ -20,6 +20,7 @@ from services.notifications.deps import NotificationsDeps
 from services.notifications.tables import ErasedFamily, Message, OptOut
 
 FINISHED = ("sent", "delivered", "failed")
+GIVEN_UP = "family erased"  # the last_error of a message erased before it was sent
 
 
 async def on_family_erased(uow: UnitOfWork, env: Envelope, ev: FamilyErased,
@@ -34,10 +35,11 @@ async def on_family_erased(uow: UnitOfWork, env: Envelope, ev: FamilyErased,
         (Channel.email.value, m.email) for m in messages if m.email}
     for message in messages:
         message.phone = message.email = None
-        message.family_name, message.variables, message.last_error = "", {}, None
+        message.family_name, message.variables = "", {}
+        if message.last_error != GIVEN_UP:
+            message.last_error = None
         if message.status in ("queued", "sending"):
-            message.status, message.held_reason = "failed", None
-            message.last_error = "family erased"
+            message.status, message.held_reason, message.last_error = "failed", None, GIVEN_UP
     for channel, address in sorted(addresses):
         column = Message.phone if channel == Channel.sms.value else Message.email
         shared = await uow.session.scalar(select(Message.id).where(
