@@ -1,20 +1,24 @@
 """Erasing a family (a district admin's request) and the daily retention of replies.
 
 Engagement is where a family's name, phone and email are kept. Erasing blanks them, the
-contact log's notes, the outreach's message variables and any held reply the family may have
-sent; the rows stay with their ids so counts and referrals still add up, and the family keeps
-when and by whom it was erased (the audit of the erasure). ``FamilyErased`` (internal, ids
-only) tells notifications and referrals to erase what they hold."""
+contact log's notes, the outreach's message variables, any held reply the family may have
+sent and the contact details in the outreach requests already published (the outbox keeps
+them a while); the rows stay with their ids so counts and referrals still add up, and the
+family keeps when and by whom it was erased (the audit of the erasure). ``FamilyErased``
+(internal, ids only) tells notifications and referrals to erase what they hold."""
 
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from contracts.events import FamilyErased
+from contracts.events import BulkOutreachRequested, FamilyErased, OutreachRequested
 from runtime.districts import Districts
-from runtime.uow import UnitOfWork
+from runtime.erasure import scrub_sent
+from runtime.uow import UnitOfWork, messaging_tables
 from services.engagement.contacts import OPEN, mark_unreachable
-from services.engagement.tables import ContactLogEntry, Family, Outreach, UnassignedReply
+from services.engagement.tables import Base, ContactLogEntry, Family, Outreach, UnassignedReply
 
 ERASED_NAME = ""
 
@@ -36,6 +40,9 @@ async def erase_family(uow: UnitOfWork, family: Family, by: str, now: datetime) 
         if row.status in OPEN:  # nobody can be reached at blanked details any more
             mark_unreachable(uow, row, now)
     await _erase_held_replies(uow, family.district_id, {row.id for row in outreach})
+    await scrub_sent(uow, messaging_tables(Base.metadata).outbox,
+                     [OutreachRequested.ce_type(), BulkOutreachRequested.ce_type()],
+                     partial(_scrubbed, family.id))
     uow.emit(FamilyErased(family_id=family.id, erased_by=family.erased_by or by,
                           erased_at=family.erased_at or now),
              district=family.district_id, school=family.school_id, subject=family.id)
@@ -51,6 +58,21 @@ async def _erase_held_replies(uow: UnitOfWork, district_id: str, outreach_ids: s
     for reply in replies:
         if reply.outreach_id in outreach_ids or outreach_ids.intersection(reply.candidates):
             reply.text = ""
+
+
+BLANK = {"email": None, "phone": None, "family_name": "", "variables": {}}
+
+
+def _scrubbed(family_id: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """An outreach request's data without the family's contact details (None: not its)."""
+    if data.get("family_id") == family_id:
+        return data | BLANK
+    recipients = data.get("recipients")
+    if isinstance(recipients, list) and any(
+            isinstance(r, dict) and r.get("family_id") == family_id for r in recipients):
+        return data | {"recipients": [r | BLANK if r.get("family_id") == family_id else r
+                                      for r in recipients]}
+    return None
 
 
 async def expire_replies(uow: UnitOfWork, districts: Districts, now: datetime) -> dict[str, int]:

@@ -4,20 +4,22 @@ messages.
 A message keeps its ids, kind, channel, status and times (for counts and the delivery
 reports that may still come); its address, the family's name, the template variables and the
 provider's error text (which may quote the address) are blanked. A message still waiting to be
-sent is given up. An opt-out at an address only this family was written at goes too: nothing
-is sent there any more, and an opt-out is the address itself."""
+sent is given up, and the family's replies already published (the outbox keeps them a while)
+lose their text and number. An opt-out at an address only this family was written at goes
+too: nothing is sent there any more, and an opt-out is the address itself."""
 
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
 from contracts.envelope import Envelope
-from contracts.events import FamilyErased
+from contracts.events import FamilyErased, FamilyReplied
 from contracts.taxonomy import Channel
 from runtime.districts import Districts
-from runtime.uow import UnitOfWork
+from runtime.erasure import scrub_sent
+from runtime.uow import UnitOfWork, messaging_tables
 from services.notifications.deps import NotificationsDeps
-from services.notifications.tables import ErasedFamily, Message, OptOut
+from services.notifications.tables import Base, ErasedFamily, Message, OptOut
 
 FINISHED = ("sent", "delivered", "failed")
 GIVEN_UP = "family erased"  # the last_error of a message erased before it was sent
@@ -40,6 +42,9 @@ async def on_family_erased(uow: UnitOfWork, env: Envelope, ev: FamilyErased,
             message.last_error = None
         if message.status in ("queued", "sending"):
             message.status, message.held_reason, message.last_error = "failed", None, GIVEN_UP
+    await scrub_sent(uow, messaging_tables(Base.metadata).outbox, [FamilyReplied.ce_type()],
+                     lambda data: data | {"text": "", "phone": None}
+                     if data.get("family_id") == ev.family_id else None)
     for channel, address in sorted(addresses):
         column = Message.phone if channel == Channel.sms.value else Message.email
         shared = await uow.session.scalar(select(Message.id).where(

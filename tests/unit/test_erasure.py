@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, func, select
+from sqlalchemy import MetaData, func, select, update
 from support.uow import HandlerBench
 
 from contracts.events import (
@@ -132,6 +132,27 @@ async def test_erasing_a_family_blanks_what_engagement_holds_and_tells_the_other
                       "o3": ("awaiting_reply", {"partner_name": "Smile Bright"}, "1")}
     texts = {r.id: r.text for r in await rows(engagement_bench, et.UnassignedReply)}
     assert texts == {"h1": "", "h2": "Ana asks"}  # h1 may have been the erased family's
+
+
+async def test_erasing_a_family_scrubs_the_outreach_requests_its_outbox_already_sent(
+        engagement_bench: HandlerBench) -> None:
+    outbox = engagement_bench.metadata.tables["outbox"]
+    async with engagement_bench.unit_of_work() as uow:
+        uow.session.add(family())
+        uow.emit(requested("o1"), district="d001")
+        uow.emit(BulkOutreachRequested(batch_id="ann-1", kind="announcement", recipients=[
+            BulkRecipient(family_id="fam-1", school_id="lincoln-es", language="es",
+                          channels=[Channel.sms], phone=PHONE, family_name=NAME),
+            BulkRecipient(family_id="fam-2", school_id="lincoln-es", language="en",
+                          channels=[Channel.email], email="ruiz@example.org",
+                          family_name="Ana Ruiz")]), district="d001")
+    async with engagement_bench.unit_of_work() as uow:
+        await uow.session.execute(update(outbox).values(sent_at=NOW))
+        await erase_family(uow, await uow.session.get(et.Family, "fam-1"), "admin-1", NOW)
+    async with engagement_bench.db.transaction() as session:
+        payloads = b"".join((await session.scalars(select(outbox.c.payload))).all()).decode()
+    assert NAME not in payloads and PHONE not in payloads and EMAIL not in payloads
+    assert "Ana Ruiz" in payloads and "ruiz@example.org" in payloads  # another family's
 
 
 async def test_erasing_again_keeps_the_first_erasure_and_tells_the_others_again(
