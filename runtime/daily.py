@@ -76,6 +76,7 @@ class DailyJob:
     period: timedelta = timedelta(days=1)
     check_seconds: float = 600
     holder: str = field(default_factory=socket.gethostname)
+    service: str = ""  # the metric's label
     runs: int = 0  # rounds in which this copy ran the job (tests)
     worker: Periodic = field(init=False)
 
@@ -91,7 +92,7 @@ class DailyJob:
             counts = await self.work(uow, now)
         self.runs += 1
         for kind, n in counts.items():
-            RETENTION_REMOVED.labels(self.name, kind).inc(n)
+            RETENTION_REMOVED.labels(self.service or self.name, kind).inc(n)
         log.info("%s ran: %s", self.name,
                  ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "nothing due")
         return False
@@ -103,6 +104,6 @@ class DailyJob:
 def retention_job(rt: "ServiceRuntime", table: Table, work: Work, clock: Clock) -> DailyJob:
     """A service's daily retention job, run in the background for the service's lifetime."""
     job = DailyJob(f"{rt.name} retention", rt.unit_of_work, table, work, clock,
-                   check_seconds=rt.settings.retention_check_seconds)
+                   check_seconds=rt.settings.retention_check_seconds, service=rt.name)
     rt.run_in_background(job.run)
     return job

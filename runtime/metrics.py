@@ -43,5 +43,5 @@ HTTP_SECONDS = Histogram(
 RETENTION_REMOVED = Counter(
     "ensemble_retention_removed",
     "Records removed (or their personal fields blanked) by a daily retention job, by kind",
-    ["job", "kind"],
+    ["service", "kind"],
 )

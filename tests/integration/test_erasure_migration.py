@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 from conftest import Inbox, running, token
-from support.waiting import eventually
 from sqlalchemy import MetaData, Table, insert, select
+from support.waiting import eventually
 
 from ensemble.system import build_services
 from runtime.db import Database, utcnow

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from conftest import System, token
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from runtime.daily import DailyJob
@@ -154,6 +155,11 @@ async def test_retention_deletes_only_what_is_past_its_period(system: System) ->
     district.retention = Retention(closed_referrals_days=30, audit_days=30, messages_days=30,
                                    replies_days=30)
 
+    def removed(service: str, kind: str) -> float:
+        labels = {"service": service, "kind": kind}
+        return REGISTRY.get_sample_value("ensemble_retention_removed_total", labels) or 0.0
+
+    counted = removed("referrals", "closed_referrals")
     # Each service's job ran at start (nothing configured then) and is due again tomorrow.
     tomorrow = utcnow() + timedelta(days=1, minutes=1)
     for name in ("referrals", "notifications", "engagement"):
@@ -164,6 +170,7 @@ async def test_retention_deletes_only_what_is_past_its_period(system: System) ->
         await job.round()  # not due again until the day after
         assert job.runs == 2, name
 
+    assert removed("referrals", "closed_referrals") == counted + 1
     gone = await system.http.get(f"/api/v1/referrals/{old}", params={"district_id": "d001"})
     assert gone.status_code == 404
     assert (await system.referral(kept))["status"] == "closed"
