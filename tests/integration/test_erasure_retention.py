@@ -103,9 +103,15 @@ async def test_an_erased_family_is_gone_from_every_services_tables(system: Syste
         await system.eventually(gone, 30, "the family erased everywhere")
     except AssertionError:
         raise AssertionError(f"still stored: {left}") from None
+    # An answer to an old email after the erasure is not kept either.
+    [email_sent, *_] = system.inbox.to(email)
+    late = await system.http.post("/api/v1/email/inbound", json={
+        "to": email_sent["Reply-To"], "from": email, "text": f"late answer {tag}"})
+    assert late.status_code == 200 and late.json() == {"result": "erased"}, late.text
     # The other family is untouched, and its referral goes on.
     await system.wait_status(other_referral["id"], "matched", timeout=30)
-    assert other["name"].lower() in await stored_text(system)
+    stored = await stored_text(system)
+    assert other["name"].lower() in stored and f"late answer {tag}" not in stored
 
     # The referrals keep their ids; the audit says who erased the family; one still closes.
     async def audited() -> list[dict[str, Any]] | None:
