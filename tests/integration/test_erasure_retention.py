@@ -126,6 +126,8 @@ async def test_an_erased_family_is_gone_from_every_services_tables(system: Syste
                                     json={"district_id": "d001", "outcome": "unmet_no_partner"})
     assert closed.status_code == 200, closed.text
     await system.wait_status(unserved["id"], "closed")
+    refilled = await system.http.patch(url, json={"district_id": "d001", "phone": phone})
+    assert refilled.status_code == 409, refilled.text  # not brought back by an update
     again = await system.http.delete(url, params={"district_id": "d001"})
     assert again.status_code == 200 and again.json()["erased_at"] == view["erased_at"]
 
