@@ -27,7 +27,6 @@ from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
 from services.engagement.contacts import REACHED, log_contact, mark_unreachable
-from services.engagement.erasure import erase_family
 from services.engagement.tables import ContactLogEntry, Family, Outreach, Student
 
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -245,17 +244,6 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
                 raise field_error("preferred_channel", "sms needs a phone")
             if family.preferred_channel == Channel.email and not family.email:
                 raise field_error("preferred_channel", "email needs an email")
-        return _family_view(family)
-
-    @router.delete("/families/{family_id}", response_model=FamilyView)
-    async def erase(family_id: str, district_id: Token, request: Request) -> FamilyView:
-        """District admins only: erase the family's personal data here and, through the
-        internal FamilyErased event, in every service that holds it (docs/privacy.md). The
-        record stays with its ids, blanked, with who erased it and when; erasing again is
-        harmless."""
-        async with rt.unit_of_work() as uow:
-            family = await _family(uow, district_id, family_id)
-            await erase_family(uow, family, caller(request, "district_admin"), utcnow())
         return _family_view(family)
 
     @router.post("/families/{family_id}/students", status_code=201, response_model=StudentView)
