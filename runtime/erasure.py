@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select, text, update
 
 from runtime.uow import UnitOfWork
 
@@ -34,3 +34,19 @@ async def scrub_sent(uow: UnitOfWork, outbox: Table, ce_types: Iterable[str],
             payload=json.dumps(document, separators=(",", ":")).encode()))
         changed += 1
     return changed
+
+
+ERASURE_LOCK = "ensemble-erasure"
+
+
+async def erasure_barrier(uow: UnitOfWork, *, exclusive: bool = False) -> None:
+    """Keep an erasure and a transaction that copies a family's details (an outreach request,
+    a reply's text) from interleaving: an erasure takes this lock exclusively before it reads,
+    those transactions take it shared before they read a family, so each sees the other
+    committed or not started (PostgreSQL's transaction-level advisory lock; shared holders do
+    not wait for each other). SQLite runs one writing transaction at a time: nothing to do."""
+    session = uow.session
+    if session.bind.dialect.name != "postgresql":
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await session.execute(text(f"SELECT {function}(hashtext(:key))"), {"key": ERASURE_LOCK})

@@ -3,6 +3,7 @@ in services/referrals/api.py."""
 
 from fastapi import APIRouter, Request
 
+from runtime.erasure import erasure_barrier
 from runtime.errors import NotFound
 from services.engagement.api import FamilyView, Token, caller
 from services.engagement.deps import Wired
@@ -18,6 +19,7 @@ async def erase(deps: Wired, family_id: str, district_id: Token, request: Reques
     every service that holds it (docs/privacy.md). The record stays with its ids, blanked,
     with who erased it and when; erasing again is harmless."""
     async with deps.unit_of_work() as uow:
+        await erasure_barrier(uow, exclusive=True)
         family = await uow.session.get(Family, family_id)
         if family is None or family.district_id != district_id:
             raise NotFound(f"family {family_id} not found")

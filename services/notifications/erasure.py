@@ -16,7 +16,7 @@ from contracts.envelope import Envelope
 from contracts.events import FamilyErased, FamilyReplied
 from contracts.taxonomy import Channel
 from runtime.districts import Districts
-from runtime.erasure import scrub_sent
+from runtime.erasure import erasure_barrier, scrub_sent
 from runtime.uow import UnitOfWork, messaging_tables
 from services.notifications.deps import NotificationsDeps
 from services.notifications.tables import Base, ErasedFamily, Message, OptOut
@@ -27,6 +27,7 @@ GIVEN_UP = "family erased"  # the last_error of a message erased before it was s
 
 async def on_family_erased(uow: UnitOfWork, env: Envelope, ev: FamilyErased,
                            deps: NotificationsDeps) -> None:
+    await erasure_barrier(uow, exclusive=True)  # requests for the family commit first, or wait
     if await uow.session.get(ErasedFamily, (env.districtid, ev.family_id)) is None:
         uow.session.add(ErasedFamily(district_id=env.districtid, family_id=ev.family_id,
                                      erased_at=ev.erased_at))

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select
 
 from contracts.envelope import Envelope
 from contracts.events import BulkOutreachRequested, FamilyErased, OutreachRequested
+from runtime.erasure import erasure_barrier
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.erasure import is_erased, on_family_erased
@@ -41,6 +42,7 @@ def new_message(holds: Holding, now: datetime, **fields: Any) -> dict[str, Any]:
 
 async def on_outreach_requested(uow: UnitOfWork, env: Envelope, ev: OutreachRequested,
                                 deps: NotificationsDeps) -> None:
+    await erasure_barrier(uow)  # an erasure in progress commits first, or waits for this
     key = outreach_key(ev.outreach_id, ev.attempt)
     if await uow.session.scalar(select(Message.id).where(Message.idempotency_key == key)):
         return
@@ -59,6 +61,7 @@ async def on_outreach_requested(uow: UnitOfWork, env: Envelope, ev: OutreachRequ
 
 async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
                   deps: NotificationsDeps) -> None:
+    await erasure_barrier(uow)
     # One message per family of the batch, even if a family is listed twice.
     recipients = list({r.family_id: r for r in ev.recipients}.values())
     keys = {r.family_id: f"{ev.batch_id}:{r.family_id}" for r in recipients}

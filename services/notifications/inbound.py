@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from contracts.events import FamilyOptedIn, FamilyReplied
 from contracts.taxonomy import Channel
+from runtime.erasure import erasure_barrier
 from runtime.outbox import UnitOfWork
 from services.notifications.delivery import apply_status, emit_about, lock_provider_ids
 from services.notifications.dispatch import Dispatcher
@@ -98,6 +99,7 @@ async def inbound_email(uow: UnitOfWork, to: str, sender: str, text: str, now: d
     match = REPLY_ADDRESS.search(to)
     if not match:
         return "unknown_address"
+    await erasure_barrier(uow)  # an erasure in progress commits first, or waits for this
     message = await uow.session.get(Message, match[1])
     if message is None or not _same(message.token, match[2].lower()):
         return "bad_token"

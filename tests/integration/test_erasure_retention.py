@@ -10,16 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import System, token
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
+from support.uow import HandlerBench
 
+from contracts.events import FamilyErased, OutreachRequested
+from contracts.taxonomy import Channel
 from runtime.daily import DailyJob
 from runtime.db import utcnow
 from runtime.districts import Retention
 from runtime.settings import Settings
 from runtime.uow import UnitOfWork
 from services.engagement.tables import ContactLogEntry
+from services.notifications.erasure import on_family_erased
+from services.notifications.handlers import on_outreach_requested
+from services.notifications.service import build as build_notifications
 from services.notifications.tables import Message
 from services.referrals.audit import AuditEntry
 from services.referrals.service import build as build_referrals
@@ -240,3 +247,47 @@ async def test_a_coordinator_cannot_erase_and_an_unknown_family_is_404(system: S
     detail = await system.http.get(f"/api/v1/families/{family['id']}",
                                    params={"district_id": "d001"})
     assert detail.json()["name"] == family["name"]
+
+
+async def test_an_erasure_waits_for_a_request_that_copies_the_familys_details(
+        tmp_path: Path, backend: dict[str, str]) -> None:
+    """PostgreSQL lets transactions interleave: an erasure applied while an outreach request
+    for the family is being stored waits for it (runtime.erasure.erasure_barrier), then erases
+    what it stored. (SQLite runs one writing transaction at a time: nothing can interleave.)"""
+    if not backend:
+        pytest.skip("SQLite runs one writing transaction at a time")
+    settings = Settings(data_dir=tmp_path / "data", **backend)
+    service = build_notifications(settings)
+    rt, deps = service.runtime, service.deps
+    await rt.migrate()
+    request = OutreachRequested(
+        outreach_id="o1", family_id="fam-1", kind="partner_matched", language="en",
+        channels=[Channel.email], email="zq@example.org", family_name="Zebulon",
+        school_id="lincoln-es")
+    stored, release = asyncio.Event(), asyncio.Event()
+
+    async def store_request() -> None:
+        async with rt.unit_of_work() as uow:
+            await on_outreach_requested(uow, HandlerBench.envelope(request), request, deps)
+            await uow.session.flush()
+            stored.set()
+            await release.wait()  # still uncommitted while the erasure comes
+
+    async def erase() -> None:
+        async with rt.unit_of_work() as uow:
+            event = FamilyErased(family_id="fam-1", erased_by="admin", erased_at=utcnow())
+            await on_family_erased(uow, HandlerBench.envelope(event), event, deps)
+
+    try:
+        storing = asyncio.create_task(store_request())
+        await stored.wait()
+        erasing = asyncio.create_task(erase())
+        await asyncio.sleep(0.5)
+        assert not erasing.done()  # it waits for the request to commit
+        release.set()
+        await asyncio.wait_for(asyncio.gather(storing, erasing), 30)
+        async with rt.unit_of_work() as uow:
+            [message] = (await uow.session.scalars(select(Message))).all()
+        assert (message.email, message.family_name, message.status) == (None, "", "failed")
+    finally:
+        await rt.db.dispose()
