@@ -180,10 +180,11 @@ async def test_retention_deletes_only_what_is_past_its_period(system: System) ->
     for name in ("referrals", "notifications", "engagement"):
         job: DailyJob = system.services[name].retention  # type: ignore[attr-defined]
         job.clock = lambda: tomorrow
+        runs = job.runs
         await job.round()
-        assert job.runs == 2, name
+        assert job.runs == runs + 1, name
         await job.round()  # not due again until the day after
-        assert job.runs == 2, name
+        assert job.runs == runs + 1, name
 
     assert removed("referrals", "closed_referrals") == counted + 1
     gone = await system.http.get(f"/api/v1/referrals/{old}", params={"district_id": "d001"})
