@@ -17,6 +17,7 @@ from contracts.events import (
     FamilyReplied,
     FamilyUnreachable,
     OutreachRequested,
+    PartnerMatched,
 )
 from contracts.taxonomy import Channel, Consent, Need, Urgency
 from runtime.daily import claim, job_runs_table
@@ -181,6 +182,22 @@ async def test_an_erased_familys_late_reply_is_not_kept(
     assert await engagement_bench.handle(engagement.on_family_replied, reply, deps) == []
     assert await rows(engagement_bench, et.ContactLogEntry) == []
     assert await rows(engagement_bench, et.UnassignedReply) == []
+
+
+async def test_a_match_for_an_erased_family_sends_nothing_and_says_unreachable(
+        engagement_bench: HandlerBench) -> None:
+    async with engagement_bench.unit_of_work() as uow:
+        uow.session.add(family())
+    async with engagement_bench.unit_of_work() as uow:
+        await erase_family(uow, await uow.session.get(et.Family, "fam-1"), "admin-1", NOW)
+    deps = EngagementDeps(load_districts(Settings().districts_file), EngagementConfig(),
+                          clock=lambda: NOW)
+    matched = PartnerMatched(referral_id="ref-9", family_id="fam-1", partner_id="p1",
+                             service_id="p1-dental", partner_name="Smile Bright",
+                             need=Need.dental, urgency=Urgency.routine, score=0.9,
+                             reasons=["serves lincoln-es"], attempt=1)
+    emitted = await engagement_bench.handle(engagement.on_partner_matched, matched, deps)
+    assert [type(e) for e in emitted] == [FamilyUnreachable]
 
 
 async def test_reply_retention_deletes_held_replies_and_blanks_reply_notes_past_the_period(
