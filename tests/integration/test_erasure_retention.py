@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import System, token
 from prometheus_client import REGISTRY
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from support.uow import HandlerBench
 
 from contracts.events import FamilyErased, OutreachRequested
@@ -137,6 +137,20 @@ async def test_an_erased_family_is_gone_from_every_services_tables(system: Syste
     assert refilled.status_code == 409, refilled.text  # not brought back by an update
     again = await system.http.delete(url, params={"district_id": "d001"})
     assert again.status_code == 200 and again.json()["erased_at"] == view["erased_at"]
+    # Both erasures applied by referrals; its audit says it once.
+    referrals = system.services["referrals"].runtime
+    inbox = referrals.tables.inbox
+
+    async def both_applied() -> bool:
+        async with referrals.unit_of_work() as uow:
+            applied = await uow.session.scalar(select(func.count()).select_from(inbox).where(
+                inbox.c.consumer == "referrals-engagement-family-erased"))
+        return applied == 2
+
+    await system.eventually(both_applied, 30, "the second erasure applied by referrals")
+    trail = await system.http.get(f"/api/v1/referrals/{unserved['id']}/audit",
+                                  params={"district_id": "d001"})
+    assert [e["action"] for e in trail.json()].count("family_erased") == 1
 
 
 async def shift(system: System, service: str, statement: Any) -> None:
