@@ -1,5 +1,6 @@
 """Assembles the engagement service."""
 
+from runtime.auth import Policy, Role
 from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
@@ -14,9 +15,12 @@ from services.engagement.deps import EngagementDeps
 from services.engagement.family_events_api import PUBLIC_ROUTES, build_family_events_router
 from services.engagement.outreach_timers import OutreachTimers
 from services.engagement.replies import build_replies_router
+from services.engagement.roster_api import router as roster_router
 from services.engagement.tables import Base
 
 NAME = "engagement"
+# A roster import loads the whole district's families from its SIS: the district admin's.
+POLICY = Policy(rules={("POST", "/rosters/import"): frozenset({Role.district_admin})})
 
 
 def build(settings: Settings, districts: Districts | None = None, *,
@@ -24,7 +28,7 @@ def build(settings: Settings, districts: Districts | None = None, *,
     config = config or EngagementConfig()
     clock = clock or utcnow
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    deps = EngagementDeps(rt.districts, config, clock)
+    deps = EngagementDeps(rt.districts, config, clock, runtime=rt)
     rt.consume(handlers.HANDLERS, deps)
     timers = OutreachTimers(rt, config, clock)
     fan_out = AnnouncementFanOut(rt, config, clock)
@@ -34,7 +38,8 @@ def build(settings: Settings, districts: Districts | None = None, *,
     router.include_router(build_family_events_router(rt, config))
     router.include_router(build_announcements_router(rt, fan_out))
     router.include_router(build_replies_router(rt))
-    service = Service(rt, router, deps=deps)
+    router.include_router(roster_router)
+    service = Service(rt, router, Policy(rules=POLICY.rules), deps=deps)
     service.timers, service.fan_out = timers, fan_out  # type: ignore[attr-defined]  # for tests
     policy = getattr(service, "policy", None)  # signed RSVP links skip the bearer token
     if policy is not None and hasattr(policy, "public"):
