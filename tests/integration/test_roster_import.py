@@ -1,0 +1,119 @@
+"""Rosters end to end: a district admin uploads a generated OneRoster package with bad rows over
+HTTP (real NATS, database and HTTP); the good rows become families the rest of the system knows
+(a referral opens for one), the bad ones are named by file, row and field; the same package again
+writes nothing to the outbox; other roles and districts are refused. And `ensemble roster import`
+on the server, from a folder, as a process."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from conftest import System, token
+from sqlalchemy import func, select
+
+DATA = Path(__file__).parents[1] / "data" / "oneroster"
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("oneroster_generate", DATA / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _generator()
+
+
+async def _outbox_rows(system: System) -> int:
+    rt = system.services["engagement"].runtime
+    async with rt.db.transaction() as session:
+        return int(await session.scalar(select(func.count()).select_from(rt.tables.outbox)) or 0)
+
+
+async def test_a_roster_upload_loads_good_rows_names_bad_ones_and_resyncs_quietly(
+        system: System) -> None:
+    data = gen.build(students=30)
+    upload = {"params": {"district_id": "d001"}, "content": data.zip(),
+              "headers": {"Content-Type": "application/zip"}}
+    response = await system.http.post("/api/v1/rosters/import", **upload)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["loaded"]["families_created"] == len(data.guardians)
+    assert report["loaded"]["students_created"] == len(data.students)
+    assert {(e["file"], e["row"], e["field"]) for e in report["errors"]} == set(data.broken)
+    assert "sis-" not in str(report["loaded"])
+
+    families = (await system.http.get("/api/v1/families",
+                                      params={"district_id": "d001", "limit": 500})).json()
+    assert len(families) == len(data.guardians)
+    linked: dict[str, list[dict[str, Any]]] = {}
+    for family in families:
+        linked[family["id"]] = (await system.http.get(
+            f"/api/v1/families/{family['id']}/students", params={"district_id": "d001"})).json()
+    refs = [s["student_ref"] for found in linked.values() for s in found]
+    # Each student is linked to its first guardian's family (a second guardian is a family too).
+    assert len(refs) == len(set(refs)) == len(data.students)
+    assert all(ref.startswith("stu-") and "sis" not in ref for ref in refs)
+    family = next(f for f in families if linked[f["id"]])
+    students = linked[family["id"]]
+    # The rest of the system knows the family (FamilyRegistered went out): a referral opens.
+    referral = await system.open_referral(family, student_ref=students[0]["student_ref"])
+    assert referral["family_id"] == family["id"]
+
+    before = await _outbox_rows(system)
+    again = await system.http.post("/api/v1/rosters/import", **upload)
+    assert again.status_code == 200, again.text
+    loaded = again.json()["loaded"]
+    assert loaded["families_unchanged"] == len(data.guardians) and loaded["events"] == 0
+    assert loaded["families_created"] == loaded["families_updated"] == 0
+    assert await _outbox_rows(system) == before
+
+
+async def test_only_the_districts_own_admin_may_upload_a_roster(system: System) -> None:
+    data = gen.build(students=3, broken=False)
+    upload = {"params": {"district_id": "d001"}, "content": data.zip()}
+    for role, district, schools in [("coordinator", "d001", ("lincoln-es",)),
+                                    ("district_admin", "d002", ())]:
+        headers = {"Authorization": "Bearer " + token(system.settings, role, district, schools),
+                   "Content-Type": "application/zip"}
+        refused = await system.http.post("/api/v1/rosters/import", headers=headers, **upload)
+        assert refused.status_code == 403, (role, district, refused.text)
+    broken = await system.http.post("/api/v1/rosters/import", params={"district_id": "d001"},
+                                    content=b"PK\x03\x04 not a zip",
+                                    headers={"Content-Type": "application/zip"})
+    assert broken.status_code == 422 and broken.json()["failed_files"] == ["(upload)"]
+
+
+def _ensemble(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENSEMBLE_")}
+    return subprocess.run([sys.executable, "-m", "ensemble.cli", *args, "--data-dir",
+                           str(data_dir)], capture_output=True, text=True, timeout=120,
+                          check=False, env=env)
+
+
+def test_the_cli_imports_a_folder_on_the_server_and_says_what_it_did(tmp_path: Path) -> None:
+    data = gen.build(students=12)
+    folder = tmp_path / "sis-export"
+    folder.mkdir()
+    for name, content in data.files().items():
+        (folder / name).write_bytes(content)
+    refused = _ensemble("roster", "import", str(folder), "--district", "d001",
+                        data_dir=tmp_path / "data")
+    assert refused.returncode == 1 and "ensemble migrate engagement" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    migrated = _ensemble("migrate", "engagement", data_dir=tmp_path / "data")
+    assert migrated.returncode == 0, migrated.stderr
+    done = _ensemble("roster", "import", str(folder), "--district", "d001",
+                     data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"families created {len(data.guardians)}" in done.stdout
+    for file, row, field in data.broken:
+        assert f"ERROR {file} row {row} field {field}:" in done.stdout
+    again = _ensemble("roster", "import", str(folder), "--district", "d001",
+                      data_dir=tmp_path / "data")
+    assert f"families unchanged {len(data.guardians)}" in again.stdout
+    assert "events 0" in again.stdout
