@@ -135,6 +135,7 @@ class FamilyView(BaseModel):
     sms_opted_out: bool
     email_opted_out: bool
     created_at: datetime
+    retired_at: datetime | None = None  # no longer in the district's roster (ensemble roster)
 
 
 class LogContact(BaseModel):
