@@ -213,6 +213,13 @@ def read(files: dict[str, bytes], district: District) -> Roster:
             _guardian(roster, row, languages, district)
         else:
             _student(roster, row, schools, places)
+    if users and not roster.present["guardian"] | roster.present["student"]:
+        # Read on, a bulk file would retire everyone: refused as a whole instead.
+        roster.failed_files.append("users.csv")
+        roster.errors.append(Problem("users.csv", None, "role", (
+            "file not loaded: no user has a role; OneRoster 1.2 keeps roles in roles.csv "
+            "(file.roles bulk in manifest.csv), 1.1 in a role column of users.csv")))
+        return roster
     _link(roster, users)
     return roster
 

@@ -97,6 +97,14 @@ def test_a_package_without_its_manifest_or_a_declared_file_fails_as_a_whole() ->
         ("users.csv", "file not loaded: header lacks column(s) givenname, familyname")]
 
 
+def test_a_users_file_without_roles_retires_nobody() -> None:
+    data = gen.build(students=5, broken=False)
+    data.modes["roles.csv"] = "absent"  # users.csv (1.2) has no role column: nobody has a role
+    read = _read(data)
+    assert not read.usable and not read.full and read.failed_files == ["users.csv"]
+    assert "no user has a role" in read.errors[0].message
+
+
 async def _sync(bench: HandlerBench, data: Any) -> tuple[roster.Roster, Any, list[Any]]:
     before = len(bench.emitted)
     read = _read(data)
