@@ -17,8 +17,8 @@ Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_
 
 
 @router.post("/rosters/import", responses={
-    200: {"description": "the report: what loaded, every bad row by file, row and field"},
-    422: {"description": "nothing loaded: the report says why"}})
+    200: {"description": "the report: what loaded, every bad row by file, row and field "
+                         "(422 with the same report when nothing loaded)"}})
 async def import_roster(request: Request, district_id: Token, deps: Wired) -> JSONResponse:
     """A zip of OneRoster 1.2 CSV files (manifest.csv, orgs.csv, users.csv, and roles.csv,
     enrollments.csv, demographics.csv where the SIS has them). A sync: what changed is
@@ -36,4 +36,6 @@ async def import_roster(request: Request, district_id: Token, deps: Wired) -> JS
     loaded = await roster_sync.import_roster(deps.runtime, district, read, deps.clock())
     report = read.report()
     report["loaded"] = asdict(loaded) if loaded else None
+    if loaded is None:  # as every 4xx: a detail, here the first reason
+        report["detail"] = "nothing loaded: " + (str(read.errors[0]) if read.errors else "")
     return JSONResponse(report, status_code=200 if loaded else 422)
