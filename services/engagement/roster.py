@@ -79,9 +79,13 @@ class Guardian:
     email: str | None
     language: str
     students: list[str] = field(default_factory=list)  # sourcedIds, as the file links them
+    raw: list[Any] = field(default_factory=list)  # the row's values as the file has them
+    checked: bool = True  # False: the same as last time (``known``), not checked again
 
     def fingerprint(self, school_id: str) -> str:
-        return _digest([self.name, self.phone, self.email, self.language, school_id])
+        """What the family was made from (the file's values and its school): the same again
+        is nothing to write."""
+        return _digest([*self.raw, school_id])
 
 
 @dataclass
@@ -170,7 +174,7 @@ def zip_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def read_zip(data: bytes, district: District) -> Roster:
+def read_zip(data: bytes, district: District, known: dict[str, str] | None = None) -> Roster:
     try:
         files = files_of_zip(data)
     except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
@@ -178,10 +182,13 @@ def read_zip(data: bytes, district: District) -> Roster:
         roster.errors.append(Problem("(upload)", None, None,
                                      f"not a zip of OneRoster CSV files: {exc}"))
         return roster
-    return read(files, district)
+    return read(files, district, known)
 
 
-def read(files: dict[str, bytes], district: District) -> Roster:
+def read(files: dict[str, bytes], district: District,
+         known: dict[str, str] | None = None) -> Roster:
+    """``known``: the fingerprints of the guardians the last import loaded (roster_sync); a
+    guardian whose row is the same again is not checked again (a nightly re-sync)."""
     roster = Roster()
     tables = _tables(roster, files)
     if "users.csv" not in tables or roster.modes.get("users.csv") not in ("bulk", "delta"):
@@ -195,6 +202,7 @@ def read(files: dict[str, bytes], district: District) -> Roster:
     languages = _languages(tables.get("demographics.csv", []))
     users = tables["users.csv"]
     places = _places(tables)
+    guardians: list[Row] = []
     for row in users:
         if not row.get("sourcedid"):
             roster.errors.append(Problem("users.csv", row["_row"], "sourcedId",
@@ -210,7 +218,7 @@ def read(files: dict[str, bytes], district: District) -> Roster:
         if (row.get("status") or "").lower() == "tobedeleted":
             roster.deleted[kind].add(row["sourcedid"])
         elif kind == "guardian":
-            _guardian(roster, row, languages, district)
+            guardians.append(row)
         else:
             _student(roster, row, schools, places)
     if users and not roster.present["guardian"] | roster.present["student"]:
@@ -220,7 +228,10 @@ def read(files: dict[str, bytes], district: District) -> Roster:
             "file not loaded: no user has a role; OneRoster 1.2 keeps roles in roles.csv "
             "(file.roles bulk in manifest.csv), 1.1 in a role column of users.csv")))
         return roster
-    _link(roster, users)
+    children = _link(roster, users, {row["sourcedid"] for row in guardians})
+    for row in guardians:
+        _guardian(roster, row, languages, district, children.get(row["sourcedid"], []),
+                  known or {})
     return roster
 
 
@@ -346,41 +357,48 @@ def e164(value: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _guardian(roster: Roster, row: Row, languages: dict[str, str | None],
-              district: District) -> None:
+def _guardian(roster: Roster, row: Row, languages: dict[str, str | None], district: District,
+              students: list[str], known: dict[str, str]) -> None:
     def bad(column: str, message: str) -> None:
         roster.errors.append(Problem("users.csv", row["_row"], column, message))
 
+    source = row["sourcedid"]
     given = row.get("preferredgivenname") or row.get("givenname")
     name = " ".join(p for p in (given, row.get("familyname")) if p)
+    column = "sms" if row.get("sms") else "phone"
+    email, phone = row.get("email"), row.get(column)
+    language = languages.get(source) or district.languages[0]
+    guardian = Guardian(source_id=source, row=row["_row"], name=name, phone=phone, email=email,
+                        language=language, students=students,
+                        raw=[name, email, column, phone, language])
+    school = next((roster.students[s].school_id for s in students), None)
+    if school is not None and known.get(source) == guardian.fingerprint(school):
+        guardian.checked = False  # as loaded last time: nothing to check or write
+        roster.guardians[source] = guardian
+        return
     if not name:
         return bad("givenName", "a guardian needs a name")
     if len(name) > 200:
         return bad("givenName", "name longer than 200 characters")
-    email = row.get("email")
     if email is not None:
         try:
-            email = validate_email(email, check_deliverability=False).normalized
+            guardian.email = validate_email(email, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             return bad("email", f"{email!r} is not an email address: {exc}")
-    column = "sms" if row.get("sms") else "phone"
-    phone = row.get(column)
     if phone is not None:
         try:
-            phone = e164(phone)
+            guardian.phone = e164(phone)
         except ValueError as exc:
             return bad(column, f"{phone!r}: {exc}")
     if phone is None and email is None:
         return bad("email", "a guardian needs an email, an sms or a phone number to be reached")
-    language = languages.get(row["sourcedid"]) or district.languages[0]
     if not LANGUAGE.match(language) or len(language) > 16:
         roster.warnings.append(Problem("users.csv", row["_row"], "preferredLanguage", (
             f"{language!r} is not a language code (ISO 639, BCP 47); "
             f"{district.languages[0]} used")))
         language = district.languages[0]
-    roster.guardians[row["sourcedid"]] = Guardian(
-        source_id=row["sourcedid"], row=row["_row"], name=name, phone=phone, email=email,
-        language=language.replace("_", "-"))
+    guardian.language = language.replace("_", "-")
+    roster.guardians[source] = guardian
 
 
 Place = tuple[str, int, str, str]  # the file, row and field naming a student's school; the org
@@ -433,8 +451,9 @@ def _grade(value: str | None) -> int | None:
     return int(first) if first.isdigit() and 1 <= int(first) <= 12 else None
 
 
-def _link(roster: Roster, users: list[Row]) -> None:
-    """Students to guardians through agentSourcedIds, written on either side."""
+def _link(roster: Roster, users: list[Row], guardians: set[str]) -> dict[str, list[str]]:
+    """Students to guardians through agentSourcedIds, written on either side; each guardian's
+    students, in the file's order."""
     for row in users:
         agents = [a.strip() for a in (row.get("agentsourcedids") or "").split(",") if a.strip()]
         source = row.get("sourcedid")
@@ -442,11 +461,12 @@ def _link(roster: Roster, users: list[Row]) -> None:
             for agent in agents:
                 if agent not in roster.students[source].guardians:
                     roster.students[source].guardians.append(agent)
-        elif source in roster.guardians:
+        elif source in guardians:
             for agent in agents:
                 if agent in roster.students and source not in roster.students[agent].guardians:
                     roster.students[agent].guardians.append(source)
+    children: dict[str, list[str]] = {}
     for student in roster.students.values():
         for guardian in student.guardians:
-            if guardian in roster.guardians:
-                roster.guardians[guardian].students.append(student.source_id)
+            children.setdefault(guardian, []).append(student.source_id)
+    return children

@@ -32,7 +32,8 @@ async def import_roster(request: Request, district_id: Token, deps: Wired) -> JS
     if not body:
         return JSONResponse({"detail": [{"loc": ["body"], "type": "missing",
                                          "msg": "send a zip of OneRoster CSV files"}]}, 422)
-    read = await asyncio.to_thread(roster.read_zip, body, district)
+    known = await roster_sync.known_guardians(deps.runtime, district)
+    read = await asyncio.to_thread(roster.read_zip, body, district, known)
     loaded = await roster_sync.import_roster(deps.runtime, district, read, deps.clock())
     report = read.report()
     report["loaded"] = asdict(loaded) if loaded else None

@@ -51,7 +51,8 @@ async def run_local(settings: Settings, districts: Districts, district_id: str,
         except SchemaNotCurrent as exc:
             raise ClientError(f"engagement's database is not at this version's schema ({exc}): "
                               "run `ensemble migrate engagement` first") from exc
-        read = roster.read_zip(package(path), district)
+        known = await roster_sync.known_guardians(rt, district)
+        read = roster.read_zip(package(path), district, known)
         loaded = await roster_sync.import_roster(rt, district, read, utcnow())
     finally:
         await rt.db.dispose()

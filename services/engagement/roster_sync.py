@@ -144,6 +144,9 @@ async def _guardians(state: _Sync) -> None:
            if ("guardian", g.source_id) in state.records]
     families = {f.id: f for f in await _load(session, Family, Family.id, ids)}
     for guardian, school in todo:
+        if not guardian.checked:  # read as unchanged against these very records
+            state.result.families_unchanged += 1
+            continue
         record = state.records.get(("guardian", guardian.source_id))
         family = families.get(record.target_id) if record else None
         school = school or (family.school_id if family else None)
@@ -260,6 +263,17 @@ async def _retire(state: _Sync) -> None:
             record.set(status="retired")
         setattr(state.result, f"{'families' if kind == 'guardian' else 'students'}_retired",
                 len(records))
+
+
+async def known_guardians(runtime: Any, district: District) -> dict[str, str]:
+    """The fingerprints of the district's active guardians, for ``roster.read`` to leave the
+    rows that are the same again unchecked."""
+    t = RosterRecord.__table__
+    async with runtime.unit_of_work() as uow:
+        return {source: fingerprint for source, fingerprint in await uow.session.execute(
+            select(t.c.source_id, t.c.fingerprint).where(
+                t.c.district_id == district.id, t.c.kind == "guardian",
+                t.c.status == "active"))}
 
 
 async def import_roster(runtime: Any, district: District, roster: Roster,

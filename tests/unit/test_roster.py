@@ -107,7 +107,8 @@ def test_a_users_file_without_roles_retires_nobody() -> None:
 
 async def _sync(bench: HandlerBench, data: Any) -> tuple[roster.Roster, Any, list[Any]]:
     before = len(bench.emitted)
-    read = _read(data)
+    known = await roster_sync.known_guardians(bench, DISTRICT)
+    read = roster.read(data.files(), DISTRICT, known)
     result = await roster_sync.import_roster(bench, DISTRICT, read, NOW)
     return read, result, bench.emitted[before:]
 
@@ -216,3 +217,22 @@ async def test_a_guardian_absent_from_a_bulk_file_is_retired_and_comes_back_when
         _, result, events = await _sync(bench, data)
         assert result.families_updated == 1 and len(events) == 1  # announced again
         assert await _count(bench, Family, Family.retired_at.is_not(None)) == 0
+
+
+async def test_a_nightly_re_read_checks_only_the_rows_that_changed() -> None:
+    data = gen.build(students=10, broken=False)
+    async with HandlerBench(Base.metadata) as bench:
+        await _sync(bench, data)
+        users = {r["sourcedId"]: r for r in data.tables["users.csv"]}
+        users["sis-g-000000"]["email"] = "no-longer-an-address"
+        users["sis-g-000001"]["familyName"] = "Renamed"
+        known = await roster_sync.known_guardians(bench, DISTRICT)
+        assert set(known) == data.guardians
+        read = roster.read(data.files(), DISTRICT, known)
+        assert {g for g, guardian in read.guardians.items() if guardian.checked} == {
+            "sis-g-000001"}
+        assert [(e.file, e.row, e.field) for e in read.errors] == [
+            ("users.csv", data.row_of("users.csv", "sis-g-000000"), "email")]
+        result = await roster_sync.import_roster(bench, DISTRICT, read, NOW)
+        assert result is not None and result.families_updated == 1
+        assert result.families_unchanged == len(data.guardians) - 2  # the bad row keeps its own
