@@ -157,7 +157,8 @@ def build_family_events_router(rt: ServiceRuntime, config: EngagementConfig) -> 
         async with rt.unit_of_work() as uow:
             event = await _event(uow, body.district_id, event_id)
             query = select(Family).where(Family.district_id == event.district_id,
-                                         Family.school_id == event.school_id)
+                                         Family.school_id == event.school_id,
+                                         Family.retired_at.is_(None))  # left the roster
             if body.grades is not None:
                 query = query.where(Family.id.in_(
                     select(Student.family_id).where(Student.district_id == event.district_id,

@@ -117,3 +117,46 @@ def test_the_cli_imports_a_folder_on_the_server_and_says_what_it_did(tmp_path: P
                       data_dir=tmp_path / "data")
     assert f"families unchanged {len(data.guardians)}" in again.stdout
     assert "events 0" in again.stdout
+
+
+async def test_families_that_left_the_roster_get_no_announcement_or_invitation(
+        system: System) -> None:
+    data = gen.build(students=12, broken=False)
+    headers = {"Content-Type": "application/zip"}
+    first = await system.http.post("/api/v1/rosters/import", params={"district_id": "d001"},
+                                   content=data.zip(), headers=headers)
+    assert first.status_code == 200, first.text
+    families = (await system.http.get("/api/v1/families", params={
+        "district_id": "d001", "school_id": "lincoln-es", "limit": 500})).json()
+    # The bulk file of the next night leaves out one Lincoln guardian: that family retires.
+    gone = next(g for g in sorted(data.guardians) if any(
+        r.get("sourcedId") == g and r.get("primaryOrgSourcedId") == "org-lincoln"
+        for r in data.tables["users.csv"]))
+    data.tables["users.csv"] = [r for r in data.tables["users.csv"]
+                                if r.get("sourcedId") != gone]
+    second = await system.http.post("/api/v1/rosters/import", params={"district_id": "d001"},
+                                    content=data.zip(), headers=headers)
+    assert second.json()["loaded"]["families_retired"] == 1
+    now = (await system.http.get("/api/v1/families", params={
+        "district_id": "d001", "school_id": "lincoln-es", "limit": 500})).json()
+    assert len([f for f in now if f["retired_at"] is not None]) == 1
+    active = len(families) - 1
+
+    made = (await system.http.post("/api/v1/announcements", json={
+        "district_id": "d001", "school_id": "lincoln-es", "title": "Snow day",
+        "body": "School is closed tomorrow."})).json()
+
+    async def fanned_out() -> dict[str, Any] | None:
+        got = (await system.http.get(f"/api/v1/announcements/{made['id']}",
+                                     params={"district_id": "d001"})).json()
+        return got if got["status"] != "fanning_out" else None
+
+    done = await system.eventually(fanned_out, 30, "the announcement fanned out")
+    assert done["families_targeted"] + done["families_unreachable"] == active
+
+    event = (await system.http.post("/api/v1/family-events", json={
+        "district_id": "d001", "school_id": "lincoln-es", "title": "Math night",
+        "starts_at": "2030-01-10T18:00:00-08:00", "place": "Library"})).json()
+    invited = (await system.http.post(f"/api/v1/family-events/{event['id']}/invitations",
+                                      json={"district_id": "d001"})).json()
+    assert invited["invited"] + invited["unreachable"] == active
