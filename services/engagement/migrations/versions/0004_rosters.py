@@ -1,6 +1,9 @@
 """Rosters: what each OneRoster import made of the district's SIS people (roster_records), and
 when a family left the roster (families.retired_at).
 
+Additive: code from before it keeps working on a database at this revision (a new table it
+ignores, a nullable column it leaves NULL), which `compatible_from` declares.
+
 Revision ID: 0004_rosters
 Revises: 0001_baseline
 """
@@ -12,6 +15,8 @@ revision = "0004_rosters"
 down_revision = "0001_baseline"
 branch_labels = None
 depends_on = None
+# The oldest revision whose code may run on a database at this one (runtime/migrations.py).
+compatible_from = "0001_baseline"
 
 
 def upgrade() -> None:
