@@ -5,14 +5,14 @@ Additive: code from before it keeps working on a database at this revision (a ne
 ignores, a nullable column it leaves NULL), which `compatible_from` declares.
 
 Revision ID: 0004_rosters
-Revises: 0001_baseline
+Revises: 0002_consumer_positions
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_rosters"
-down_revision = "0001_baseline"
+down_revision = "0002_consumer_positions"  # "0001_baseline" as briefed; re-chained on merging main
 branch_labels = None
 depends_on = None
 # The oldest revision whose code may run on a database at this one (runtime/migrations.py).
