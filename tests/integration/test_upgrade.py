@@ -12,7 +12,9 @@ it instead (ENSEMBLE_TEST_SOURCE, as tests/support/processes.py runs services fr
 checkout). Each migration adds its own data-carrying case here:
 - 0002_consumer_positions: the upgraded databases have no positions; at start every consumer
   adopts its durable's ack floor and replays nothing (no timer fires twice, nobody hears
-  twice)."""
+  twice).
+- 0004_rosters (engagement): the families are as they were, none retired (``retired_at``
+  NULL), and there are no roster records."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -88,7 +90,8 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    assert all(head(s) == "0002_consumer_positions" for s in SERVICES), (
+    heads = {"engagement": "0004_rosters"}
+    assert all(head(s) == heads.get(s, "0002_consumer_positions") for s in SERVICES), (
         "a migration after 0002: add its data-carrying case to this test (and fill with the "
         "release before it if it is not additive)")
     settings = settings.model_copy(update={"follow_up_scan_seconds": 0.2})
@@ -153,6 +156,10 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
             assert await current(db) == head(name)
             now = await contents(db)
             assert now.pop("consumer_positions") == [], name  # 0002: none recorded yet
+            if name == "engagement":  # 0004: no roster records; families with retired_at NULL
+                assert now.pop("roster_records") == []
+                now["families"] = sorted(r.removesuffix(", None)") + ")"
+                                         for r in now["families"])
             assert now == held[name], name
 
         # 3. The loop goes on.
