@@ -164,6 +164,46 @@ def partners_export(
     typer.echo(f"wrote {len(written)} files to {folder}: {', '.join(p.name for p in written)}")
 
 
+# `ensemble roster import`: a district's students and families from its SIS (OneRoster 1.2 CSV).
+roster_app = typer.Typer(help="District rosters from the SIS (OneRoster 1.2 CSV).",
+                         no_args_is_help=True)
+app.add_typer(roster_app, name="roster")
+
+
+@roster_app.command(name="import")
+def roster_import(
+    path: Annotated[Path, typer.Argument(exists=True, help="a folder of OneRoster CSV files "
+                                                           "(manifest.csv...) or a zip of them")],
+    district: District,
+    data_dir: DataDir = None,
+    url: Annotated[str | None, typer.Option(help=(
+        "upload to a running system instead of writing to this server's engagement database "
+        "(the request limit is 1 MB zipped)"))] = None,
+    token: Annotated[str | None, typer.Option(envvar="ENSEMBLE_TOKEN", help=(
+        "with --url: a district admin's token"))] = None,
+) -> None:
+    """Sync a district's families and students with its SIS roster: new ones added, changed
+    ones updated, those a bulk file leaves out (or marks tobedeleted) retired, the rest left
+    untouched. Prints what loaded and every bad row (file, row, field); exits 1 when a file
+    failed or nothing loaded."""
+    from services.engagement.roster_client import ClientError, report_lines, run_local, upload
+
+    try:
+        if url:
+            if not token:
+                _fail("--url needs --token (or ENSEMBLE_TOKEN): a district admin's")
+            report = upload(url, token, district, path)
+        else:
+            settings = _settings(data_dir)
+            report = asyncio.run(run_local(settings, _districts(settings), district, path))
+    except ClientError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for line in report_lines(report):
+        typer.echo(line)
+    raise typer.Exit(1 if report.get("failed_files") or not report.get("loaded") else 0)
+
+
 @app.command()
 def migrate(
     services: Annotated[list[str] | None, typer.Argument(

@@ -159,7 +159,8 @@ def build_family_events_router(rt: ServiceRuntime, config: EngagementConfig) -> 
             await erasure_barrier(uow)  # the families' details as an erasure left them
             event = await _event(uow, body.district_id, event_id)
             query = select(Family).where(Family.district_id == event.district_id,
-                                         Family.school_id == event.school_id)
+                                         Family.school_id == event.school_id,
+                                         Family.retired_at.is_(None))  # left the roster
             if body.grades is not None:
                 query = query.where(Family.id.in_(
                     select(Student.family_id).where(Student.district_id == event.district_id,

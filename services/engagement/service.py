@@ -17,10 +17,15 @@ from services.engagement.erasure import expire_replies
 from services.engagement.family_events_api import PUBLIC_ROUTES, build_family_events_router
 from services.engagement.outreach_timers import OutreachTimers
 from services.engagement.replies import build_replies_router
+from services.engagement.roster_api import router as roster_router
 from services.engagement.tables import JOB_RUNS, Base
 
-# Erasing a family is for district admins; every other route keeps the default (staff).
-POLICY = Policy(rules={("DELETE", "/families/{family_id}"): frozenset({Role.district_admin})})
+# Erasing a family and importing the district's SIS roster are for district admins;
+# every other route keeps the default (staff).
+POLICY = Policy(rules={
+    ("DELETE", "/families/{family_id}"): frozenset({Role.district_admin}),
+    ("POST", "/rosters/import"): frozenset({Role.district_admin}),
+})
 
 
 def build(settings: Settings, districts: Districts | None = None, *,
@@ -39,9 +44,10 @@ def build(settings: Settings, districts: Districts | None = None, *,
     router.include_router(build_announcements_router(rt, fan_out))
     router.include_router(build_replies_router(rt))
     router.include_router(erasure_api.router)
+    router.include_router(roster_router)
     retention = retention_job(rt, JOB_RUNS,
                               lambda uow, now: expire_replies(uow, rt.districts, now), clock)
-    service = Service(rt, router, POLICY, deps=deps)
+    service = Service(rt, router, Policy(rules=POLICY.rules), deps=deps)
     service.retention = retention  # type: ignore[attr-defined]  # for tests
     service.timers, service.fan_out = timers, fan_out  # type: ignore[attr-defined]  # for tests
     policy = getattr(service, "policy", None)  # signed RSVP links skip the bearer token

@@ -15,7 +15,10 @@ checkout). Each migration adds its own data-carrying case here:
   twice).
 - 0003_erasure (engagement, notifications, referrals): no family counts as erased (the new
   columns are empty), no daily job has run, nothing is in `erased_families`; erasure itself on
-  upgraded rows is tests/integration/test_erasure_migration.py."""
+  upgraded rows is tests/integration/test_erasure_migration.py.
+
+- 0004_rosters (engagement): the families are as they were, none retired (``retired_at``
+  NULL), and there are no roster records."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -73,8 +76,8 @@ async def contents(db: Database) -> dict[str, list[dict[str, Any]]]:
 
 # What each migration after the baseline adds, empty right after the upgrade: new tables, and
 # new columns of old tables (None in every row kept).
-ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families"}
-ADDED_COLUMNS = {"families": {"erased_at", "erased_by"}}
+ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families", "roster_records"}
+ADDED_COLUMNS = {"families": {"erased_at", "erased_by", "retired_at"}}
 
 
 def kept(name: str, held: dict[str, list[dict[str, Any]]],
@@ -111,7 +114,7 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    known = {"0002_consumer_positions", "0003_erasure"}
+    known = {"0002_consumer_positions", "0003_erasure", "0004_rosters"}
     assert all(head(s) in known for s in SERVICES), (
         "a new migration: add its data-carrying case to this test (and fill with the release "
         "before it if it is not additive)")
@@ -175,7 +178,8 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         assert [d.after for d in done] == [head(s) for s in SERVICES]
         for name, db in dbs.items():
             assert await current(db) == head(name)
-            kept(name, held[name], await contents(db))  # 0002: no positions; 0003: no erasure
+            kept(name, held[name], await contents(db))  # 0002: no positions; 0003: no erasure;
+            # 0004: no roster records, no family retired
 
         # 3. The loop goes on.
         inbox.refuse = None
