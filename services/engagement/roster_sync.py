@@ -37,6 +37,7 @@ class SyncResult:
     families_updated: int = 0
     families_unchanged: int = 0
     families_retired: int = 0
+    families_erased: int = 0  # erased on request: the roster never fills them again
     students_created: int = 0
     students_updated: int = 0
     students_unchanged: int = 0
@@ -154,6 +155,11 @@ async def _guardians(state: _Sync) -> None:
             roster.errors.append(Problem("users.csv", guardian.row, "agentSourcedIds", (
                 f"guardian {guardian.source_id} is linked to no student loaded: a family "
                 "belongs to the school of its students")))
+            continue
+        if family is not None and family.erased_at is not None:
+            # A district admin erased this family (docs/privacy.md): a later roster, changed or
+            # not, must not write its name and contacts back. The SIS should drop it too.
+            state.result.families_erased += 1
             continue
         fingerprint = guardian.fingerprint(school)
         if record is not None and record.status == "active" and family is not None \

@@ -126,3 +126,29 @@ async def test_families_that_left_the_roster_get_no_announcement_or_invitation(
     invited = (await system.http.post(f"/api/v1/family-events/{event['id']}/invitations",
                                       json={"district_id": "d001"})).json()
     assert invited["invited"] + invited["unreachable"] == active
+
+
+async def test_a_roster_never_writes_an_erased_familys_details_back(system: System) -> None:
+    data = gen.build(students=6, broken=False)
+    headers = {"Content-Type": "application/zip"}
+    params = {"district_id": "d001"}
+    first = await system.http.post("/api/v1/rosters/import", params=params,
+                                   content=data.zip(), headers=headers)
+    assert first.status_code == 200, first.text
+    families = (await system.http.get("/api/v1/families",
+                                      params={**params, "limit": 500})).json()
+    erased = families[0]
+    gone = await system.http.delete(f"/api/v1/families/{erased['id']}", params=params)
+    assert gone.status_code == 200, gone.text
+    # The next night's file changes every guardian's email: the others are updated, the erased
+    # family stays blank.
+    for row in data.tables["users.csv"]:
+        if row.get("email") and row["sourcedId"] in data.guardians:
+            row["email"] = "new." + row["email"]
+    again = await system.http.post("/api/v1/rosters/import", params=params,
+                                   content=data.zip(), headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["loaded"]["families_erased"] == 1, again.json()["loaded"]
+    after = (await system.http.get(f"/api/v1/families/{erased['id']}", params=params)).json()
+    assert (after["name"], after["phone"], after["email"]) == ("", None, None), after
+    assert after["erased_at"] is not None
