@@ -113,17 +113,25 @@ class UnitOfWork:
         correlation: str | None = None,
         causation: str | None = None,
     ) -> Envelope:
-        """Queue an event; it is written to the outbox in this transaction."""
+        """Queue an event; it is written to the outbox in this transaction.
+
+        The ``subject`` is the contract's rule (``Event.subject_id``: the referral, else the
+        entity the event is about); a caller that names one must name the same. The chain's
+        ``correlation`` follows the cause unless given (a referral's stored correlation id)."""
         cause = self.cause
         district = district or (cause.districtid if cause else None)
         if district is None:
             raise ValueError("an event needs its district")
+        ruled = event.subject_id()
+        if subject is not None and subject != ruled:
+            raise ValueError(f"{type(event).__name__}'s subject is {ruled!r} by the contract's "
+                             f"rule, not {subject!r}")
         envelope = Envelope.wrap(
             event,
             source=self.source,
             district=district,
             school=school if school is not None else (cause.schoolid if cause else None),
-            subject=subject,
+            subject=ruled,
             cause=cause,
             correlation=correlation,
             causation=causation,

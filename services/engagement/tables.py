@@ -92,6 +92,10 @@ class Outreach(Base):
     next_check_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The referral's chain (the PartnerMatched's correlation id): every event about this
+    # outreach carries it, whatever starts the work (a timer, a reply, a coordinator's call).
+    # Last, where migration 0005 added it.
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class UnassignedReply(Base):

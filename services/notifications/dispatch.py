@@ -426,5 +426,5 @@ class Dispatcher:
     @staticmethod
     def _emit(uow: UnitOfWork, row: Message, event: NotificationSent | NotificationFailed
               ) -> None:
-        uow.emit(event, district=row.district_id, school=row.school_id, subject=row.outreach_id,
+        uow.emit(event, district=row.district_id, school=row.school_id,
                  correlation=row.correlation_id, causation=row.causation_id)

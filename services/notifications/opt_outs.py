@@ -53,6 +53,8 @@ async def record_opt_out(uow: UnitOfWork, district_id: str, channel: Channel, ad
     if changed:
         OPT_OUTS.labels(channel.value).inc()
         for family_id, message in {m.family_id: m for m in messages}.items():
+            # The chain of the family's latest message (its referral's, when it has one).
             uow.emit(FamilyOptedOut(family_id=family_id, channel=channel, at=now),
-                     district=message.district_id, school=message.school_id, subject=family_id)
+                     district=message.district_id, school=message.school_id,
+                     correlation=message.correlation_id, causation=message.causation_id)
     return changed

@@ -1,0 +1,25 @@
+"""Outreach keeps its referral's correlation id, so the events a timer, a reply or a
+coordinator's call emits about it stay in the referral's chain (issue 21). Rows made before
+it have none: their later events start a chain of their own, as before.
+
+Revision ID: 0005_trace
+Revises: 0001_baseline
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005_trace"
+down_revision = "0001_baseline"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("outreach") as batch:
+        batch.add_column(sa.Column("correlation_id", sa.String(length=64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("outreach") as batch:
+        batch.drop_column("correlation_id")
