@@ -24,6 +24,7 @@ from contracts.envelope import Envelope
 from contracts.events import Event, event_class
 from contracts.subjects import subject_for
 from runtime.db import UTCDateTime, utcnow
+from runtime.tracing import current_fields
 
 SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 
@@ -136,6 +137,9 @@ class UnitOfWork:
             correlation=correlation,
             causation=causation,
             event_id=self._derived_id(event),
+            # The span emitting it: stored with the outbox row, so the trace survives the relay
+            # and restarts (runtime/tracing.py). Nothing when tracing is off.
+            extensions=current_fields(),
         )
         self.emitted.append(envelope)
         return envelope
