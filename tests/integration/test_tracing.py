@@ -112,9 +112,9 @@ async def test_one_referral_is_one_trace_across_every_service(
     consumers = {str(s.attributes.get("messaging.consumer.group.name")).split("-")[0]
                  for s in trace if s.name.startswith("handle ")}
     assert {"partners", "engagement", "notifications", "referrals"} <= consumers
-    assert [s for s in trace if s.name == "POST /referrals"][0].parent is not None  # the caller's
-    server = [s for s in trace if s.name == "POST /referrals"][0]
-    assert format(server.parent.span_id, "016x") == CALLER.split("-")[2]  # type: ignore[union-attr]
+    [server] = [s for s in trace if s.name == "POST /referrals"]
+    assert server.parent is not None  # the caller's span, from its traceparent
+    assert format(server.parent.span_id, "016x") == CALLER.split("-")[2]
     assert any(s.attributes.get("db.system") or s.attributes.get("db.system.name")
                for s in trace), "database spans from the SQLAlchemy instrumentation"
 
