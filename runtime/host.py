@@ -227,6 +227,11 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, TOO_LARGE)
 
 
+def _untraced(path: str) -> bool:
+    """Scrapes and probes: no trace each (they come every few seconds and lead nowhere)."""
+    return path == "/metrics" or path.startswith("/health/")
+
+
 class GuardAndMeasure:
     """Refuses bodies over the limit and JSON bodies no route should see (json_body_error), and
     counts and times every request by route template.
@@ -239,7 +244,7 @@ class GuardAndMeasure:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not tracing.enabled():
+        if scope["type"] != "http" or not tracing.enabled() or _untraced(scope["path"]):
             await self._serve(scope, receive, send)
             return
         # A server span continuing the caller's W3C traceparent/tracestate, if it sent one;

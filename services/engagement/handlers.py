@@ -16,6 +16,7 @@ from contracts.events import (
 from contracts.taxonomy import Channel, ContactKind
 from runtime.erasure import erasure_barrier
 from runtime.errors import RetryLater
+from runtime.tracing import current_fields
 from runtime.uow import UnitOfWork
 from services.engagement.contacts import (
     awaiting_reply,
@@ -44,7 +45,8 @@ async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
                         family_id=family.id, referral_id=ev.referral_id, kind="partner_matched",
                         status="requested", attempts=0, urgency=ev.urgency.value,
                         variables={"partner_name": ev.partner_name, "need": ev.need.value},
-                        correlation_id=env.correlationid, created_at=now, updated_at=now)
+                        correlation_id=env.correlationid, created_at=now, updated_at=now,
+                        **current_fields())
     uow.session.add(outreach)
     await request_attempt(uow, deps.districts, outreach, family, now)
 

@@ -1,6 +1,6 @@
-"""Outreach keeps its referral's correlation id, so the events a timer, a reply or a
-coordinator's call emits about it stay in the referral's chain (issue 21). Rows made before
-it have none: their later events start a chain of their own, as before.
+"""Outreach keeps its referral's correlation id and trace context, so the events a timer, a
+reply or a coordinator's call emits about it stay in the referral's chain and trace (issue 21).
+Rows made before have none: their later events start a chain of their own, as before.
 
 Revision ID: 0005_trace
 Revises: 0001_baseline
@@ -18,8 +18,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("outreach") as batch:
         batch.add_column(sa.Column("correlation_id", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("traceparent", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("tracestate", sa.String(length=512), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("outreach") as batch:
+        batch.drop_column("tracestate")
+        batch.drop_column("traceparent")
         batch.drop_column("correlation_id")
