@@ -67,11 +67,21 @@ def configure_tracing(service: str, env: Mapping[str, str] = os.environ) -> bool
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or
                                 f"ensemble-{service}"})
     provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=_endpoint(env))))
     use_provider(provider)
     log.info("tracing on: spans exported over OTLP as %s",
              resource.attributes.get(SERVICE_NAME))
     return True
+
+
+def _endpoint(env: Mapping[str, str]) -> str | None:
+    """Where spans go, as the OTLP exporter specification reads the variables (None: the
+    exporter's default, http://localhost:4318/v1/traces)."""
+    if traces := env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return traces
+    if base := env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return base.rstrip("/") + "/v1/traces"
+    return None
 
 
 def use_provider(provider: Any) -> None:

@@ -152,3 +152,48 @@ def _emailed(system: System) -> Any:
 
 async def _value(value: Any) -> Any:
     return value
+
+
+def test_spans_reach_an_otlp_http_collector_named_by_the_standard_variables() -> None:
+    """`configure_tracing` as a service process runs it: OTEL_EXPORTER_OTLP_ENDPOINT names a
+    collector (here a real HTTP server on loopback), spans arrive there as OTLP/protobuf with
+    the service's name."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+    try:
+        assert not tracing.configure_tracing("referrals", {})  # nothing asked: off
+        assert tracing.configure_tracing("referrals", env)
+        with tracing.span("POST /referrals"):
+            pass
+        tracing.shutdown()  # flushes, as a stopping process does
+    finally:
+        tracing.use_provider(None)
+        server.shutdown()
+    [(path, body)] = received
+    assert path == "/v1/traces"
+    request = ExportTraceServiceRequest.FromString(body)
+    [resource] = request.resource_spans
+    names = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert names["service.name"] == "ensemble-referrals"
+    assert [s.name for scope in resource.scope_spans for s in scope.spans] == ["POST /referrals"]
