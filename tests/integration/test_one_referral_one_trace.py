@@ -1,8 +1,9 @@
 """One referral is one trace (issue 21): from `POST /referrals` (whose W3C traceparent the
 service continues) through every service over a real NATS server to NotificationSent, the
-family's emailed reply and the FamilyContacted it leads to. Spans are kept in memory (the SDK's
-in-memory exporter) instead of exported over OTLP; the services run in this process over real
-HTTP, NATS JetStream, database and SMTP. No span attribute holds the family's personal data."""
+family's emailed reply and the FamilyContacted it leads to, and the integrator's webhook
+deliveries. Spans are kept in memory (the SDK's in-memory exporter) instead of exported over
+OTLP; the five services run in this process over real HTTP, NATS JetStream, database and SMTP,
+the webhook receiver is a real HTTP server. No span holds the family's personal data."""
 
 import json
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from conftest import System
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_webhooks_service import Hooks, whole  # noqa: F401  (the five services and a receiver)
 
 from runtime import tracing
 
@@ -66,8 +68,9 @@ async def referral_events(nats_url: str, referral_id: str) -> list[tuple[dict[st
 
 
 async def test_one_referral_is_one_trace_across_every_service(
-        spans: InMemorySpanExporter, outreach: System) -> None:
-    system = outreach
+        spans: InMemorySpanExporter, whole: tuple[System, Hooks]) -> None:
+    system, hooks = whole
+    await hooks.endpoint("trace")
     await system.register_partner()
     family = await system.register_family(name=FAMILY["name"], email=FAMILY["email"],
                                           phone=FAMILY["phone"])
@@ -111,7 +114,7 @@ async def test_one_referral_is_one_trace_across_every_service(
         assert name in seen, (name, sorted(seen))
     consumers = {str(s.attributes.get("messaging.consumer.group.name")).split("-")[0]
                  for s in trace if s.name.startswith("handle ")}
-    assert {"partners", "engagement", "notifications", "referrals"} <= consumers
+    assert {"partners", "engagement", "notifications", "referrals", "webhooks"} <= consumers
     [server] = [s for s in trace if s.name == "POST /referrals"]
     assert server.parent is not None  # the caller's span, from its traceparent
     assert format(server.parent.span_id, "016x") == CALLER.split("-")[2]
@@ -132,6 +135,21 @@ async def test_one_referral_is_one_trace_across_every_service(
         assert envelope["traceparent"].split("-")[1] == TRACE_ID, envelope["type"]
         assert headers["traceparent"].split("-")[1] == TRACE_ID, envelope["type"]
     assert any(e.get("tracestate") == "ens=1" for e, _ in events)
+
+    # The integrator's endpoint gets each of the referral's public events as a delivery in
+    # the trace, with the delivery span's context as traceparent.
+    route = hooks.receiver.routes["trace"]
+
+    async def delivered() -> set[str] | None:
+        got = {json.loads(r["body"])["type"] for r in route.requests
+               if json.loads(r["body"])["data"].get("referral_id") == referral_id}
+        return got if "org.ensemble.engagement.family_contacted.v1" in got else None
+
+    await system.eventually(delivered, 30, "FamilyContacted at the webhook")
+    for request in route.requests:
+        if json.loads(request["body"])["data"].get("referral_id") == referral_id:
+            assert request["headers"]["traceparent"].split("-")[1] == TRACE_ID
+    assert "webhook org.ensemble.referrals.opened.v1" in names()
 
     # No personal data in any span, in this trace or another.
     for span in spans.get_finished_spans():
