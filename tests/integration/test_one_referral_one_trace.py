@@ -68,7 +68,7 @@ async def referral_events(nats_url: str, referral_id: str) -> list[tuple[dict[st
 
 
 async def test_one_referral_is_one_trace_across_every_service(
-        spans: InMemorySpanExporter, whole: tuple[System, Hooks]) -> None:
+        spans: InMemorySpanExporter, whole: tuple[System, Hooks]) -> None:  # noqa: F811
     system, hooks = whole
     await hooks.endpoint("trace")
     await system.register_partner()
