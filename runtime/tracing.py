@@ -64,8 +64,8 @@ def configure_tracing(service: str, env: Mapping[str, str] = os.environ) -> bool
         "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     if protocol != "http/protobuf":
         log.warning("OTLP protocol %s is not supported here; exporting http/protobuf", protocol)
-    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or
-                                f"ensemble-{service}"})
+    named = service if service.startswith("ensemble") else f"ensemble-{service}"
+    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or named})
     provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=_endpoint(env))))
     use_provider(provider)
@@ -173,11 +173,6 @@ def continued(name: str, stored: Mapping[str, Any] | None, *,
     links = [Link(here)] if parent is not None and here.is_valid else None
     with span(name, parent=parent, kind=kind, links=links, attributes=attributes) as made:
         yield made
-
-
-def link_to(context: Context | None) -> list[Link]:
-    found = trace.get_current_span(context).get_span_context() if context else None
-    return [Link(found)] if found is not None and found.is_valid else []
 
 
 def ids() -> tuple[str, str] | None:
