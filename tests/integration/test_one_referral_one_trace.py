@@ -6,18 +6,24 @@ OTLP; the five services run in this process over real HTTP, NATS JetStream, data
 the webhook receiver is a real HTTP server. No span holds the family's personal data."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import nats
 import pytest
-from conftest import System
+from conftest import Inbox, System, running, token
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_webhooks_service import Hooks, whole  # noqa: F401  (the five services and a receiver)
+from support.receiver import Receiver, Route, serve
 
+from ensemble.embedded import DevSmsServer
+from ensemble.system import build_services
 from runtime import tracing
+from runtime.settings import SERVICES, Settings
+from services.webhooks.config import webhooks_settings
+from services.webhooks.service import build as build_webhooks
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{TRACE_ID}-00f067aa0ba902b7-01"  # the caller's span (a gateway, a SIS)
@@ -39,6 +45,31 @@ def spans() -> Iterator[InMemorySpanExporter]:
     finally:
         tracing.use_provider(None)
         provider.shutdown()
+
+
+@pytest.fixture
+async def five(spans: InMemorySpanExporter, settings: Settings, smtp: tuple[Inbox, str]
+               ) -> AsyncIterator[tuple[System, Route]]:
+    """The five services in this process (built once tracing is on), an integrator's webhook
+    endpoint on a real receiver."""
+    others = tuple(name for name in SERVICES if name != "webhooks")
+    hooks = webhooks_settings(settings, webhooks_allow_private=True,  # the receiver: loopback
+                              webhooks_poll_seconds=0.1)
+    services = [*build_services(settings, others), build_webhooks(hooks)]
+    sms_store = settings.data_dir / "sms" / "messages.jsonl"
+    sms_port = int(str(settings.sms_api_url).rsplit(":", 1)[1])
+    receiver = Receiver()
+    admin = {"Authorization": f"Bearer {token(settings, 'district_admin', 'd001')}"}
+    integrator = {"Authorization": f"Bearer {token(settings, 'integrator', 'd001')}"}
+    async with DevSmsServer(sms_store, sms_port, settings.sms_auth_token, None), \
+            serve(receiver.app) as receiver_url, running(settings, services) as url, \
+            httpx.AsyncClient(base_url=url, timeout=10, headers=admin) as http:
+        route = receiver.routes["trace"] = Route(secret="whsec_trace_test_secret_0123456789")
+        endpoint = await http.post("/api/v1/webhooks/endpoints", headers=integrator, json={
+            "district_id": "d001", "url": f"{receiver_url}/hooks/trace",
+            "secret": route.secret, "event_types": []})
+        assert endpoint.status_code == 201, endpoint.text
+        yield System(settings, http, {s.name: s for s in services}, smtp[0], sms_store), route
 
 
 def in_trace(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
@@ -68,9 +99,8 @@ async def referral_events(nats_url: str, referral_id: str) -> list[tuple[dict[st
 
 
 async def test_one_referral_is_one_trace_across_every_service(
-        spans: InMemorySpanExporter, whole: tuple[System, Hooks]) -> None:  # noqa: F811
-    system, hooks = whole
-    await hooks.endpoint("trace")
+        spans: InMemorySpanExporter, five: tuple[System, Route]) -> None:
+    system, route = five
     await system.register_partner()
     family = await system.register_family(name=FAMILY["name"], email=FAMILY["email"],
                                           phone=FAMILY["phone"])
@@ -138,8 +168,6 @@ async def test_one_referral_is_one_trace_across_every_service(
 
     # The integrator's endpoint gets each of the referral's public events as a delivery in
     # the trace, with the delivery span's context as traceparent.
-    route = hooks.receiver.routes["trace"]
-
     async def delivered() -> set[str] | None:
         got = {json.loads(r["body"])["type"] for r in route.requests
                if json.loads(r["body"])["data"].get("referral_id") == referral_id}
