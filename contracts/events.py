@@ -263,6 +263,7 @@ class FamilyErased(Event):
 
     domain = "engagement"
     name = "family_erased"
+    subject_field = "family_id"
     internal = True
     family_id: Id
     erased_by: Id = Field(description="the district admin's token subject, for the audit trail")
