@@ -6,18 +6,18 @@ Additive (nullable columns only): the code of the revision before keeps working 
 database at this one (rolling upgrades, docs/operations.md), which `compatible_from` declares.
 
 Revision ID: 0005_trace
-Revises: 0003_erasure
+Revises: 0004_rosters
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_trace"
-down_revision = "0003_erasure"
+down_revision = "0004_rosters"
 branch_labels = None
 depends_on = None
 # The oldest revision whose code may run on a database at this one (runtime/migrations.py).
-compatible_from = "0003_erasure"
+compatible_from = "0004_rosters"
 
 
 def upgrade() -> None:
