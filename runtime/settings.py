@@ -21,8 +21,14 @@ class Settings(BaseSettings):
     districts_file: Path = Field(DEFAULT_DISTRICTS_FILE, alias="ENSEMBLE_DISTRICTS_FILE")
     stream_replicas: int = Field(1, ge=1, le=5, alias="ENSEMBLE_STREAM_REPLICAS")
     log_level: str = Field("INFO", alias="ENSEMBLE_LOG_LEVEL")
-    # Signs bearer tokens; every service of a deployment shares it. Set it in production.
+    # Development only: signs and checks HS256 bearer tokens when no JWKS is configured.
     jwt_secret: str = Field(DEV_JWT_SECRET, min_length=32, alias="ENSEMBLE_JWT_SECRET")
+    # A deployment: services check bearer tokens against the console's published keys, a URL
+    # (the console's /.well-known/jwks.json) or a JWKS file. Set, HS256 tokens are refused.
+    jwks_url: str | None = Field(None, alias="ENSEMBLE_JWKS_URL")
+    # The console's private keys (a JWKS file; `ensemble keys new`): the first signs the API
+    # tokens it hands out, all are published. Also what `ensemble token` signs with, if set.
+    signing_keys_file: Path | None = Field(None, alias="ENSEMBLE_SIGNING_KEYS_FILE")
 
     referrals_database_url: str | None = Field(None, alias="REFERRALS_DATABASE_URL")
     partners_database_url: str | None = Field(None, alias="PARTNERS_DATABASE_URL")

@@ -3,23 +3,23 @@ referrals, sign-in and sign-out. Every route is a module-level function; what it
 signed-in person, their API client, the checked form) comes through FastAPI dependencies."""
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment
 from starlette.datastructures import FormData
 
 from contracts.taxonomy import Consent, Need, Outcome, Urgency
-from runtime.auth import Principal, Role, issue_token
+from runtime.auth import Principal, Role
 from runtime.districts import Districts
 from services.console import session as sessions
 from services.console.api_client import Api, ApiError
 from services.console.i18n import LANG_COOKIE, Translator, choose_language
 from services.console.settings import ConsoleSettings
+from services.console.tokens import ApiTokens
 from services.console.views import (
     CLOSED,
     URGENCY_ORDER,
@@ -46,6 +46,11 @@ class Console:
     templates: Environment
     http: httpx.AsyncClient
     translations: dict[str, Translator] = field(default_factory=dict)
+    tokens: ApiTokens | None = None  # set by service.build
+
+    def api_tokens(self) -> ApiTokens:
+        assert self.tokens is not None
+        return self.tokens
 
 
 # --- errors the pages turn into answers ------------------------------------------------------
@@ -103,8 +108,8 @@ PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
 def api(c: ConsoleDep, s: SessionDep, _p: PrincipalDep) -> Api:
-    assert s.api_token  # a principal comes with its token
-    return Api(c.http, s.api_token, c.settings.base_url_of)
+    assert s.principal is not None
+    return Api(c.http, c.api_tokens().token_for(s.principal), c.settings.base_url_of)
 
 
 ApiDep = Annotated[Api, Depends(api)]
@@ -254,15 +259,13 @@ async def sign_in(request: Request, c: ConsoleDep, form: FormDep) -> Response:
     return start_session(request, c, who, next_path)
 
 
-def start_session(request: Request, c: Console, who: Principal, next_path: str) -> Response:
-    """Where every sign-in ends (OpenID Connect too): an API token for the principal, kept in
-    the signed cookie."""
-    hours = c.settings.console_session_hours
-    token = issue_token(c.settings.jwt_secret, subject=who.subject, role=who.role,
-                        district=who.district, schools=who.schools, partner_id=who.partner_id,
-                        ttl=timedelta(hours=hours))
+def start_session(request: Request, c: Console, who: Principal, next_path: str, *,
+                  provider: str | None = None, id_token: str | None = None) -> Response:
+    """Where every sign-in ends (OpenID Connect too): the principal in the signed cookie (the
+    API tokens are made from it, short-lived, as the pages need them)."""
     response = redirect(next_path)
-    _write_cookie(request, response, sessions.signed_in(who, token, hours))
+    _write_cookie(request, response, sessions.signed_in(
+        who, c.settings.console_session_hours, provider=provider, id_token=id_token))
     return response
 
 
@@ -271,6 +274,13 @@ async def sign_out(request: Request, _form: FormDep) -> Response:
     response = redirect("/sign-in")
     _write_cookie(request, response, sessions.anonymous())
     return response
+
+
+@router.get("/.well-known/jwks.json", include_in_schema=False)
+async def jwks(c: ConsoleDep) -> JSONResponse:
+    """The public keys the services check the console's API tokens with (two during a key
+    rotation). Empty in development, where tokens are HS256 with the shared secret."""
+    return JSONResponse(c.api_tokens().jwks(), headers={"Cache-Control": "max-age=300"})
 
 
 @router.post("/language", response_model=None)

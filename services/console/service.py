@@ -11,9 +11,11 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from runtime.districts import Districts, load_districts
 from runtime.host import Web
+from runtime.keys import SigningKeys
 from services.console import directory, families, outreach, pages
 from services.console.i18n import load_translators
 from services.console.settings import ConsoleSettings
+from services.console.tokens import ApiTokens
 
 NAME = "console"
 HERE = Path(__file__).parent
@@ -31,6 +33,8 @@ def templates() -> Environment:
 
 def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
     districts = districts or load_districts(settings.districts_file)
+    keys = SigningKeys(settings.signing_keys_file) if settings.signing_keys_file else None
+    tokens = ApiTokens(keys, settings.jwt_secret, settings.access_token_minutes)
     # httpx logs every call's URL at INFO; a page makes several. Failures reach the pages.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -38,7 +42,7 @@ def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=settings.console_api_timeout_seconds) as http:
             app.state.console = pages.Console(settings, districts, templates(), http,
-                                              load_translators())
+                                              load_translators(), tokens)
             yield
 
     router = APIRouter()

@@ -19,6 +19,9 @@ class ConsoleSettings(Settings):
     console_session_secret: str = Field(DEV_SESSION_SECRET, min_length=32,
                                         alias="ENSEMBLE_CONSOLE_SESSION_SECRET")
     console_session_hours: float = Field(8, gt=0, le=24, alias="ENSEMBLE_CONSOLE_SESSION_HOURS")
+    # How long an API token the console makes for a signed-in person lasts; it makes a new one
+    # before it ends, for as long as the session lasts.
+    access_token_minutes: float = Field(10, ge=1, le=60, alias="ENSEMBLE_ACCESS_TOKEN_MINUTES")
     # Development mode: anyone may sign in as any role, district, school or partner. Only
     # `ensemble up` and `ensemble demo` on the embedded default turn it on.
     dev_sign_in: bool = Field(False, alias="ENSEMBLE_DEV_SIGN_IN")
