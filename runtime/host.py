@@ -128,7 +128,8 @@ def create_app(services: list[Service], title: str = "Ensemble",
         settings = service.runtime.settings
         key = (settings.jwks_url, settings.jwt_secret)
         if key not in verifiers:  # one JWKS cache for the services of one process
-            verifiers[key] = (TokenVerifier(jwks=PublicKeys(settings.jwks_url))
+            jwks = PublicKeys(settings.jwks_url, max_age=settings.jwks_cache_seconds)
+            verifiers[key] = (TokenVerifier(jwks=jwks)
                               if settings.jwks_url else TokenVerifier(secret=settings.jwt_secret))
         authorize = authorizer(verifiers[key], service.policy)
         app.include_router(service.router, prefix="/api/v1", tags=[service.name],

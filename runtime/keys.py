@@ -112,10 +112,10 @@ class SigningKeys:
 
 class PublicKeys:
     """A JWKS to verify tokens with: from ``url`` (http or https) or a file, cached for
-    ``max_age`` seconds, fetched again at once for a ``kid`` not in it (at most every
+    ``max_age`` seconds, fetched again for a ``kid`` not in it (at most once every
     ``min_refresh`` seconds, so tokens naming made-up keys cannot make it hammer the source)."""
 
-    def __init__(self, source: str, *, max_age: float = 3600, min_refresh: float = 5,
+    def __init__(self, source: str, *, max_age: float = 300, min_refresh: float = 1,
                  timeout: float = 5) -> None:
         self.source = source
         self.max_age = max_age
@@ -135,10 +135,16 @@ class PublicKeys:
         return _import(read_jwks(Path(self.source)), f"JWKS {self.source}", private=False)
 
     async def refresh(self, *, forced: bool) -> None:
+        """Fetch the JWKS when it is older than ``max_age`` or, ``forced`` (a token named a key
+        not in it), now, but no sooner than ``min_refresh`` after the last fetch and only once
+        for all the requests that were waiting for it."""
+        asked = time.monotonic()
         async with self._lock:
-            age = time.monotonic() - self._fetched
-            if self._keys is not None and age < (self.min_refresh if forced else self.max_age):
+            if self._keys is not None and (self._fetched >= asked or
+                                           (not forced and asked - self._fetched < self.max_age)):
                 return
+            if self._keys is not None:
+                await asyncio.sleep(max(0.0, self._fetched + self.min_refresh - time.monotonic()))
             try:
                 self._keys = await self._fetch()
             except (httpx.HTTPError, ValueError) as exc:

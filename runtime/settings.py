@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     # A deployment: services check bearer tokens against the console's published keys, a URL
     # (the console's /.well-known/jwks.json) or a JWKS file. Set, HS256 tokens are refused.
     jwks_url: str | None = Field(None, alias="ENSEMBLE_JWKS_URL")
+    # How long services keep the JWKS before reading it again (a retired key's tokens are
+    # refused at most this long after it leaves the file). A key they have not seen yet is
+    # fetched at once whatever this says.
+    jwks_cache_seconds: float = Field(300, gt=0, le=86400, alias="ENSEMBLE_JWKS_CACHE_SECONDS")
     # The console's private keys (a JWKS file; `ensemble keys new`): the first signs the API
     # tokens it hands out, all are published. Also what `ensemble token` signs with, if set.
     signing_keys_file: Path | None = Field(None, alias="ENSEMBLE_SIGNING_KEYS_FILE")

@@ -113,8 +113,9 @@ def test_a_keys_file_with_a_public_or_symmetric_key_is_refused(tmp_path: Path) -
     write_jwks(tmp_path / "pub.json", {"keys": [public]})
     with pytest.raises(KeysError, match="public"):
         SigningKeys(tmp_path / "pub.json")
-    write_jwks(tmp_path / "hs.json", {"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0", "alg": "HS256",
-                                                "kid": "s"}]})
+    secret = {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0", "alg": "HS256",
+              "kid": "s"}
+    write_jwks(tmp_path / "hs.json", {"keys": [secret]})
     with pytest.raises(KeysError, match="alg"):
         SigningKeys(tmp_path / "hs.json")
     with pytest.raises(KeysError, match="unsupported"):
