@@ -12,8 +12,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from runtime.districts import Districts, load_districts
 from runtime.host import Web
 from runtime.keys import SigningKeys
-from services.console import directory, families, outreach, pages
+from services.console import directory, families, outreach, pages, signin
+from services.console.audit import SignInAudit
 from services.console.i18n import load_translators
+from services.console.oidc import OpenIdClient
 from services.console.settings import ConsoleSettings
 from services.console.tokens import ApiTokens
 
@@ -41,12 +43,13 @@ def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=settings.console_api_timeout_seconds) as http:
-            app.state.console = pages.Console(settings, districts, templates(), http,
-                                              load_translators(), tokens)
+            app.state.console = pages.Console(
+                settings, districts, templates(), http, load_translators(), tokens,
+                OpenIdClient(http), SignInAudit(settings.sign_in_audit_dir))
             yield
 
     router = APIRouter()
-    for part in (pages.router, families.router, directory.router, outreach.router):
+    for part in (signin.router, pages.router, families.router, directory.router, outreach.router):
         router.include_router(part)
     return Web(NAME, router, lifespan=lifespan, static=("/static", str(HERE / "static")),
                exception_handlers=pages.EXCEPTION_HANDLERS)

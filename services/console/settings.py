@@ -1,5 +1,7 @@
 """The console's settings: the deployment's own, plus its session and where the APIs are."""
 
+from pathlib import Path
+
 from pydantic import Field
 
 from runtime.settings import Settings
@@ -31,6 +33,13 @@ class ConsoleSettings(Settings):
     # How long the pages wait for an API answer.
     console_api_timeout_seconds: float = Field(15, gt=0, le=120,
                                                alias="ENSEMBLE_CONSOLE_API_TIMEOUT_SECONDS")
+
+    # The sign-in audit trail, a JSON-lines file per district (services/console/audit.py).
+    console_audit_dir: Path | None = Field(None, alias="ENSEMBLE_CONSOLE_AUDIT_DIR")
+
+    @property
+    def sign_in_audit_dir(self) -> Path:
+        return self.console_audit_dir or self.data_dir / "audit" / "sign-in"
 
     @property
     def api_base_url(self) -> str:
