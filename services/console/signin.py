@@ -227,9 +227,15 @@ async def sign_out(request: Request, c: ConsoleDep, s: SessionDep, _form: FormDe
             target = await _oidc(c).end_session_url(provider, s.id_token, after)
             _audit(c).record(district_id, "sign_out", provider=provider_id,
                              subject=s.principal.subject)
-    response = redirect(target or "/sign-in")
-    _write_cookie(request, response, sessions.anonymous())
-    return response
+    ended = sessions.anonymous()
+    if target is None:
+        response = redirect("/sign-in")
+        _write_cookie(request, response, ended)
+        return response
+    # A page, not a redirect: the pages' CSP (form-action 'self') rightly stops a form's
+    # answer from redirecting to another site. It goes on to the provider by itself.
+    request.state.console_session = ended
+    return render(request, "signed_out.html.j2", logout_url=target)
 
 
 @router.get("/district/sign-ins", response_class=HTMLResponse)
