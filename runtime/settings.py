@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DISTRICTS_FILE = REPO_ROOT / "deploy" / "districts.toml"
 DEV_JWT_SECRET = "development-only-secret-change-me-0123456789"
+DEV_PARTNER_LINK_SECRET = "development-only-partner-link-secret-0123456789"
 SERVICES = ("referrals", "partners", "engagement", "notifications", "webhooks")
 
 
@@ -64,6 +65,11 @@ class Settings(BaseSettings):
     sms_auth_token: str = Field("dev-token", alias="SMS_AUTH_TOKEN")
     sms_from_number: str = Field("+15005550006", alias="SMS_FROM_NUMBER")
     public_base_url: str = Field("http://127.0.0.1:8000", alias="ENSEMBLE_PUBLIC_BASE_URL")
+    # Partner links (services/partners/links.py): signed with the partners service's own
+    # secret (no other service checks them), valid this many hours. Set the secret in production.
+    partner_link_secret: str = Field(DEV_PARTNER_LINK_SECRET, min_length=32,
+                                     alias="ENSEMBLE_PARTNER_LINK_SECRET")
+    partner_link_hours: float = Field(72, gt=0, le=24 * 30, alias="ENSEMBLE_PARTNER_LINK_HOURS")
 
     def database_url(self, service: str) -> str:
         url = getattr(self, f"{service}_database_url")

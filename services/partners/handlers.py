@@ -6,6 +6,8 @@ ReferralOpened it follows: an event about a referral partners has not heard of y
 later (RetryLater), never dropped.
 """
 
+from datetime import datetime
+
 from contracts.envelope import Envelope
 from contracts.events import (
     ConsentRecorded,
@@ -21,6 +23,7 @@ from runtime.errors import RetryLater
 from runtime.uow import UnitOfWork
 from services.partners.assign import add_to_stats, match, release_slot
 from services.partners.deps import PartnersDeps
+from services.partners.links import issue_link
 from services.partners.tables import FamilyLanguage, ReferralRequest
 
 ENDED = ("ended", "consent_declined")
@@ -31,6 +34,13 @@ async def _request(uow: UnitOfWork, env: Envelope, referral_id: str) -> Referral
     if request is None or request.district_id != env.districtid:
         raise RetryLater(f"referral {referral_id} not known yet")
     return request
+
+
+async def _match(uow: UnitOfWork, request: ReferralRequest, now: datetime,
+                 deps: PartnersDeps) -> None:
+    """Match, and e-mail the matched partner's contact a link to the referral."""
+    await match(uow, request, now)
+    await issue_link(uow, request, deps.links, now)
 
 
 async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened,
@@ -47,7 +57,7 @@ async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened,
     )
     uow.session.add(request)
     if ev.consent == Consent.given:
-        await match(uow, request, now)
+        await _match(uow, request, now, deps)
     elif ev.consent == Consent.declined:
         request.state = "consent_declined"
 
@@ -59,7 +69,7 @@ async def on_consent(uow: UnitOfWork, env: Envelope, ev: ConsentRecorded,
         return
     request.consent = ev.consent
     if ev.consent == Consent.given and request.state == "awaiting_consent":
-        await match(uow, request, deps.clock())
+        await _match(uow, request, deps.clock(), deps)
     elif ev.consent == Consent.declined:  # declined, or withdrawn after a match
         await release_slot(uow, request, at=ev.recorded_at)
         request.state = "consent_declined"
@@ -73,7 +83,7 @@ async def on_declined(uow: UnitOfWork, env: Envelope, ev: ReferralDeclined,
     now = deps.clock()
     await release_slot(uow, request, at=now, declined=True)
     request.declines += 1
-    await match(uow, request, now)  # the tried partners are skipped
+    await _match(uow, request, now, deps)  # the tried partners are skipped
 
 
 async def on_accepted(uow: UnitOfWork, env: Envelope, ev: ReferralAccepted,

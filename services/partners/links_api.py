@@ -1,0 +1,41 @@
+"""The partner-link routes: public (the signed token is the credential), answered for the
+console's /p/<token> page, which then acts for the partner on that one referral only."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from runtime.host import wired
+from services.partners.deps import PartnersDeps
+from services.partners.links import LinkRefused, describe, open_link, use_link
+
+router = APIRouter()
+PUBLIC_ROUTES = frozenset({("GET", "/partner-links/{token}"),
+                           ("POST", "/partner-links/{token}/use")})
+Deps = Annotated[PartnersDeps, Depends(wired("partners"))]
+Token = Annotated[str, Field(min_length=16, max_length=1000, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class LinkUse(BaseModel):
+    action: Literal["accept", "decline", "in_service"]
+
+
+@router.get("/partner-links/{token}", responses={410: {"description": "the link opens "
+                                                        "nothing: invalid, expired, used or "
+                                                        "match_ended"}})
+async def partner_link(token: str, deps: Deps) -> dict[str, Any]:
+    """What the link opens, while it still does."""
+    if deps.links is None or deps.runtime is None:
+        raise LinkRefused("invalid")
+    async with deps.runtime.unit_of_work() as uow:
+        return describe(await open_link(uow, deps.links, token, deps.clock()))
+
+
+@router.post("/partner-links/{token}/use", responses={410: {"description": "see GET"}})
+async def partner_link_use(token: str, body: LinkUse, deps: Deps) -> dict[str, Any]:
+    """Spend the link on its one answer (the caller then gives the answer to referrals)."""
+    if deps.links is None or deps.runtime is None:
+        raise LinkRefused("invalid")
+    async with deps.runtime.unit_of_work() as uow:
+        return describe(await use_link(uow, deps.links, token, body.action, deps.clock()))
