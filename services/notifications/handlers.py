@@ -9,10 +9,11 @@ from uuid import uuid4
 from sqlalchemy import insert, select
 
 from contracts.envelope import Envelope
-from contracts.events import BulkOutreachRequested, OutreachRequested
+from contracts.events import BulkOutreachRequested, OutreachRequested, PartnerLinkRequested
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.metrics import BULK_QUEUED
+from services.notifications.partner_links import on_partner_link_requested
 from services.notifications.policy import Holding
 from services.notifications.tables import Message
 
@@ -83,4 +84,5 @@ async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
 HANDLERS = {
     OutreachRequested: on_outreach_requested,
     BulkOutreachRequested: on_bulk,
+    PartnerLinkRequested: on_partner_link_requested,
 }
