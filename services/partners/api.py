@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 from sqlalchemy import select
 
 from contracts.events import CapacityChanged
@@ -34,6 +34,8 @@ class RegisterPartner(BaseModel):
     languages: Annotated[list[Language], Field(min_length=1)] = ["en"]
     grades: list[Annotated[int, Field(ge=-1, le=12)]] = []
     capacity: Annotated[int, Field(ge=0, le=100_000, description="open slots at each school")]
+    email: EmailStr | None = Field(None, description="the contact e-mailed a link to each "
+                                                     "referral matched to the partner")
 
 
 class SetCapacity(BaseModel):
@@ -153,6 +155,7 @@ def build_router(rt: ServiceRuntime) -> APIRouter:
             partner, services = await directory.register(
                 uow.session, body.district_id, body.name, [n.value for n in body.needs],
                 list(body.schools), list(body.languages), list(body.grades), body.capacity)
+            partner.email = body.email
             capacity = await directory.capacity_by_service(uow.session, [s.id for s in services])
         return _view(partner, services, capacity, None)
 

@@ -43,11 +43,13 @@ class LinkIssuer:
         return jwt.encode({"jti": link_id, "purpose": PURPOSE,
                            "exp": int(expires_at.timestamp())}, self.secret, algorithm="HS256")
 
-    def link_id(self, token: str) -> str:
-        """The link's id once the token's signature, purpose and expiry check out."""
+    def link_id(self, token: str, *, expired_too: bool = False) -> str:
+        """The link's id once the token's signature, purpose and (unless ``expired_too``)
+        expiry check out."""
         try:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"],
-                                options={"require": ["exp", "jti"]})
+                                options={"require": ["exp", "jti"],
+                                         "verify_exp": not expired_too})
         except jwt.ExpiredSignatureError:
             raise LinkRefused("expired") from None
         except jwt.PyJWTError:
@@ -79,20 +81,41 @@ async def issue_link(uow: UnitOfWork, request: ReferralRequest, issuer: LinkIssu
         district=request.district_id, school=request.school_id, subject=request.referral_id)
 
 
-async def open_link(uow: UnitOfWork, issuer: LinkIssuer, token: str,
-                    now: datetime) -> PartnerLink:
-    """The link, if it still opens its referral; else LinkRefused naming why."""
-    link = await uow.session.get(PartnerLink, issuer.link_id(token))
+async def find_link(uow: UnitOfWork, issuer: LinkIssuer,
+                    token: str) -> tuple[PartnerLink, bool]:
+    """The link a genuine token names, and whether the token has expired; else
+    LinkRefused("invalid")."""
+    link = await uow.session.get(PartnerLink, issuer.link_id(token, expired_too=True))
     if link is None:
         raise LinkRefused("invalid")
-    if link.expires_at <= now:
-        raise LinkRefused("expired")
+    try:
+        issuer.link_id(token)
+    except LinkRefused:
+        return link, True
+    return link, False
+
+
+async def status_of(uow: UnitOfWork, link: PartnerLink, now: datetime,
+                    token_expired: bool = False) -> str:
+    """open, or why the link opens nothing any more: expired, used, match_ended."""
+    if token_expired or link.expires_at <= now:
+        return "expired"
     if link.used_at is not None:
-        raise LinkRefused("used")
+        return "used"
     request = await uow.session.get(ReferralRequest, link.referral_id)
     if (request is None or request.state != "matched" or request.partner_id != link.partner_id
             or request.attempts != link.attempt):
-        raise LinkRefused("match_ended")
+        return "match_ended"
+    return "open"
+
+
+async def open_link(uow: UnitOfWork, issuer: LinkIssuer, token: str,
+                    now: datetime) -> PartnerLink:
+    """The link, if it still opens its referral; else LinkRefused naming why."""
+    link, token_expired = await find_link(uow, issuer, token)
+    status = await status_of(uow, link, now, token_expired)
+    if status != "open":
+        raise LinkRefused(status)
     return link
 
 
@@ -108,7 +131,8 @@ async def use_link(uow: UnitOfWork, issuer: LinkIssuer, token: str, action: str,
     return link
 
 
-def describe(link: PartnerLink) -> dict[str, Any]:
+def describe(link: PartnerLink, status: str = "open") -> dict[str, Any]:
     return {"link_id": link.id, "district_id": link.district_id,
             "referral_id": link.referral_id, "partner_id": link.partner_id,
-            "expires_at": link.expires_at.isoformat()}
+            "expires_at": link.expires_at.isoformat(), "status": status,
+            "used_for": link.used_for}

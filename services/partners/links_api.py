@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from runtime.host import wired
 from services.partners.deps import PartnersDeps
-from services.partners.links import LinkRefused, describe, open_link, use_link
+from services.partners.links import LinkRefused, describe, find_link, status_of, use_link
 
 router = APIRouter()
 PUBLIC_ROUTES = frozenset({("GET", "/partner-links/{token}"),
@@ -21,18 +21,19 @@ class LinkUse(BaseModel):
     action: Literal["accept", "decline", "in_service"]
 
 
-@router.get("/partner-links/{token}", responses={410: {"description": "the link opens "
-                                                        "nothing: invalid, expired, used or "
-                                                        "match_ended"}})
+@router.get("/partner-links/{token}", responses={410: {"description": "not a link of ours"}})
 async def partner_link(token: str, deps: Deps) -> dict[str, Any]:
-    """What the link opens, while it still does."""
+    """What the link opens, and whether it still does (``status``: open, expired, used,
+    match_ended)."""
     if deps.links is None or deps.runtime is None:
         raise LinkRefused("invalid")
     async with deps.runtime.unit_of_work() as uow:
-        return describe(await open_link(uow, deps.links, token, deps.clock()))
+        link, token_expired = await find_link(uow, deps.links, token)
+        return describe(link, await status_of(uow, link, deps.clock(), token_expired))
 
 
-@router.post("/partner-links/{token}/use", responses={410: {"description": "see GET"}})
+@router.post("/partner-links/{token}/use", responses={410: {
+    "description": "the link opens nothing: invalid, expired, used or match_ended"}})
 async def partner_link_use(token: str, body: LinkUse, deps: Deps) -> dict[str, Any]:
     """Spend the link on its one answer (the caller then gives the answer to referrals)."""
     if deps.links is None or deps.runtime is None:
