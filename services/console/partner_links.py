@@ -37,7 +37,7 @@ async def _link(c: Console, token: str) -> dict[str, Any] | None:
     try:
         return dict(await _public(c).get(f"/partner-links/{quote(token)}"))
     except ApiError as exc:
-        if exc.status in (404, 410, 422):
+        if exc.status in (404, 422):
             return None
         raise
 
@@ -78,7 +78,7 @@ async def partner_link_answer(request: Request, token: str, c: ConsoleDep,
         await _public(c).post(f"/partner-links/{quote(token)}/use",
                               {"action": ANSWERS[action]})
     except ApiError as exc:
-        if exc.status != 410:
+        if exc.status not in (404, 410):
             raise
         return _refused(request, c, link, str(exc.detail))
     body: dict[str, Any] = {"district_id": link["district_id"],

@@ -24,13 +24,22 @@ ACTIONS = ("accept", "decline", "in_service")
 
 
 class LinkRefused(DomainError):
-    """The link opens nothing: ``reason`` is invalid, expired, used or match_ended."""
+    """The link opens nothing any more: ``reason`` is expired, used or match_ended."""
 
     status_code = 410
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LinkUnknown(LinkRefused):
+    """Not a link of ours: a bad signature, another purpose, an id never issued (404)."""
+
+    status_code = 404
+
+    def __init__(self) -> None:
+        super().__init__("invalid")
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,9 @@ class LinkIssuer:
         except jwt.ExpiredSignatureError:
             raise LinkRefused("expired") from None
         except jwt.PyJWTError:
-            raise LinkRefused("invalid") from None
+            raise LinkUnknown from None
         if claims.get("purpose") != PURPOSE:
-            raise LinkRefused("invalid")
+            raise LinkUnknown
         return str(claims["jti"])
 
 
@@ -84,10 +93,10 @@ async def issue_link(uow: UnitOfWork, request: ReferralRequest, issuer: LinkIssu
 async def find_link(uow: UnitOfWork, issuer: LinkIssuer,
                     token: str) -> tuple[PartnerLink, bool]:
     """The link a genuine token names, and whether the token has expired; else
-    LinkRefused("invalid")."""
+    LinkUnknown."""
     link = await uow.session.get(PartnerLink, issuer.link_id(token, expired_too=True))
     if link is None:
-        raise LinkRefused("invalid")
+        raise LinkUnknown
     try:
         issuer.link_id(token)
     except LinkRefused:
