@@ -52,20 +52,17 @@ class LinkIssuer:
         return jwt.encode({"jti": link_id, "purpose": PURPOSE,
                            "exp": int(expires_at.timestamp())}, self.secret, algorithm="HS256")
 
-    def link_id(self, token: str, *, expired_too: bool = False) -> str:
-        """The link's id once the token's signature, purpose and (unless ``expired_too``)
-        expiry check out."""
+    def read(self, token: str) -> tuple[str, float]:
+        """The link's id and the token's expiry, once its signature and purpose check out
+        (the expiry is the caller's to compare with its clock)."""
         try:
             claims = jwt.decode(token, self.secret, algorithms=["HS256"],
-                                options={"require": ["exp", "jti"],
-                                         "verify_exp": not expired_too})
-        except jwt.ExpiredSignatureError:
-            raise LinkRefused("expired") from None
+                                options={"require": ["exp", "jti"], "verify_exp": False})
         except jwt.PyJWTError:
             raise LinkUnknown from None
-        if claims.get("purpose") != PURPOSE:
+        if claims.get("purpose") != PURPOSE or not isinstance(claims["exp"], int | float):
             raise LinkUnknown
-        return str(claims["jti"])
+        return str(claims["jti"]), float(claims["exp"])
 
 
 async def issue_link(uow: UnitOfWork, request: ReferralRequest, issuer: LinkIssuer | None,
@@ -90,18 +87,15 @@ async def issue_link(uow: UnitOfWork, request: ReferralRequest, issuer: LinkIssu
         district=request.district_id, school=request.school_id, subject=request.referral_id)
 
 
-async def find_link(uow: UnitOfWork, issuer: LinkIssuer,
-                    token: str) -> tuple[PartnerLink, bool]:
+async def find_link(uow: UnitOfWork, issuer: LinkIssuer, token: str,
+                    now: datetime) -> tuple[PartnerLink, bool]:
     """The link a genuine token names, and whether the token has expired; else
     LinkUnknown."""
-    link = await uow.session.get(PartnerLink, issuer.link_id(token, expired_too=True))
+    link_id, expires = issuer.read(token)
+    link = await uow.session.get(PartnerLink, link_id)
     if link is None:
         raise LinkUnknown
-    try:
-        issuer.link_id(token)
-    except LinkRefused:
-        return link, True
-    return link, False
+    return link, expires <= now.timestamp()
 
 
 async def status_of(uow: UnitOfWork, link: PartnerLink, now: datetime,
@@ -121,7 +115,7 @@ async def status_of(uow: UnitOfWork, link: PartnerLink, now: datetime,
 async def open_link(uow: UnitOfWork, issuer: LinkIssuer, token: str,
                     now: datetime) -> PartnerLink:
     """The link, if it still opens its referral; else LinkRefused naming why."""
-    link, token_expired = await find_link(uow, issuer, token)
+    link, token_expired = await find_link(uow, issuer, token, now)
     status = await status_of(uow, link, now, token_expired)
     if status != "open":
         raise LinkRefused(status)

@@ -30,8 +30,9 @@ async def partner_link(token: Token, deps: Deps) -> dict[str, Any]:
     if deps.links is None or deps.runtime is None:
         raise LinkUnknown
     async with deps.runtime.unit_of_work() as uow:
-        link, token_expired = await find_link(uow, deps.links, token)
-        return describe(link, await status_of(uow, link, deps.clock(), token_expired))
+        now = deps.clock()
+        link, token_expired = await find_link(uow, deps.links, token, now)
+        return describe(link, await status_of(uow, link, now, token_expired))
 
 
 @router.post("/partner-links/{token}/use", responses={
