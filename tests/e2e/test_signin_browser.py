@@ -3,19 +3,25 @@ Provider built on authlib's server side (tests/support/oidc_provider.py) and the
 run as a deployment runs it: no development sign-in, API tokens signed with the console's own
 key and checked by the services against its JWKS. Sign-in and role mapping, refusal of a person
 with no role, a tampered state, sign-out at the provider, and the console's key rotated while
-a person is signed in; axe-core on the pages a person sees."""
+a person is signed in; a partner's link followed once, replayed, and expired; axe-core on the
+pages a person sees."""
 
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from conftest import Inbox
 from support.signin import SECRET_ENV, SignInSystem, signin_system
+from support.waiting import eventually
 from typer.testing import CliRunner
 
 from ensemble.cli import app as cli
+from runtime.auth import issue_token
 from runtime.keys import SigningKeys
 from runtime.settings import Settings
 
@@ -174,3 +180,77 @@ async def test_sign_out_ends_the_session_here_and_at_the_provider(chromium: Brow
     assert chromium.site.provider.ended == ["op-cora"]
     await page.goto("/referrals")
     await page.wait_for_url(re.compile(r"/sign-in\?next="))
+
+
+async def _api(site: SignInSystem) -> httpx.AsyncClient:
+    """d001's district admin over the API, with a token the console's key signed (the
+    services accept no other here)."""
+    bearer = issue_token(SigningKeys(site.keys_file), subject="test-admin",
+                         role="district_admin", district="d001")
+    return httpx.AsyncClient(base_url=f"{site.url}/api/v1", timeout=15,
+                             headers={"Authorization": f"Bearer {bearer}"})
+
+
+async def _partner_link(site: SignInSystem, inbox: Inbox) -> str:
+    """A referral matched to a partner with a contact: the link in the e-mail it gets."""
+    async with await _api(site) as api:
+        partner = await api.post("/partners", json={
+            "district_id": "d001", "name": "Sonrisa Dental", "needs": ["dental"],
+            "schools": ["lincoln-es"], "languages": ["en"], "capacity": 2,
+            "email": "intake@sonrisa.example"})
+        assert partner.status_code == 201, partner.text
+        family = await api.post("/families", json={
+            "district_id": "d001", "school_id": "lincoln-es", "name": "Familia Rivera",
+            "preferred_language": "es", "email": "rivera@example.org",
+            "preferred_channel": "email"})
+        assert family.status_code == 201, family.text
+        referral = await api.post("/referrals", json={
+            "district_id": "d001", "school_id": "lincoln-es", "student_ref": "stu-9",
+            "family_id": family.json()["id"], "need": "dental", "urgency": "urgent",
+            "consent": "given"})
+        assert referral.status_code in (200, 201), referral.text
+    mail = await eventually(lambda: (inbox.to("intake@sonrisa.example") or [None])[-1],
+                            "the partner's e-mail", 30)
+    part = mail.get_payload(0) if mail.is_multipart() else mail
+    found = re.search(r"(http://\S+/p/\S+)", part.get_payload(decode=True).decode())
+    assert found is not None
+    return found.group(1)
+
+
+async def test_a_partner_follows_the_link_once_and_it_then_says_it_no_longer_works(
+        chromium: Browser, smtp: tuple[Inbox, str]) -> None:
+    link = await _partner_link(chromium.site, smtp[0])
+    page = await chromium.page()
+    await page.goto(link)
+    assert "A referral for your organization" in await page.locator("h1").inner_text()
+    await chromium.accessible(page)
+    # The same link open in a second tab, its form ready to send.
+    second = await page.context.new_page()
+    await second.goto(link)
+    await page.get_by_role("button", name="Accept the referral").click()
+    await page.wait_for_load_state()
+    assert "Thank you" in await page.locator("h1").inner_text()
+    # Replayed from the second tab: refused, nothing done.
+    await second.get_by_label("Reason for declining").select_option("no_capacity")
+    await second.get_by_role("button", name="Decline").click()
+    await second.wait_for_load_state()
+    assert "This link no longer works" in await second.locator("h1").inner_text()
+    await page.goto(link)
+    assert "This link no longer works" in await page.locator("h1").inner_text()
+    assert "already been used" in await page.locator("main").inner_text()
+    await chromium.accessible(page)
+
+
+async def test_an_expired_partner_link_says_so(chromium: Browser, smtp: tuple[Inbox, str]
+                                               ) -> None:
+    link = await _partner_link(chromium.site, smtp[0])
+    base, token = link.rsplit("/p/", 1)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    expired = jwt.encode({**claims, "exp": int(time.time()) - 60},
+                         chromium.site.settings.partner_link_secret, algorithm="HS256")
+    page = await chromium.page()
+    await page.goto(f"{base}/p/{expired}")
+    assert "This link no longer works" in await page.locator("h1").inner_text()
+    assert "It has expired." in await page.locator("main").inner_text()
+    await page.goto(link)  # the genuine one still opens
+    assert "A referral for your organization" in await page.locator("h1").inner_text()
