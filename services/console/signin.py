@@ -38,6 +38,7 @@ from services.console.pages import (
 
 router = APIRouter()
 CALLBACK = "/sign-in/callback"
+MAX_HINT_CHARS = 1800
 
 
 def _providers(c: Console) -> list[tuple[District, SignInProvider]]:
@@ -132,8 +133,11 @@ async def sign_in_callback(request: Request, c: ConsoleDep) -> Response:
     else:
         _audit(c).record(district.id, "sign_in", provider=provider.id, subject=who.subject,
                          role=who.role.value)
+        # The ID token rides in the session cookie as the sign-out hint, unless it is so large
+        # (an Entra token with many groups) that the cookie would pass browsers' 4 KB.
+        hint = id_token if len(id_token) <= MAX_HINT_CHARS else None
         response = start_session(request, c, who, flow.next_path,
-                                 provider=f"{district.id}/{provider.id}", id_token=id_token)
+                                 provider=f"{district.id}/{provider.id}", id_token=hint)
     response.delete_cookie(FLOW_COOKIE, path="/sign-in")
     return response
 
