@@ -31,7 +31,8 @@ class KeysError(ValueError):
 
 
 def new_key(alg: str = "ES256") -> dict[str, Any]:
-    """A new private signing key as a JWK, its ``kid`` the key's thumbprint (RFC 7638)."""
+    """A new private signing key as a JWK, its ``kid`` made from the key's thumbprint (RFC
+    7638), never starting with '-' (it is typed on command lines)."""
     params = {"alg": alg, "use": "sig"}
     if alg == "ES256":
         key: ECKey | RSAKey = ECKey.generate_key("P-256", parameters=params, private=True)
@@ -39,8 +40,7 @@ def new_key(alg: str = "ES256") -> dict[str, Any]:
         key = RSAKey.generate_key(2048, parameters=params, private=True)
     else:
         raise KeysError(f"unsupported algorithm {alg!r} (ES256 or RS256)")
-    key.ensure_kid()
-    return key.as_dict(private=True)
+    return key.as_dict(private=True, kid=f"k{key.thumbprint()[:24]}")
 
 
 def read_jwks(path: Path) -> dict[str, Any]:

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(0.5, gt=0, alias="ENSEMBLE_OUTBOX_POLL_SECONDS")
     follow_up_scan_seconds: float = Field(30, gt=0, alias="ENSEMBLE_FOLLOW_UP_SCAN_SECONDS")
     referral_metrics_seconds: float = Field(5, gt=0, alias="ENSEMBLE_REFERRAL_METRICS_SECONDS")
+    # How often each copy checks whether its service's daily retention job is due (it runs once
+    # a day across copies, runtime/daily.py).
+    retention_check_seconds: float = Field(600, gt=0, alias="ENSEMBLE_RETENTION_CHECK_SECONDS")
     # POST /referrals waits this long for a family registered a moment ago (FamilyRegistered
     # still on its way) before answering 409.
     family_wait_seconds: float = Field(5, ge=0, le=60, alias="ENSEMBLE_FAMILY_WAIT_SECONDS")

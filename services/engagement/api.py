@@ -22,7 +22,7 @@ from sqlalchemy import select
 from contracts.events import FamilyRegistered
 from contracts.taxonomy import Channel, ContactKind
 from runtime.db import utcnow
-from runtime.errors import NotFound
+from runtime.errors import Conflict, NotFound
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
@@ -135,6 +135,8 @@ class FamilyView(BaseModel):
     sms_opted_out: bool
     email_opted_out: bool
     created_at: datetime
+    erased_at: datetime | None = None
+    erased_by: str | None = None
 
 
 class LogContact(BaseModel):
@@ -234,6 +236,8 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
     async def update(family_id: str, body: UpdateFamily) -> FamilyView:
         async with rt.unit_of_work() as uow:
             family = await _family(uow, body.district_id, family_id)
+            if family.erased_at is not None:
+                raise Conflict(f"family {family_id} was erased: register the family anew")
             for name, value in body.model_dump(exclude={"district_id"}, exclude_none=True).items():
                 setattr(family, name, value)
             if family.preferred_channel == Channel.sms and not family.phone:

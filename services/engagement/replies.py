@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import FamilyReplied
 from contracts.taxonomy import Channel, ContactKind
 from runtime.db import utcnow
+from runtime.erasure import erasure_barrier
 from runtime.errors import Conflict, NotFound
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
@@ -190,6 +191,7 @@ def build_replies_router(rt: ServiceRuntime) -> APIRouter:
                      ) -> UnassignedReplyView:
         """The reply becomes that outreach's answer, exactly as if the family had named it."""
         async with rt.unit_of_work() as uow:
+            await erasure_barrier(uow)
             reply = await uow.session.get(UnassignedReply, reply_id, with_for_update=True)
             if reply is None or reply.district_id != body.district_id:
                 raise NotFound(f"unassigned reply {reply_id} not found")

@@ -1,14 +1,13 @@
 """Assembles the partners service."""
 
 from runtime.auth import Policy, Role
-from runtime.db import Clock
+from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
-from services.partners import handlers, links_api
-from services.partners.api import build_router
-from services.partners.deps import PartnersDeps
+from services.partners import api, handlers, links_api
+from services.partners.deps import NAME, PartnersDeps
 from services.partners.links import LinkIssuer
 from services.partners.tables import Base
 
@@ -17,8 +16,6 @@ from services.partners.tables import Base
 POLICY = Policy(rules={("POST", "/partners/import/hsds"): frozenset({Role.district_admin})},
                 public=links_api.PUBLIC_ROUTES)
 
-NAME = "partners"
-
 
 def build(settings: Settings, districts: Districts | None = None, *,
           clock: Clock | None = None) -> Service:
@@ -26,10 +23,6 @@ def build(settings: Settings, districts: Districts | None = None, *,
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
     links = LinkIssuer(settings.partner_link_secret, settings.public_base_url,
                        settings.partner_link_hours)
-    deps = PartnersDeps(links=links, runtime=rt)
-    if clock:
-        deps.clock = clock
+    deps = PartnersDeps(rt, clock or utcnow, links)
     rt.consume(handlers.HANDLERS, deps)
-    router = build_router(rt)
-    router.include_router(links_api.router)
-    return Service(rt, router, POLICY, deps=deps)
+    return Service(rt, api.router, POLICY, deps=deps)

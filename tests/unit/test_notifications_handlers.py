@@ -12,6 +12,7 @@ from support.uow import HandlerBench
 from contracts.events import (
     BulkOutreachRequested,
     BulkRecipient,
+    FamilyErased,
     OutreachRequested,
     PartnerLinkRequested,
 )
@@ -161,6 +162,7 @@ def test_every_consumed_event_has_its_handler_in_the_map() -> None:
     consumed = handlers.HANDLERS
     assert consumed == {OutreachRequested: handlers.on_outreach_requested,
                         BulkOutreachRequested: handlers.on_bulk,
+                        FamilyErased: handlers.on_family_erased,
                         PartnerLinkRequested: handlers.on_partner_link_requested}
 
 

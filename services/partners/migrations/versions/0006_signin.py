@@ -1,17 +1,22 @@
 """Partner links: the signed, expiring, single-purpose links a matched partner's contact is
 emailed (services/partners/links.py).
 
+Additive (one new table): code at 0001_baseline keeps working on a database at this revision,
+which `compatible_from` declares.
+
 Revision ID: 0006_signin
-Revises: 0001_baseline
+Revises: 0002_consumer_positions
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_signin"
-down_revision = "0001_baseline"
+down_revision = "0002_consumer_positions"
 branch_labels = None
 depends_on = None
+# The oldest revision whose code may run on a database at this one (runtime/migrations.py).
+compatible_from = "0001_baseline"
 
 
 def upgrade() -> None:
