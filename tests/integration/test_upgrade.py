@@ -15,7 +15,9 @@ checkout). Each migration adds its own data-carrying case here:
   twice).
 - 0003_erasure (engagement, notifications, referrals): no family counts as erased (the new
   columns are empty), no daily job has run, nothing is in `erased_families`; erasure itself on
-  upgraded rows is tests/integration/test_erasure_migration.py."""
+  upgraded rows is tests/integration/test_erasure_migration.py.
+- 0006_signin (partners): a new table, `partner_links`, empty until a partner with a contact
+  e-mail is matched; links themselves are tests/integration/test_partner_links.py."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -73,7 +75,7 @@ async def contents(db: Database) -> dict[str, list[dict[str, Any]]]:
 
 # What each migration after the baseline adds, empty right after the upgrade: new tables, and
 # new columns of old tables (None in every row kept).
-ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families"}
+ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families", "partner_links"}
 ADDED_COLUMNS = {"families": {"erased_at", "erased_by"}}
 
 
@@ -111,7 +113,7 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    known = {"0002_consumer_positions", "0003_erasure"}
+    known = {"0002_consumer_positions", "0003_erasure", "0006_signin"}
     assert all(head(s) in known for s in SERVICES), (
         "a new migration: add its data-carrying case to this test (and fill with the release "
         "before it if it is not additive)")
