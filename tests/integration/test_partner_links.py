@@ -7,7 +7,7 @@ in the district's audit trail."""
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from email.message import Message
@@ -26,11 +26,6 @@ from runtime.settings import Settings
 from services.console.settings import ConsoleSettings
 
 CONTACT = "intake@sonrisa.example"
-
-
-@pytest.fixture
-def backend() -> Iterator[dict[str, str]]:
-    yield {}
 
 
 @pytest.fixture
