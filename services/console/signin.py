@@ -120,7 +120,8 @@ async def sign_in_callback(request: Request, c: ConsoleDep) -> Response:
         if not hmac.compare_digest(flow.state.encode(), query.get("state", "").encode()):
             raise SignInFailed("state", "state_mismatch")
         if query.get("error") or not query.get("code"):
-            raise SignInFailed("provider", f"provider_{query.get('error') or 'no_code'}"[:64])
+            error = "".join(ch for ch in query.get("error", "") if ch.isalnum() or ch == "_")
+            raise SignInFailed("provider", f"provider_{error or 'no_code'}"[:64])
         claims, id_token = await _verified_claims(c, provider, flow, str(query["code"]))
     except SignInFailed as exc:
         return _refused(request, c, district, provider, exc)
