@@ -158,3 +158,18 @@ async def test_sign_out_ends_the_session_here_and_at_the_provider(
         assert ended.status_code == 302 and ended.headers["location"] == f"{site.url}/sign-in"
         assert site.provider.ended == ["op-cora"]
         assert [e["kind"] for e in _audit(site.settings)] == ["sign_in", "sign_out"]
+
+
+async def test_a_refusal_at_the_provider_is_a_page_and_an_audit_entry(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    async with signin_system(settings, tmp_path, SECRET) as site, \
+            httpx.AsyncClient(base_url=site.url, timeout=15) as http:
+        back = await _to_callback(http, "ada")
+        denied = re.sub(r"code=[^&]+", "error=access_denied<script>", back)
+        answer = await http.get(denied)
+        assert answer.status_code == 502 and "could not be finished" in answer.text
+        assert _session(http, site.settings).principal is None
+        assert site.provider.token_requests == 0
+        [entry] = _audit(site.settings)
+        assert (entry["kind"], entry["reason"]) == ("refused", "provider_access_deniedscript")
