@@ -168,6 +168,26 @@ class PartnerMatched(Event):
     attempt: int = Field(ge=1, description="1 for the first match, 2 after one decline, ...")
 
 
+class PartnerLinkRequested(Event):
+    """Internal: tell a matched partner's contact about the referral by email, with a signed,
+    expiring, single-purpose link to it in the partner's view (the link is a credential: this
+    travels on internal subjects only, like a family's contact details)."""
+
+    domain = "partners"
+    name = "link_requested"
+    internal = True
+    link_id: Id
+    referral_id: Id
+    partner_id: Id
+    partner_name: str
+    email: str
+    language: str = Field(description="the partner's first language")
+    need: Need
+    urgency: Urgency
+    url: str = Field(description="the link, to the console's /p/<token>")
+    expires_at: Instant
+
+
 class NoPartnerAvailable(Event):
     domain = "partners"
     name = "no_partner_available"

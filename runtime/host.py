@@ -27,8 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.asyncapi import asyncapi_route
 from runtime import tracing
-from runtime.auth import Policy, authorizer
+from runtime.auth import Policy, TokenVerifier, authorizer
 from runtime.errors import DomainError
+from runtime.keys import PublicKeys
 from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from runtime.service import ServiceRuntime
 
@@ -122,10 +123,17 @@ def create_app(services: list[Service], title: str = "Ensemble",
     )
     app.state.services = {s.name: s for s in services}
     app.state.deps = {s.name: s.deps for s in services}
+    verifiers: dict[tuple[str | None, str], TokenVerifier] = {}
     for service in services:
         # Every route of a service is behind its policy; the principal's scope then limits
         # every query of the request in the data layer (runtime.tenancy).
-        authorize = authorizer(service.runtime.settings.jwt_secret, service.policy)
+        settings = service.runtime.settings
+        key = (settings.jwks_url, settings.jwt_secret)
+        if key not in verifiers:  # one JWKS cache for the services of one process
+            jwks = PublicKeys(settings.jwks_url, max_age=settings.jwks_cache_seconds)
+            verifiers[key] = (TokenVerifier(jwks=jwks)
+                              if settings.jwks_url else TokenVerifier(secret=settings.jwt_secret))
+        authorize = authorizer(verifiers[key], service.policy)
         app.include_router(service.router, prefix="/api/v1", tags=[service.name],
                            responses=ERRORS,
                            dependencies=[Depends(authorize), *service.dependencies])

@@ -43,6 +43,7 @@ class ApiError(Exception):
 # Which service answers a path: one address for all of them by default (`ensemble up`, an
 # ingress), or one each (ENSEMBLE_CONSOLE_SERVICE_URLS).
 SERVICE_OF_PATH = (("/referrals", "referrals"), ("/partners", "partners"),
+                   ("/partner-links", "partners"),
                    ("/families", "engagement"), ("/family-events", "engagement"),
                    ("/announcements", "engagement"), ("/messages", "notifications"),
                    ("/message-batches", "notifications"), ("/webhooks", "webhooks"))

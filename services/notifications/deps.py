@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from runtime.db import Clock, utcnow
 from services.notifications.policy import Holding
+from services.notifications.providers import Provider
 
 
 @dataclass
@@ -12,3 +13,4 @@ class NotificationsDeps:
     holds: Holding  # quiet hours and the daily cap a new routine message waits for
     wake: Callable[[], None]  # the dispatcher, once queued messages have committed
     clock: Clock = utcnow  # tests fix time with their own
+    email: Provider | None = None  # partner links go straight out by e-mail (partner_links.py)

@@ -43,9 +43,10 @@ def build(settings: Settings, districts: Districts | None = None, *,
     config = config or NotificationsConfig()
     clock = clock or utcnow
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    dispatcher = Dispatcher(rt, providers(settings, config), config, clock=clock)
+    sending = providers(settings, config)
+    dispatcher = Dispatcher(rt, sending, config, clock=clock)
     rt.run_in_background(dispatcher.run)
-    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock)
+    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock, sending[Channel.email])
     rt.consume(handlers.HANDLERS, deps)
     service = Service(rt, build_router(rt, dispatcher), deps=deps)
     service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks

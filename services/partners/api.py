@@ -21,6 +21,7 @@ from runtime.uow import UnitOfWork
 from services.partners import directory, gaps, hsds
 from services.partners.capacity import set_capacity
 from services.partners.deps import PartnersDeps, Wired
+from services.partners.links_api import RESPONSES, partner_link, partner_link_use
 from services.partners.schemas import (
     PartnerView,
     RegisterPartner,
@@ -31,6 +32,9 @@ from services.partners.schemas import (
 from services.partners.tables import Partner, PartnerService, PartnerStats, ServiceCapacity
 
 router = APIRouter()
+# The partner-link routes (services/partners/links_api.py; public: the link is the credential).
+router.get("/partner-links/{token}", responses=RESPONSES["get"])(partner_link)
+router.post("/partner-links/{token}/use", responses=RESPONSES["use"])(partner_link_use)
 
 ALREADY_APPLIED = {200: {"headers": {"Already-Applied": {
     "description": "true when the slots were already these: nothing changed",
@@ -75,6 +79,7 @@ async def register(deps: Wired, body: RegisterPartner) -> PartnerView:
         partner, services = await directory.register(
             uow.session, body.district_id, body.name, [n.value for n in body.needs],
             list(body.schools), list(body.languages), list(body.grades), body.capacity)
+        partner.email = body.email
         capacity = await directory.capacity_by_service(uow.session, [s.id for s in services])
     return PartnerView.of(partner, services, capacity, None)
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from contracts.taxonomy import Need
 from services.partners.tables import Partner, PartnerService, PartnerStats, ServiceCapacity
@@ -24,6 +24,8 @@ class RegisterPartner(BaseModel):
     languages: Annotated[list[Language], Field(min_length=1)] = ["en"]
     grades: list[Annotated[int, Field(ge=-1, le=12)]] = []
     capacity: Annotated[int, Field(ge=0, le=100_000, description="open slots at each school")]
+    email: EmailStr | None = Field(None, description="the contact e-mailed a link to each "
+                                                     "referral matched to the partner")
 
 
 class SetCapacity(BaseModel):

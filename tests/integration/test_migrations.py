@@ -118,6 +118,7 @@ async def test_a_database_made_before_migrations_is_adopted_as_the_baseline(
         async with db.transaction() as session:
             # ... whose models had no consumer_positions yet (0002 adds it)
             await session.execute(text("DROP TABLE consumer_positions"))
+            await session.execute(text("DROP TABLE partner_links"))  # 0006
             await session.execute(text(
                 "INSERT INTO family_languages (district_id, family_id, language) "
                 "VALUES ('d001', 'f-1', 'es')"))

@@ -16,12 +16,13 @@ checkout). Each migration adds its own data-carrying case here:
 - 0003_erasure (engagement, notifications, referrals): no family counts as erased (the new
   columns are empty), no daily job has run, nothing is in `erased_families`; erasure itself on
   upgraded rows is tests/integration/test_erasure_migration.py.
-
 - 0004_rosters (engagement): the families are as they were, none retired (``retired_at``
   NULL), and there are no roster records.
 - 0005_trace (engagement's outreach, notifications' messages: the referral's correlation id and
   trace context, nullable): empty for every row written before; the message in flight is sent
-  and answered without them, its events in the chain the message row kept."""
+  and answered without them, its events in the chain the message row kept.
+- 0006_signin (partners): a new table, `partner_links`, empty until a partner with a contact
+  e-mail is matched; links themselves are tests/integration/test_partner_links.py."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -79,7 +80,8 @@ async def contents(db: Database) -> dict[str, list[dict[str, Any]]]:
 
 # What each migration after the baseline adds, empty right after the upgrade: new tables, and
 # new columns of old tables (None in every row kept).
-ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families", "roster_records"}
+ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families", "roster_records",
+                "partner_links"}
 ADDED_COLUMNS = {"families": {"erased_at", "erased_by", "retired_at"},
                  # 0005_trace: the referral's chain and trace, on outreach and messages
                  "outreach": {"correlation_id", "traceparent", "tracestate"},
@@ -120,7 +122,8 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    known = {"0002_consumer_positions", "0003_erasure", "0004_rosters", "0005_trace"}
+    known = {"0002_consumer_positions", "0003_erasure", "0004_rosters", "0005_trace",
+             "0006_signin"}
     assert all(head(s) in known for s in SERVICES), (
         "a new migration: add its data-carrying case to this test (and fill with the release "
         "before it if it is not additive)")
