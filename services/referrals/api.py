@@ -228,11 +228,11 @@ async def cost_review(deps: Wired, school_id: Token, district_id: Token) -> Cost
             (Referral.opened_at >= since) | Referral.status.in_([s.value for s in OPEN]))
     async with deps.runtime.unit_of_work() as uow:
         rows = (await uow.session.scalars(select(Referral).where(*here))).all()
-        declines = dict((await uow.session.execute(
+        declines: dict[str, int] = {rid: n for rid, n in (await uow.session.execute(
             select(TimelineEntry.referral_id, func.count())
             .join(Referral, Referral.id == TimelineEntry.referral_id)
             .where(*here, TimelineEntry.event_type == ReferralDeclined.__name__)
-            .group_by(TimelineEntry.referral_id))).tuples().all())
+            .group_by(TimelineEntry.referral_id))).all()}
     entries = select_for_review(rows, declines, now, since)
     items = [CostReviewItem(
         referral_id=e.referral.id, declines=e.declines, opened_this_week=e.opened_this_week,
