@@ -1,12 +1,25 @@
 """In-school supports in matching: ranked like any partner, unless the district matches them
-first; the reasons say which was chosen and why. Pure: no database."""
+first; the reasons say which was chosen and why. The rule pure, then through the handler (an
+in-memory unit of work: the candidate query's in-school-first order on SQLite)."""
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from pydantic import ValidationError
+from support.uow import HandlerBench
 
+from contracts.events import PartnerMatched, ReferralOpened
+from contracts.taxonomy import Consent, Need, Urgency
+from runtime.settings import Settings
+from services.partners import directory, handlers
+from services.partners.deps import PartnersDeps
 from services.partners.matching import Request, Row, rank
 from services.partners.schemas import RegisterPartner
+from services.partners.service import build
+from services.partners.tables import Base, ServiceCapacity
 
 REQ = Request(district_id="d001", school_id="lincoln-es", need="mental_health", grade=3,
               language="es")
@@ -72,3 +85,53 @@ def test_registering_an_in_school_support_names_its_one_school() -> None:
         raise AssertionError("a partner without a school was accepted")
     except ValidationError as exc:
         assert [e["loc"] for e in exc.errors()] == [("schools",)]
+
+
+NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def bench() -> AsyncIterator[HandlerBench]:
+    async with HandlerBench(Base.metadata) as bench:
+        yield bench
+
+
+def deps(tmp_path: Path, first: bool) -> PartnersDeps:
+    built = build(Settings(data_dir=tmp_path), clock=lambda: NOW).deps
+    assert isinstance(built, PartnersDeps)
+    district = built.runtime.districts.get("d001")
+    assert district is not None
+    district.match_in_school_first = first
+    return built
+
+
+def opened(referral_id: str) -> ReferralOpened:
+    return ReferralOpened(referral_id=referral_id, school_id="lincoln-es",
+                          student_ref=f"stu-{referral_id}", family_id="fam-1",
+                          need=Need.mental_health, urgency=Urgency.routine,
+                          consent=Consent.given, grade=3, opened_at=NOW - timedelta(hours=1))
+
+
+@pytest.mark.parametrize("first", [True, False])
+async def test_the_handler_matches_by_the_districts_setting(
+        bench: HandlerBench, tmp_path: Path, first: bool) -> None:
+    async with bench.db.transaction() as session:
+        outside, _ = await directory.register(
+            session, "d001", "Community Counseling", ["mental_health"], ["lincoln-es"],
+            ["en"], [], 10)
+        counselor, [service] = await directory.register(
+            session, "d001", "Lincoln counselor", ["mental_health"], ["lincoln-es"], ["vi"],
+            [], 1, in_school_of="lincoln-es")
+    assert (await bench.get(ServiceCapacity, (service.id, "lincoln-es"))).in_school
+    [event] = await bench.handle(handlers.on_referral_opened, opened("r1"), deps(tmp_path,
+                                                                                 first))
+    assert isinstance(event, PartnerMatched)
+    # The outside partner speaks the family's language (en, none recorded), so it scores
+    # higher: only the setting puts the counselor first.
+    assert event.partner_id == (counselor.id if first else outside.id)
+    said = [r for r in event.reasons if "in-school" in r]
+    if first:
+        assert said == ["in-school support of lincoln-es (the district matches in-school "
+                        "supports first)"]
+    else:
+        assert said == []
