@@ -18,7 +18,9 @@ checkout). Each migration adds its own data-carrying case here:
   upgraded rows is tests/integration/test_erasure_migration.py.
 
 - 0004_rosters (engagement): the families are as they were, none retired (``retired_at``
-  NULL), and there are no roster records."""
+  NULL), and there are no roster records.
+- 0005_in_school (partners): no organization is an in-school support (``in_school_of`` NULL)
+  and no capacity row is one (``in_school`` false, its server default)."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -77,7 +79,10 @@ async def contents(db: Database) -> dict[str, list[dict[str, Any]]]:
 # What each migration after the baseline adds, empty right after the upgrade: new tables, and
 # new columns of old tables (None in every row kept).
 ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families", "roster_records"}
-ADDED_COLUMNS = {"families": {"erased_at", "erased_by", "retired_at"}}
+ADDED_COLUMNS = {"families": {"erased_at", "erased_by", "retired_at"},
+                 "partners": {"in_school_of"}, "service_capacity": {"in_school"}}
+# An added column with a server default has it in every row kept (the others: None).
+ADDED_DEFAULTS: dict[str, Any] = {"in_school": False}
 
 
 def kept(name: str, held: dict[str, list[dict[str, Any]]],
@@ -91,7 +96,8 @@ def kept(name: str, held: dict[str, list[dict[str, Any]]],
         added = ADDED_COLUMNS.get(table, set())
         assert [{k: v for k, v in r.items() if k not in added} for r in now[table]] == rows, (
             name, table)
-        assert all(r[c] is None for r in now[table] for c in added if c in r), (name, table)
+        assert all(r[c] == ADDED_DEFAULTS.get(c) for r in now[table] for c in added if c in r), (
+            name, table)
 
 
 async def post(system: System, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +120,7 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    known = {"0002_consumer_positions", "0003_erasure", "0004_rosters"}
+    known = {"0002_consumer_positions", "0003_erasure", "0004_rosters", "0005_in_school"}
     assert all(head(s) in known for s in SERVICES), (
         "a new migration: add its data-carrying case to this test (and fill with the release "
         "before it if it is not additive)")
@@ -179,7 +185,7 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         for name, db in dbs.items():
             assert await current(db) == head(name)
             kept(name, held[name], await contents(db))  # 0002: no positions; 0003: no erasure;
-            # 0004: no roster records, no family retired
+            # 0004: no roster records, no family retired; 0005: no in-school support
 
         # 3. The loop goes on.
         inbox.refuse = None
