@@ -14,6 +14,7 @@ from runtime.auth import Role
 from runtime.districts import Districts, DistrictsFileError, load_districts
 from runtime.logs import configure_logging
 from runtime.settings import Settings
+from runtime.tracing import configure_tracing
 
 app = typer.Typer(help="Ensemble: community school coordination over NATS JetStream.",
                   no_args_is_help=True)
@@ -53,6 +54,7 @@ def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) ->
 
     settings = _settings(data_dir)
     configure_logging(settings.log_level)
+    configure_tracing("ensemble")  # OTLP export only when the OTEL_* variables ask for it
     _districts(settings)  # a mistake in the file is one line, before anything starts
     typer.echo(f"Ensemble on http://{host}:{port}  (console /, API /api/v1, docs /docs, "
                "metrics /metrics)")
@@ -70,6 +72,7 @@ def _one(name: str):  # type: ignore[no-untyped-def]
 
         settings = _settings(data_dir)
         configure_logging(settings.log_level)
+        configure_tracing(name)  # OTLP export only when the OTEL_* variables ask for it
         _districts(settings)
         if name != "console":
             _require_migrated(settings, name)

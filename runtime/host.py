@@ -19,12 +19,14 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.asyncapi import asyncapi_route
+from runtime import tracing
 from runtime.auth import Policy, authorizer
 from runtime.errors import DomainError
 from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
@@ -225,6 +227,11 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, TOO_LARGE)
 
 
+def _untraced(path: str) -> bool:
+    """Scrapes and probes: no trace each (they come every few seconds and lead nowhere)."""
+    return path == "/metrics" or path.startswith("/health/")
+
+
 class GuardAndMeasure:
     """Refuses bodies over the limit and JSON bodies no route should see (json_body_error), and
     counts and times every request by route template.
@@ -237,6 +244,17 @@ class GuardAndMeasure:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not tracing.enabled() or _untraced(scope["path"]):
+            await self._serve(scope, receive, send)
+            return
+        # A server span continuing the caller's W3C traceparent/tracestate, if it sent one;
+        # named by the route template once routed (never the path's ids or the query).
+        with tracing.span(f"{scope['method']}", parent=tracing.context_from(Headers(scope=scope)),
+                          kind=SpanKind.SERVER,
+                          attributes={"http.request.method": scope["method"]}):
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -295,6 +313,7 @@ class GuardAndMeasure:
             method = scope["method"]
             HTTP_REQUESTS.labels(tags[0], path, method, str(status)).inc()
             HTTP_SECONDS.labels(tags[0], path, method).observe(time.perf_counter() - started)
+            tracing.name_request(tags[0], path, method, status)
 
 
 class _Server(uvicorn.Server):
@@ -352,6 +371,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         result = asyncio.run(main)
     else:
         result = uvloop.run(main)
+    tracing.shutdown()  # the spans not yet exported, before a signal ends the process
     _exit_by_signal()
     return result
 

@@ -26,7 +26,7 @@ from runtime.errors import Conflict, NotFound
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
-from services.engagement.contacts import REACHED, log_contact, mark_unreachable
+from services.engagement.contacts import REACHED, log_contact, mark_unreachable, referral_chain
 from services.engagement.tables import ContactLogEntry, Family, Outreach, Student
 
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -303,10 +303,12 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
                                            Outreach.status.in_(("requested", "awaiting_reply")))
                     .order_by(Outreach.created_at.desc()).limit(1)
                     .with_for_update())  # an event about it may be applied at the same time
+            chain = (open_outreach.correlation_id if open_outreach else
+                     await referral_chain(uow.session, family.id, body.referral_id))
             entry = log_contact(uow, family, kind=body.kind, at=body.at or now, by=by,
                                 outcome=body.outcome, referral_id=body.referral_id,
                                 outreach_id=open_outreach.id if open_outreach else None,
-                                note=body.note)
+                                note=body.note, correlation=chain)
             if open_outreach is not None:
                 if body.outcome == REACHED:
                     open_outreach.status = "contacted"

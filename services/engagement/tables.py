@@ -92,6 +92,18 @@ class Outreach(Base):
     next_check_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The referral's chain (the PartnerMatched's correlation id): every event about this
+    # outreach carries it, whatever starts the work (a timer, a reply, a coordinator's call).
+    # Last, where migration 0005 added it.
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    # The W3C trace context of the match that started it: a retry after no answer continues
+    # the referral's trace (runtime/tracing.py). Empty when tracing is off.
+    traceparent: Mapped[str | None] = mapped_column(String(64))
+    tracestate: Mapped[str | None] = mapped_column(String(512))
+
+    def trace(self) -> dict[str, str]:
+        return {k: v for k, v in (("traceparent", self.traceparent),
+                                  ("tracestate", self.tracestate)) if v}
 
 
 class UnassignedReply(Base):

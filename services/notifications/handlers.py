@@ -11,6 +11,7 @@ from sqlalchemy import insert, select
 from contracts.envelope import Envelope
 from contracts.events import BulkOutreachRequested, FamilyErased, OutreachRequested
 from runtime.erasure import erasure_barrier
+from runtime.tracing import current_fields
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.erasure import is_erased, on_family_erased
@@ -29,7 +30,8 @@ def new_message(holds: Holding, now: datetime, **fields: Any) -> dict[str, Any]:
         "id": str(uuid4()), "token": secrets.token_hex(16), "status": "queued", "attempts": 0,
         "fell_back": False, "next_attempt_at": now, "created_at": now, "held_reason": None,
         "batch_id": None, "referral_id": None, "causation_id": None, "email": None,
-        "phone": None,
+        "phone": None, "traceparent": None, "tracestate": None,
+        **current_fields(),  # the trace of the work that asked for it
     } | fields
     probe = Message(**row)
     hold = holds.hold(probe, now)

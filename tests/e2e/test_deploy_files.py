@@ -253,6 +253,28 @@ def test_compose_postgres_and_observability(compose: dict[str, Any]) -> None:
     assert "./deploy/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana_volumes
 
 
+def test_compose_sends_traces_to_jaeger_which_grafana_reads(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert "16686:16686" in jaeger["ports"]  # the UI
+    # Every copy of every service and of the console exports over OTLP/HTTP to it.
+    for svc in (*SERVICES, "console"):
+        copies = copies_of(compose, svc)
+        assert len(copies) == 2, svc
+        for name, copy in copies.items():
+            env = copy["environment"]
+            endpoint = urlsplit(compose_default(env["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            assert (endpoint.hostname, endpoint.port) == ("jaeger", 4318), name
+            assert compose_default(env["OTEL_SDK_DISABLED"]) == "false", name
+    # Grafana's trace data source is that Jaeger, by its query port.
+    assert "jaeger" in services["grafana"]["depends_on"]
+    [source] = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" /
+                         "jaeger.yml")["datasources"]
+    assert source["type"] == "jaeger" and source["url"] == "http://jaeger:16686"
+
+
 def test_dockerfile() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)

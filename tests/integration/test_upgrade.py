@@ -19,6 +19,9 @@ checkout). Each migration adds its own data-carrying case here:
 
 - 0004_rosters (engagement): the families are as they were, none retired (``retired_at``
   NULL), and there are no roster records.
+- 0005_trace (engagement's outreach, notifications' messages: the referral's correlation id and
+  trace context, nullable): empty for every row written before; the message in flight is sent
+  and answered without them, its events in the chain the message row kept.
 - 0005_in_school (partners): no organization is an in-school support (``in_school_of`` NULL)
   and no capacity row is one (``in_school`` false, its server default)."""
 
@@ -80,6 +83,10 @@ async def contents(db: Database) -> dict[str, list[dict[str, Any]]]:
 # new columns of old tables (None in every row kept).
 ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families", "roster_records"}
 ADDED_COLUMNS = {"families": {"erased_at", "erased_by", "retired_at"},
+                 # 0005_trace: the referral's chain and trace, on outreach and messages
+                 "outreach": {"correlation_id", "traceparent", "tracestate"},
+                 "messages": {"traceparent", "tracestate"},
+                 # 0005_in_school: an organization's school, a capacity row's flag
                  "partners": {"in_school_of"}, "service_capacity": {"in_school"}}
 # An added column with a server default has it in every row kept (the others: None).
 ADDED_DEFAULTS: dict[str, Any] = {"in_school": False}
@@ -120,7 +127,8 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    known = {"0002_consumer_positions", "0003_erasure", "0004_rosters", "0005_in_school"}
+    known = {"0002_consumer_positions", "0003_erasure", "0004_rosters", "0005_trace",
+             "0005_in_school"}
     assert all(head(s) in known for s in SERVICES), (
         "a new migration: add its data-carrying case to this test (and fill with the release "
         "before it if it is not additive)")

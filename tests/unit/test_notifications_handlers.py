@@ -161,3 +161,29 @@ def test_every_consumed_event_has_its_handler_in_the_map() -> None:
     assert consumed == {OutreachRequested: handlers.on_outreach_requested,
                         BulkOutreachRequested: handlers.on_bulk,
                         FamilyErased: handlers.on_family_erased}
+
+
+async def test_what_becomes_of_a_message_stays_in_its_referrals_chain(
+        bench: HandlerBench, deps: NotificationsDeps) -> None:
+    """Issue 21: the message row keeps the request's correlation id; the provider's reports and
+    the family's opt-out, which come in over HTTP with no chain of their own, carry it (with
+    the request as their cause) and name the referral as their subject."""
+    from services.notifications.delivery import apply_status
+    from services.notifications.opt_outs import record_opt_out
+
+    request = bench.envelope(requested())
+    await bench.deliver(handlers.on_outreach_requested, request, deps)
+    [message] = await messages(bench)
+    assert (message.correlation_id, message.causation_id) == (request.correlationid, request.id)
+    message.status, message.provider_id = "sent", "SM1"
+    async with bench.unit_of_work() as uow:  # no cause: a provider's webhook
+        row = await uow.session.merge(message)
+        await apply_status(uow, lambda: None, row, "delivered", None, MORNING)
+        await record_opt_out(uow, "d001", Channel.sms, "+14155550134", [row], MORNING)
+    delivered, opted_out = bench.emitted
+    assert delivered.type == "org.ensemble.notifications.delivered.v1"
+    assert opted_out.type == "org.ensemble.notifications.family_opted_out.v1"
+    for envelope in (delivered, opted_out):
+        assert (envelope.correlationid, envelope.causationid) == (
+            request.correlationid, request.id)
+    assert (delivered.subject, opted_out.subject) == ("ref-1", "fam-1")
