@@ -134,7 +134,7 @@ def create_app(services: list[Service], title: str = "Ensemble",
             verifiers[key] = (TokenVerifier(jwks=jwks)
                               if settings.jwks_url else TokenVerifier(secret=settings.jwt_secret))
         authorize = authorizer(verifiers[key], service.policy)
-        app.include_router(service.router, prefix="/api/v1", tags=[service.name],
+        app.include_router(service.router, prefix=API_PREFIX, tags=[service.name],
                            responses=ERRORS,
                            dependencies=[Depends(authorize), *service.dependencies])
 
@@ -235,6 +235,9 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, TOO_LARGE)
 
 
+API_PREFIX = "/api/v1"
+
+
 def _untraced(path: str) -> bool:
     """Scrapes and probes: no trace each (they come every few seconds and lead nowhere)."""
     return path == "/metrics" or path.startswith("/health/")
@@ -315,13 +318,29 @@ class GuardAndMeasure:
             status = 413
             await _refuse_too_large(scope, receive, send)
         finally:
-            route = scope.get("route")  # the router puts the matched route in the scope
-            path = getattr(route, "path", "unmatched")  # the template, never ids in the URL
-            tags = getattr(route, "tags", None) or ["ensemble"]
+            service, path = _route_label(scope)
             method = scope["method"]
-            HTTP_REQUESTS.labels(tags[0], path, method, str(status)).inc()
-            HTTP_SECONDS.labels(tags[0], path, method).observe(time.perf_counter() - started)
-            tracing.name_request(tags[0], path, method, status)
+            HTTP_REQUESTS.labels(service, path, method, str(status)).inc()
+            HTTP_SECONDS.labels(service, path, method).observe(time.perf_counter() - started)
+            tracing.name_request(service, path, method, status)
+
+
+def _route_label(scope: Scope) -> tuple[str, str]:
+    """The service and the route template a request matched, never ids from the URL. FastAPI
+    puts the matched route of the service's own router in the scope (without the /api/v1
+    prefix, and without the tag include_router gave it): the service is the package of the
+    route's endpoint (services/<name>/), the prefix the one the request came through."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None:
+        return "ensemble", "unmatched"
+    module = getattr(getattr(route, "endpoint", None), "__module__", "") or ""
+    parts = module.split(".")
+    service = parts[1] if parts[0] == "services" and len(parts) > 1 else (
+        (getattr(route, "tags", None) or ["ensemble"])[0])
+    if scope["path"].startswith(API_PREFIX + "/") and not path.startswith(API_PREFIX):
+        path = API_PREFIX + path
+    return str(service), path
 
 
 class _Server(uvicorn.Server):

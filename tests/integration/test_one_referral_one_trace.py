@@ -128,7 +128,7 @@ async def test_one_referral_is_one_trace_across_every_service(
     seen = names()
 
     # The request, each hop through NATS, the send, the reply, the contact: one trace.
-    for name in ("POST /referrals",
+    for name in ("POST /api/v1/referrals",
                  "publish org.ensemble.referrals.opened.v1",
                  "handle org.ensemble.referrals.opened.v1",
                  "publish org.ensemble.partners.matched.v1",
@@ -145,7 +145,7 @@ async def test_one_referral_is_one_trace_across_every_service(
     consumers = {str(s.attributes.get("messaging.consumer.group.name")).split("-")[0]
                  for s in trace if s.name.startswith("handle ")}
     assert {"partners", "engagement", "notifications", "referrals", "webhooks"} <= consumers
-    [server] = [s for s in trace if s.name == "POST /referrals"]
+    [server] = [s for s in trace if s.name == "POST /api/v1/referrals"]
     assert server.parent is not None  # the caller's span, from its traceparent
     assert format(server.parent.span_id, "016x") == CALLER.split("-")[2]
     assert any(s.attributes.get("db.system") or s.attributes.get("db.system.name")
