@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, EmailStr, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from contracts.subjects import check_token
@@ -26,6 +26,8 @@ class School(BaseModel):
     timezone: str | None = None
     languages: list[str] = Field(default_factory=list)
     grades: list[int] = Field(default_factory=list)
+    # Who gets the weekly staff digest (insights, sent by notifications).
+    staff_emails: list[EmailStr] = Field(default_factory=list)
 
     _zone = field_validator("timezone")(lambda v: v if v is None else _zone(v))
 
@@ -45,6 +47,8 @@ class District(BaseModel):
     languages: list[str] = Field(default_factory=lambda: ["en"])
     non_school_days: list[date] = Field(default_factory=list)
     follow_up: FollowUpWindows = Field(default_factory=FollowUpWindows)
+    # Counts under this are shown as "<N" in the insights data packs (small-cell suppression).
+    small_cell_threshold: int = Field(10, ge=1, le=1000)
     schools: list[School]
 
     _token = field_validator("id")(lambda v: check_token(v))

@@ -299,6 +299,8 @@ def jetstream_needs(service: Service) -> set[str]:
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",
         }
+        if service.name == "insights":  # `ensemble insights rebuild` replaces its durables
+            needs.add(f"$JS.API.CONSUMER.DELETE.{stream}.{durable}")
     return needs
 
 
