@@ -260,7 +260,8 @@ def _first(steps: Iterable[Step], kind: str) -> dict[str, Step]:
     """The earliest step of a kind per referral."""
     first: dict[str, Step] = {}
     for s in steps:
-        if s.step == kind and (s.referral_id not in first or s.at < first[s.referral_id].at):
+        if s.step == kind and (s.referral_id not in first or
+                               _order(s) < _order(first[s.referral_id])):
             first[s.referral_id] = s
     return first
 
@@ -277,24 +278,43 @@ def _outcomes(steps: list[Step], needs: dict[str, str], window: set[str],
                  ("Referrals",), tuple((counts[o],) for o in rows))
 
 
+def answered_matches(steps: Iterable[Step]) -> list[tuple[Step, Step | None]]:
+    """Each match with the partner's answer to it: a referral's matches to one partner and
+    that partner's answers, each in time order, paired in turn (a partner matched twice to a
+    referral answers twice). The same pairs whatever order the steps come in."""
+    matches: dict[tuple[str, str], list[Step]] = defaultdict(list)
+    answers: dict[tuple[str, str], list[Step]] = defaultdict(list)
+    for s in steps:
+        if not s.partner_id:
+            continue
+        if s.step == "matched":
+            matches[(s.referral_id, s.partner_id)].append(s)
+        elif s.step in ("accepted", "declined"):
+            answers[(s.referral_id, s.partner_id)].append(s)
+    pairs: list[tuple[Step, Step | None]] = []
+    for key, found in matches.items():
+        given = sorted(answers.get(key, ()), key=_order)
+        for i, match in enumerate(sorted(found, key=_order)):
+            pairs.append((match, given[i] if i < len(given) else None))
+    return pairs
+
+
+def _order(s: Step) -> tuple[datetime, str, str]:
+    return (s.at, s.step, s.outcome or "")
+
+
 def _partners(steps: list[Step], needs: dict[str, str], window: set[str],
               zone: ZoneInfo) -> Table:
     names: dict[str, str] = {}
-    answers: dict[tuple[str, str], str] = {}
-    matched: list[Step] = []
-    for s in steps:
-        if s.referral_id not in needs or not s.partner_id:
-            continue
-        if s.step == "matched" and month_of(s.at, zone) in window:
-            matched.append(s)
-            names[s.partner_id] = s.partner_name or s.partner_id
-        elif s.step in ("accepted", "declined"):
-            answers.setdefault((s.referral_id, s.partner_id), s.step)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for s in {(m.referral_id, m.partner_id): m for m in matched}.values():
-        counts[s.partner_id or ""][answers.get((s.referral_id, s.partner_id or ""),
-                                               "unanswered")] += 1
-    rows = sorted(counts, key=lambda p: names[p].lower())
+    for match, answer in answered_matches(s for s in steps if s.referral_id in needs):
+        if month_of(match.at, zone) not in window:
+            continue
+        partner = match.partner_id or ""
+        names[partner] = min(names.get(partner, match.partner_name or partner),
+                             match.partner_name or partner)
+        counts[partner][answer.step if answer else "unanswered"] += 1
+    rows = sorted(counts, key=lambda p: (names[p].lower(), p))
     return Table("partners", "Partners' answers to the referrals matched to them", "Partner",
                  tuple(names[p] for p in rows), ("accepted", "declined", "unanswered"),
                  tuple((counts[p]["accepted"], counts[p]["declined"], counts[p]["unanswered"])
@@ -311,7 +331,8 @@ def _demand_capacity(opened: list[Referral], facts: Facts, window: set[str],
     latest: dict[tuple[str, str | None], Capacity] = {}
     for c in facts.capacity:
         key = (c.service_id, c.school_id)
-        if key not in latest or (c.at, c.capacity) > (latest[key].at, latest[key].capacity):
+        if key not in latest or (c.at, c.capacity, c.reserved) > \
+                (latest[key].at, latest[key].capacity, latest[key].reserved):
             latest[key] = c
     slots: Counter[str] = Counter()
     taken: Counter[str] = Counter()
@@ -337,7 +358,7 @@ def _family_events(facts: Facts, months: Sequence[str], zone: ZoneInfo) -> Table
         key = (r.family_event_id, r.family_id)
         if r.kind == "attended":
             attended.add(key)
-        elif key not in latest or r.at > latest[key].at:
+        elif key not in latest or (r.at, r.kind) > (latest[key].at, latest[key].kind):
             latest[key] = r
     yes = Counter(when.get(k[0]) for k, r in latest.items() if r.kind == "rsvp_yes")
     no = Counter(when.get(k[0]) for k, r in latest.items() if r.kind == "rsvp_no")
@@ -399,12 +420,10 @@ def _timings(opened: list[Referral], steps: dict[str, list[Step]],
 
 
 def _answer_time(steps: dict[str, list[Step]], ids: set[str], threshold: int) -> Figure:
-    hours = []
-    for rid in ids:
-        matched = {s.partner_id: s.at for s in steps.get(rid, ()) if s.step == "matched"}
-        for s in steps.get(rid, ()):
-            if s.step in ("accepted", "declined") and s.partner_id in matched:
-                hours.append(max(0.0, (s.at - matched[s.partner_id]).total_seconds() / 3600))
+    hours = [max(0.0, (answer.at - match.at).total_seconds() / 3600)
+             for match, answer in answered_matches(
+                 s for rid in ids for s in steps.get(rid, ()))
+             if answer is not None]
     label = "Partners' hours to answer a match (median / 90th percentile)"
     if len(hours) < threshold:
         return Figure(label, f"withheld: fewer than {threshold} answers")

@@ -38,7 +38,7 @@ async def drop_store(rt: ServiceRuntime) -> None:
         await session.execute(delete(rt.tables.inbox))
 
 
-async def _caught_up(rt: ServiceRuntime) -> bool:
+async def caught_up(rt: ServiceRuntime) -> bool:
     for consumer in rt.consumers:
         info = await rt.jetstream.consumer_info(consumer.stream, consumer.durable)
         if info.num_pending or info.num_ack_pending:
@@ -69,7 +69,7 @@ async def rebuild(settings: Settings, districts: Districts | None = None, *,
     await rt.start()
     try:
         deadline = time.monotonic() + patience
-        while not await _caught_up(rt):
+        while not await caught_up(rt):
             if time.monotonic() > deadline:
                 raise TimeoutError("the replay did not catch up in time")
             await asyncio.sleep(poll)

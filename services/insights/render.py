@@ -3,6 +3,7 @@ suppressed tables (``Shown``): a chart never plots a withheld count."""
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from html import escape
 
@@ -29,13 +30,16 @@ def _title(pack: Pack) -> str:
 # --- SVG ---------------------------------------------------------------------------------------
 
 
-def bar_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[int | None]]],
-              threshold: int, width: int = 720, height: int = 260) -> str:
-    """Grouped bars, one group per label; a withheld count (None) is a grey stub marked
-    "<threshold", never a height."""
+Series = tuple[str, Sequence[int | None], Sequence[str]]  # name, counts shown, their texts
+
+
+def bar_chart(title: str, labels: Sequence[str], series: Sequence[Series],
+              width: int = 720, height: int = 260) -> str:
+    """Grouped bars, one group per label; a withheld count (None) is a grey stub marked as
+    the table shows it ("<10" or "*"), never a height."""
     top, bottom, left = 30, 60, 40
     plot_h = height - top - bottom
-    peak = max([v for _, values in series for v in values if v is not None] + [1])
+    peak = max([v for _, values, _ in series for v in values if v is not None] + [1])
     group_w = (width - left - 10) / max(1, len(labels))
     bar_w = max(2.0, group_w * 0.8 / max(1, len(series)))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -47,7 +51,7 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Seq
              'stroke="#333"/>']
     for g, label in enumerate(labels):
         x0 = left + g * group_w + group_w * 0.1
-        for s, (_, values) in enumerate(series):
+        for s, (_, values, texts) in enumerate(series):
             value = values[g]
             x = x0 + s * bar_w
             if value is None:
@@ -55,7 +59,7 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Seq
                              'height="4" fill="#bbb"><title>withheld</title></rect>')
                 parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h - 6}" '
                              'font-size="9" text-anchor="middle" font-family="sans-serif">'
-                             f'&lt;{threshold}</text>')
+                             f'{escape(texts[g])}</text>')
                 continue
             h = plot_h * value / peak
             parts.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" '
@@ -64,7 +68,7 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Seq
         parts.append(f'<text x="{left + g * group_w + group_w / 2:.1f}" y="{top + plot_h + 14}" '
                      'font-size="9" text-anchor="middle" font-family="sans-serif">'
                      f'{escape(label)}</text>')
-    for s, (name, _) in enumerate(series):
+    for s, (name, _, _) in enumerate(series):
         y = height - 14
         x = left + s * 170
         parts.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" '
@@ -77,22 +81,24 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Seq
     return "".join(parts)
 
 
-def _column(shown: Shown, c: int) -> list[int | None]:
-    return [row[c] for row in shown.values[:-1]]
+def _column(shown: Shown, c: int, name: str, last: int | None = None) -> Series:
+    """Column ``c`` of a table's body rows (or, with ``last``, its totals row up to it)."""
+    if last is not None:
+        return (name, list(shown.values[-1][:last]), list(shown.body[-1][1:last + 1]))
+    return (name, [row[c] for row in shown.values[:-1]],
+            [row[c + 1] for row in shown.body[:-1]])
 
 
 def charts(pack: Pack) -> list[str]:
-    opened, closed = pack.table("referrals_opened"), pack.table("referrals_closed")
+    n = len(pack.months)
     trend = bar_chart("Referrals opened and closed by month", [m[2:] for m in pack.months],
-                      [("opened", list(opened.values[-1][:len(pack.months)])),
-                       ("closed", list(closed.values[-1][:len(pack.months)]))], pack.threshold)
+                      [_column(pack.table("referrals_opened"), 0, "opened", last=n),
+                       _column(pack.table("referrals_closed"), 0, "closed", last=n)])
     outcomes = pack.table("outcomes")
-    mix = bar_chart("Outcome mix", list(outcomes.table.rows), [("referrals", _column(outcomes, 0))],
-                    pack.threshold)
+    mix = bar_chart("Outcome mix", list(outcomes.table.rows), [_column(outcomes, 0, "referrals")])
     demand = pack.table("demand_capacity")
     gap = bar_chart("Demand against capacity by need", list(demand.table.rows),
-                    [("referrals opened", _column(demand, 0)), ("slots", _column(demand, 2))],
-                    pack.threshold)
+                    [_column(demand, 0, "referrals opened"), _column(demand, 2, "slots")])
     return [trend, mix, gap]
 
 
@@ -163,6 +169,9 @@ def pdf_bytes(pack: Pack) -> bytes:
     pdf.set_font("Helvetica", "", 9)
     for figure in pack.figures:
         pdf.cell(0, 5, _latin(f"{figure.label}: {figure.value}"), new_x="LMARGIN", new_y="NEXT")
+    for svg in charts(pack):
+        # fpdf2 draws SVG as vectors; it has no use for the tooltips (<title>).
+        pdf.image(io.BytesIO(re.sub(r"<title>.*?</title>", "", svg).encode()), w=180)
     for shown in pack.tables:
         _pdf_table(pdf, shown)
     pdf.ln(3)
