@@ -10,6 +10,7 @@ from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.insights import api, handlers
 from services.insights.deps import NAME, InsightsDeps
+from services.insights.digest import run_digests
 from services.insights.settings import insights_settings
 from services.insights.tables import Base
 
@@ -29,4 +30,6 @@ def build(settings: Settings, districts: Districts | None = None, *,
     rt = runtime(config, districts)
     deps = InsightsDeps(rt, config, clock or utcnow)
     rt.consume(handlers.HANDLERS, deps)
+    if config.digest_enabled:
+        rt.run_in_background(lambda: run_digests(deps))
     return Service(rt, api.router, POLICY, deps=deps)

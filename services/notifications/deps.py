@@ -4,7 +4,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.db import Clock, utcnow
+from runtime.districts import Districts
 from services.notifications.policy import Holding
+from services.notifications.providers import Provider
 
 
 @dataclass
@@ -12,3 +14,7 @@ class NotificationsDeps:
     holds: Holding  # quiet hours and the daily cap a new routine message waits for
     wake: Callable[[], None]  # the dispatcher, once queued messages have committed
     clock: Clock = utcnow  # tests fix time with their own
+    # The weekly staff digest (insights' StaffDigestRequested): the email provider and the
+    # districts file with each school's staff list.
+    email: Provider | None = None
+    districts: Districts | None = None

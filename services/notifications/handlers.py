@@ -1,6 +1,7 @@
 """Outreach requests become queued messages; the dispatcher sends them. A bulk request (one
 chunk of an announcement or invitation) becomes its messages in one multi-row INSERT."""
 
+import hashlib
 import secrets
 from datetime import datetime
 from typing import Any
@@ -9,11 +10,12 @@ from uuid import uuid4
 from sqlalchemy import insert, select
 
 from contracts.envelope import Envelope
-from contracts.events import BulkOutreachRequested, OutreachRequested
+from contracts.events import BulkOutreachRequested, OutreachRequested, StaffDigestRequested
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.metrics import BULK_QUEUED
 from services.notifications.policy import Holding
+from services.notifications.providers import Outgoing
 from services.notifications.tables import Message
 
 
@@ -80,7 +82,24 @@ async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
         uow.after_commit.append(deps.wake)
 
 
+async def on_staff_digest_requested(uow: UnitOfWork, env: Envelope, ev: StaffDigestRequested,
+                                    deps: NotificationsDeps) -> None:
+    """The weekly digest to each address of the school's staff list (the districts file).
+    Sent here, in the consumer's transaction: a failure is retried with the event, and a
+    resend (the relay took it, then the commit failed) carries the same Message-ID."""
+    school = deps.districts.school(env.districtid, ev.school_id) if deps.districts else None
+    if school is None or deps.email is None or not school.staff_emails:
+        return
+    for address in school.staff_emails:
+        await deps.email.send(Outgoing(
+            to=str(address), subject=ev.subject, text=ev.text, html=ev.html,
+            idempotency_key="digest-" + hashlib.sha256(
+                f"{ev.digest_id}/{address}".encode()).hexdigest()[:32],
+            headers={"Auto-Submitted": "auto-generated"}))
+
+
 HANDLERS = {
     OutreachRequested: on_outreach_requested,
     BulkOutreachRequested: on_bulk,
+    StaffDigestRequested: on_staff_digest_requested,
 }

@@ -41,9 +41,11 @@ def build(settings: Settings, districts: Districts | None = None, *,
     config = config or NotificationsConfig()
     clock = clock or utcnow
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    dispatcher = Dispatcher(rt, providers(settings, config), config, clock=clock)
+    chosen = providers(settings, config)
+    dispatcher = Dispatcher(rt, chosen, config, clock=clock)
     rt.run_in_background(dispatcher.run)
-    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock)
+    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock,
+                             email=chosen[Channel.email], districts=rt.districts)
     rt.consume(handlers.HANDLERS, deps)
     service = Service(rt, build_router(rt, dispatcher), deps=deps)
     service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks
