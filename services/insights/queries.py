@@ -80,5 +80,6 @@ async def _engagement(session: AsyncSession, facts: Facts, district: str,
     messages = (await session.execute(select(
         MessageFact.family_id, MessageFact.kind, MessageFact.channel, MessageFact.language,
         MessageFact.at, MessageFact.notification_id,
-    ).where(*_where(MessageFact, district, school)))).all()
+    ).where(*_where(MessageFact, district, school),
+            MessageFact.kind != "delivered"))).all()  # the pack counts no deliveries
     facts.messages = [MessageEvent(*row) for row in messages]
