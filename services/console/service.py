@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from runtime.districts import Districts, load_districts
 from runtime.host import Web
-from services.console import directory, families, outreach, pages
+from services.console import directory, families, insights, outreach, pages
 from services.console.i18n import load_translators
 from services.console.settings import ConsoleSettings
 
@@ -42,7 +42,8 @@ def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
             yield
 
     router = APIRouter()
-    for part in (pages.router, families.router, directory.router, outreach.router):
+    for part in (pages.router, families.router, directory.router, outreach.router,
+                 insights.router):
         router.include_router(part)
     return Web(NAME, router, lifespan=lifespan, static=("/static", str(HERE / "static")),
                exception_handlers=pages.EXCEPTION_HANDLERS)
