@@ -135,3 +135,30 @@ async def test_the_pack_comes_from_the_public_events_and_a_rebuild_gives_the_sam
             assert district[key] == after[key], key
         assert (await get(url, f"/api/v1/insights/packs/{MONTH}", coordinator,
                           school_id="lincoln-es")).json() == school_pack
+
+
+async def test_the_running_system_s_own_events_reach_the_pack(system) -> None:  # type: ignore[no-untyped-def]
+    """The services' real events (not generated ones) are enough: a referral opened and
+    matched through the APIs is counted, as a small cell, in this month's pack."""
+    partner = await system.register_partner(name="Smile Bright Dental")
+    family = await system.register_family()
+    referral = await system.open_referral(family)
+    await system.wait_status(referral["id"], "matched", timeout=30)
+    insights = system.services["insights"]
+    leadership = token(system.settings, "leadership", "d001")
+    month = datetime.now(ZONE).strftime("%Y-%m")
+
+    async def counted() -> dict | None:
+        await caught_up(insights.runtime)
+        url = str(system.http.base_url).rstrip("/")
+        found = (await get(url, f"/api/v1/insights/packs/{month}", leadership)).json()
+        tables = {t["key"]: t for t in found["tables"]}
+        partners = tables["partners"]["rows"]
+        return found if tables["referrals_opened"]["rows"][-1][-1] == "<10" and \
+            partners[0][0] == partner["name"] else None
+
+    pack = await eventually(counted, "the referral in the pack", 60, 0.5)
+    page = await get(str(system.http.base_url).rstrip("/"),
+                     f"/api/v1/insights/packs/{month}/page", leadership)
+    assert family["name"] not in page.text and referral["student_ref"] not in page.text
+    assert pack["tables"][0]["rows"][0][0] == "dental"
