@@ -11,6 +11,7 @@ PostgreSQL too when ENSEMBLE_BENCH_POSTGRES_URL or ENSEMBLE_TEST_POSTGRES_URL is
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -82,6 +83,7 @@ async def _one(url: str, events: int, label: str, db_url: str | None,
     await rt.db.dispose()
     try:
         done = await rebuild(settings, districts(), poll=0.25)
+        print(f"insights: rebuilt on {label} in {done.seconds:.1f} s", file=sys.stderr)
         results = [Result.timed(
             f"insights.rebuild.{label}", events, done.seconds,
             notes=f"drop the store, replay {events:,} public events of a district year "
@@ -108,6 +110,7 @@ async def run(quick: bool) -> list[Result]:
             await ensure_streams(nc.jetstream())
             started = time.perf_counter()
             await publish(nc.jetstream(), items)
+            print(f"insights: {len(items):,} events published", file=sys.stderr)
             results.append(Result.timed(
                 "insights.publish_district_year", len(items), time.perf_counter() - started,
                 notes=f"{referrals:,} referrals' events published (setup, not insights)"))

@@ -5,6 +5,7 @@ school's; a coordinator their own schools' (school_id required)."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -52,8 +53,6 @@ async def make_pack(deps: InsightsDeps, principal: Principal, month: str,
         raise Forbidden("a coordinator reads their schools' packs: name the school_id")
     if school_id is not None and district.school(school_id) is None:
         raise NotFound(f"school {school_id} not found in district {district.id}")
-    from zoneinfo import ZoneInfo
-
     scope = "school" if school_id else "district"
     with PACK_SECONDS.labels(scope).time(), _unscoped():
         async with deps.runtime.unit_of_work() as uow:

@@ -7,16 +7,20 @@ import csv
 import io
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import nats
 import pypdf
+import pytest
 from conftest import running, token
 from support.waiting import eventually
+from typer.testing import CliRunner
 
 from benchmarks.district_year import Published, district_year, publish
 from contracts.events import ReferralClosed, ReferralOpened
+from ensemble.cli import app
 from runtime.settings import Settings
 from services.insights.rebuild import caught_up, rebuild
 from services.insights.service import build
@@ -162,3 +166,19 @@ async def test_the_running_system_s_own_events_reach_the_pack(system) -> None:  
                      f"/api/v1/insights/packs/{month}/page", leadership)
     assert family["name"] not in page.text and referral["student_ref"] not in page.text
     assert pack["tables"][0]["rows"][0][0] == "dental"
+
+
+def test_ensemble_insights_rebuild_on_the_command_line(nats_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_URL", nats_url)
+    monkeypatch.delenv("INSIGHTS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("ENSEMBLE_DATABASE_SCHEMA_PREFIX", raising=False)
+    runner = CliRunner()
+    data = str(tmp_path / "data")
+    refused = runner.invoke(app, ["insights", "rebuild", "--data-dir", data])
+    assert refused.exit_code == 1  # not migrated: says what to run
+    assert runner.invoke(app, ["migrate", "insights", "--data-dir", data]).exit_code == 0
+    done = runner.invoke(app, ["insights", "rebuild", "--data-dir", data])
+    assert done.exit_code == 0, done.output
+    lines = [line for line in done.output.splitlines() if not line.startswith("{")]
+    assert "insights_referrals: 0 rows" in lines and lines[-1].startswith("rebuilt from the")
