@@ -268,8 +268,7 @@ def _first(steps: Iterable[Step], kind: str) -> dict[str, Step]:
 
 def _outcomes(steps: list[Step], needs: dict[str, str], window: set[str],
               zone: ZoneInfo) -> Table:
-    ended = {**{k: s for k, s in _first(steps, "cancelled").items()},
-             **_first(steps, "closed")}
+    ended = {**_first(steps, "cancelled"), **_first(steps, "closed")}  # closed wins
     counts = Counter(s.outcome or "cancelled" for s in ended.values()
                      if s.referral_id in needs and month_of(s.at, zone) in window)
     rows = [o.value for o in Outcome] + ["cancelled"]

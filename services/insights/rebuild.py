@@ -63,6 +63,10 @@ async def rebuild(settings: Settings, districts: Districts | None = None, *,
             with contextlib.suppress(NotFoundError):
                 await rt.jetstream.delete_consumer(consumer.stream, consumer.durable)
         await drop_store(rt)
+        for consumer in rt.consumers:  # made again from the start of each stream; a large
+            # stream on a busy server can take longer than a request's usual 5 s
+            await rt.jetstream.add_consumer(consumer.stream, config=consumer.consumer_config(),
+                                            timeout=120)
         log.info("insights: store dropped; replaying %d streams' events", len(rt.consumers))
     finally:
         await rt.broker.stop()
