@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select
 from runtime.districts import Districts
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
+from runtime.streams import ensure_streams
 from services.insights import handlers
 from services.insights.service import runtime
 from services.insights.tables import FACTS
@@ -59,6 +60,7 @@ async def rebuild(settings: Settings, districts: Districts | None = None, *,
     rt.consume(handlers.HANDLERS, None)  # the handlers need nothing from deps
     await rt.broker.connect()
     try:
+        await ensure_streams(rt.jetstream, settings.stream_replicas)  # looks them up
         for consumer in rt.consumers:
             with contextlib.suppress(NotFoundError):
                 await rt.jetstream.delete_consumer(consumer.stream, consumer.durable)
