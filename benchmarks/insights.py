@@ -82,7 +82,7 @@ async def _one(url: str, events: int, label: str, db_url: str | None,
     await upgrade(rt.db, "insights")
     await rt.db.dispose()
     try:
-        done = await rebuild(settings, districts(), poll=0.25)
+        done = await rebuild(settings, districts(), poll=2)
         print(f"insights: rebuilt on {label} in {done.seconds:.1f} s", file=sys.stderr)
         results = [Result.timed(
             f"insights.rebuild.{label}", events, done.seconds,

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 from sqlalchemy import delete, func, select
 
@@ -40,10 +41,16 @@ async def drop_store(rt: ServiceRuntime) -> None:
 
 
 async def caught_up(rt: ServiceRuntime) -> bool:
-    for consumer in rt.consumers:
-        info = await rt.jetstream.consumer_info(consumer.stream, consumer.durable)
-        if info.num_pending or info.num_ack_pending:
-            return False
+    """Every durable has had and acked all its stream's events (a server too busy to answer
+    in time counts as not yet)."""
+    try:
+        for consumer in rt.consumers:
+            info = await rt.jetstream.consumer_info(consumer.stream, consumer.durable,
+                                                    timeout=30)
+            if info.num_pending or info.num_ack_pending:
+                return False
+    except (TimeoutError, NatsTimeoutError):
+        return False
     return True
 
 
@@ -54,7 +61,7 @@ async def row_counts(rt: ServiceRuntime) -> dict[str, int]:
 
 
 async def rebuild(settings: Settings, districts: Districts | None = None, *,
-                  patience: float = 3600, poll: float = 0.5) -> Rebuilt:
+                  patience: float = 3 * 3600, poll: float = 0.5) -> Rebuilt:
     started = time.perf_counter()
     rt = runtime(settings, districts)
     rt.consume(handlers.HANDLERS, None)  # the handlers need nothing from deps
