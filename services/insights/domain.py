@@ -19,8 +19,8 @@ WINDOW_MONTHS = 12
 MISSING = (
     "Capacity by need counts only services that have been matched at least once: "
     "CapacityChanged carries no need, so a service's need is learned from its PartnerMatched.",
-    "Delivery failures by language use the family's registered language: NotificationFailed "
-    "carries no language.",
+    "Delivery failures are counted by month, not by language: NotificationFailed carries no "
+    "language.",
     "Families unreachable counts referrals whose family was unreachable; outreach that was not "
     "about a referral is not counted.",
     "Attendance is what staff recorded; families who came without an invitation are not in the "

@@ -17,7 +17,6 @@ from services.insights.domain import (
 from services.insights.tables import (
     CapacityFact,
     FamilyEventFact,
-    FamilyFact,
     MessageFact,
     ReferralFact,
     ResponseFact,
@@ -53,9 +52,6 @@ async def load_facts(session: AsyncSession, district: str, school: str | None) -
         CapacityFact.capacity, CapacityFact.reserved, CapacityFact.at,
     ).where(*_where(CapacityFact, district, school)))).all()
     facts.capacity = [Capacity(*row) for row in capacity]
-    families = (await session.execute(select(FamilyFact.family_id, FamilyFact.language).where(
-        *_where(FamilyFact, district, school)))).all()
-    facts.family_languages = dict(families)
     await _engagement(session, facts, district, school)
     return facts
 
