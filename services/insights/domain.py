@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from contracts.taxonomy import Need, Outcome
@@ -28,19 +29,17 @@ MISSING = (
 )
 
 
-# --- facts (what the store holds, as plain values) --------------------------------------------
+# --- facts (what the store holds, as plain values: tuples, thousands a pack) -------------------
 
 
-@dataclass(frozen=True)
-class Referral:
+class Referral(NamedTuple):
     referral_id: str
     school_id: str
     need: str
     opened_at: datetime
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     referral_id: str
     step: str  # matched accepted declined in_service contacted unreachable no_partner closed ...
     at: datetime
@@ -51,8 +50,7 @@ class Step:
     outcome: str | None = None
 
 
-@dataclass(frozen=True)
-class Capacity:
+class Capacity(NamedTuple):
     service_id: str
     school_id: str | None
     partner_id: str
@@ -61,24 +59,21 @@ class Capacity:
     at: datetime
 
 
-@dataclass(frozen=True)
-class FamilyEvent:
+class FamilyEvent(NamedTuple):
     family_event_id: str
     school_id: str
     title: str
     starts_at: datetime
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     family_event_id: str
     family_id: str
     kind: str  # rsvp_yes rsvp_no attended
     at: datetime
 
 
-@dataclass(frozen=True)
-class MessageEvent:
+class MessageEvent(NamedTuple):
     family_id: str
     kind: str  # sent failed delivered opted_out opted_in
     channel: str | None
@@ -159,8 +154,19 @@ def months_ending(month: str, n: int = WINDOW_MONTHS) -> tuple[str, ...]:
     return tuple(reversed(out))
 
 
+_MONTHS: dict[tuple[str, int], str] = {}
+
+
 def month_of(at: datetime, zone: ZoneInfo) -> str:
-    return at.astimezone(zone).strftime("%Y-%m")
+    """``YYYY-MM`` of an instant in a zone. Every zone's offset is a multiple of 15 minutes,
+    so no month begins inside a quarter hour of UTC: one answer per quarter hour, kept."""
+    key = (zone.key, int(at.timestamp()) // 900)
+    found = _MONTHS.get(key)
+    if found is None:
+        if len(_MONTHS) > 1_000_000:
+            _MONTHS.clear()
+        found = _MONTHS[key] = at.astimezone(zone).strftime("%Y-%m")
+    return found
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -218,19 +224,21 @@ def build_pack(facts: Facts, *, district_id: str, school_id: str | None, month: 
     for step in facts.steps:
         by_referral[step.referral_id].append(step)
     needs = {r.referral_id: r.need for r in facts.referrals}
+    pairs = answered_matches(facts.steps)
     tables = [
         _opened_by_need(opened, months, zone),
         _closed_by_need(facts.steps, needs, months, zone),
         _outcomes(facts.steps, needs, window, zone),
-        _partners(facts.steps, needs, window, zone),
+        _partners(pairs, needs, window, zone),
         _demand_capacity(opened, facts, window, zone),
         _family_events(facts, months, zone),
         _messages_by_language(facts, window, zone),
         _message_trouble(facts, months, zone),
     ]
     shown = tuple(show(t, threshold) for t in tables)
-    figures = _timings(opened, by_referral, threshold) + _shares(shown, opened, by_referral,
-                                                                 threshold)
+    figures = [*_timings(opened, by_referral, threshold),
+               _answer_time(pairs, {r.referral_id for r in opened}, threshold),
+               *_shares(shown, opened, by_referral, threshold)]
     return Pack(district_id, school_id, month, months, threshold, shown, tuple(figures))
 
 
@@ -302,12 +310,12 @@ def _order(s: Step) -> tuple[datetime, str, str]:
     return (s.at, s.step, s.outcome or "")
 
 
-def _partners(steps: list[Step], needs: dict[str, str], window: set[str],
+def _partners(pairs: list[tuple[Step, Step | None]], needs: dict[str, str], window: set[str],
               zone: ZoneInfo) -> Table:
     names: dict[str, str] = {}
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for match, answer in answered_matches(s for s in steps if s.referral_id in needs):
-        if month_of(match.at, zone) not in window:
+    for match, answer in pairs:
+        if match.referral_id not in needs or month_of(match.at, zone) not in window:
             continue
         partner = match.partner_id or ""
         names[partner] = min(names.get(partner, match.partner_name or partner),
@@ -399,30 +407,31 @@ def _timings(opened: list[Referral], steps: dict[str, list[Step]],
              threshold: int) -> list[Figure]:
     """Median and 90th percentile days from opened to each first step, over the referrals
     opened in the window that reached it; withheld when fewer than the threshold did."""
+    kinds = (("matched", "matched"), ("contacted", "family contacted"),
+             ("in_service", "in service"), ("closed", "closed"))
+    days: dict[str, list[float]] = {kind: [] for kind, _ in kinds}
+    for r in opened:
+        first: dict[str, datetime] = {}
+        for s in steps.get(r.referral_id, ()):
+            if s.step in days and (s.step not in first or s.at < first[s.step]):
+                first[s.step] = s.at
+        for kind, at in first.items():
+            days[kind].append(max(0.0, _days(r.opened_at, at)))
     out = []
-    for kind, label in (("matched", "matched"), ("contacted", "family contacted"),
-                        ("in_service", "in service"), ("closed", "closed")):
-        days = []
-        for r in opened:
-            reached = [s.at for s in steps.get(r.referral_id, ()) if s.step == kind]
-            if reached:
-                days.append(max(0.0, _days(r.opened_at, min(reached))))
-        if len(days) < threshold:
-            out.append(Figure(f"Days from opened to {label} (median / 90th percentile)",
-                              f"withheld: fewer than {threshold} referrals"))
-        else:
-            out.append(Figure(f"Days from opened to {label} (median / 90th percentile)",
-                              f"{percentile(days, 50):.1f} / {percentile(days, 90):.1f} "
-                              f"(n={len(days)})"))
-    out.append(_answer_time(steps, {r.referral_id for r in opened}, threshold))
+    for kind, label in kinds:
+        name = f"Days from opened to {label} (median / 90th percentile)"
+        found = days[kind]
+        out.append(Figure(name, f"withheld: fewer than {threshold} referrals")
+                   if len(found) < threshold else
+                   Figure(name, f"{percentile(found, 50):.1f} / {percentile(found, 90):.1f} "
+                                f"(n={len(found)})"))
     return out
 
 
-def _answer_time(steps: dict[str, list[Step]], ids: set[str], threshold: int) -> Figure:
+def _answer_time(pairs: list[tuple[Step, Step | None]], ids: set[str],
+                 threshold: int) -> Figure:
     hours = [max(0.0, (answer.at - match.at).total_seconds() / 3600)
-             for match, answer in answered_matches(
-                 s for rid in ids for s in steps.get(rid, ()))
-             if answer is not None]
+             for match, answer in pairs if answer is not None and match.referral_id in ids]
     label = "Partners' hours to answer a match (median / 90th percentile)"
     if len(hours) < threshold:
         return Figure(label, f"withheld: fewer than {threshold} answers")

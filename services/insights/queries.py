@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.insights.domain import (
@@ -24,11 +24,10 @@ from services.insights.tables import (
 )
 
 
-def _where(table: Any, district: str, school: str | None, *, or_none: bool = False) -> list[Any]:
+def _where(table: Any, district: str, school: str | None) -> list[Any]:
     where = [table.district_id == district]
     if school is not None:
-        where.append(or_(table.school_id == school, table.school_id.is_(None)) if or_none
-                     else table.school_id == school)
+        where.append(table.school_id == school)
     return where
 
 
@@ -41,10 +40,13 @@ async def load_facts(session: AsyncSession, district: str, school: str | None) -
         ReferralFact.opened_at).where(*_where(ReferralFact, district, school)))).all()
     facts.referrals = [Referral(*row) for row in referrals]
     ids = {r.referral_id for r in facts.referrals}
-    steps = (await session.execute(select(
-        StepFact.referral_id, StepFact.step, StepFact.at, StepFact.partner_id,
-        StepFact.partner_name, StepFact.service_id, StepFact.need, StepFact.outcome,
-    ).where(*_where(StepFact, district, school, or_none=True)))).all()
+    columns = (StepFact.referral_id, StepFact.step, StepFact.at, StepFact.partner_id,
+               StepFact.partner_name, StepFact.service_id, StepFact.need, StepFact.outcome)
+    steps = [*(await session.execute(select(*columns).where(
+        *_where(StepFact, district, school)))).all()]
+    if school is not None:  # an event without a school, placed by its referral's
+        steps += (await session.execute(select(*columns).where(
+            StepFact.district_id == district, StepFact.school_id.is_(None)))).all()
     facts.steps = [Step(*row) for row in steps if row[0] in ids]
     facts.service_needs = await service_needs(session, district)
     capacity = (await session.execute(select(
@@ -71,7 +73,9 @@ async def _engagement(session: AsyncSession, facts: Facts, district: str,
     ids = {e.family_event_id for e in facts.events}
     responses = (await session.execute(select(
         ResponseFact.family_event_id, ResponseFact.family_id, ResponseFact.kind,
-        ResponseFact.at).where(*_where(ResponseFact, district, school, or_none=True)))).all()
+        ResponseFact.at).where(ResponseFact.district_id == district,
+                               ResponseFact.family_event_id.in_(sorted(ids)) if school else
+                               ResponseFact.district_id == district))).all()
     facts.responses = [Response(*row) for row in responses if row[0] in ids]
     messages = (await session.execute(select(
         MessageFact.family_id, MessageFact.kind, MessageFact.channel, MessageFact.language,
