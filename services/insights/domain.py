@@ -87,7 +87,6 @@ class Facts:
     referrals: list[Referral] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     capacity: list[Capacity] = field(default_factory=list)
-    family_languages: dict[str, str] = field(default_factory=dict)
     events: list[FamilyEvent] = field(default_factory=list)
     responses: list[Response] = field(default_factory=list)
     messages: list[MessageEvent] = field(default_factory=list)
@@ -378,7 +377,7 @@ def _family_events(facts: Facts, months: Sequence[str], zone: ZoneInfo) -> Table
 
 
 def _messages_by_language(facts: Facts, window: set[str], zone: ZoneInfo) -> Table:
-    sent = Counter((m.language or facts.family_languages.get(m.family_id, "unknown"),
+    sent = Counter((m.language or "unknown",
                     m.channel or "unknown")
                    for m in facts.messages if m.kind == "sent" and month_of(m.at, zone) in window)
     languages = sorted({lang for lang, _ in sent})
