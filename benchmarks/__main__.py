@@ -23,6 +23,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.loop",
     "benchmarks.memory",
     "benchmarks.http_load",
+    "benchmarks.roster",
     "benchmarks.insights",
 ]
 

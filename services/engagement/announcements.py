@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from contracts.taxonomy import Urgency
 from runtime.db import Clock
+from runtime.erasure import erasure_barrier
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
@@ -36,13 +37,15 @@ class AnnouncementFanOut:
         """One chunk of one announcement; True while there may be more."""
         chunk = self.config.bulk_chunk
         async with self.rt.unit_of_work() as uow:
+            await erasure_barrier(uow)  # the families' details as an erasure left them
             announcement = await uow.session.scalar(
                 select(Announcement).where(Announcement.status == "fanning_out")
                 .order_by(Announcement.created_at).limit(1).with_for_update(skip_locked=True))
             if announcement is None:
                 return False
             query = select(Family).where(Family.district_id == announcement.district_id,
-                                         Family.id > announcement.cursor)
+                                         Family.id > announcement.cursor,
+                                         Family.retired_at.is_(None))  # left the roster
             if announcement.school_id:
                 query = query.where(Family.school_id == announcement.school_id)
             families = (await uow.session.scalars(query.order_by(Family.id).limit(chunk))).all()

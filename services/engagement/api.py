@@ -22,11 +22,11 @@ from sqlalchemy import select
 from contracts.events import FamilyRegistered
 from contracts.taxonomy import Channel, ContactKind
 from runtime.db import utcnow
-from runtime.errors import NotFound
+from runtime.errors import Conflict, NotFound
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
-from services.engagement.contacts import REACHED, log_contact, mark_unreachable
+from services.engagement.contacts import REACHED, log_contact, mark_unreachable, referral_chain
 from services.engagement.tables import ContactLogEntry, Family, Outreach, Student
 
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -135,6 +135,9 @@ class FamilyView(BaseModel):
     sms_opted_out: bool
     email_opted_out: bool
     created_at: datetime
+    erased_at: datetime | None = None
+    erased_by: str | None = None
+    retired_at: datetime | None = None  # no longer in the district's roster (ensemble roster)
 
 
 class LogContact(BaseModel):
@@ -234,6 +237,8 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
     async def update(family_id: str, body: UpdateFamily) -> FamilyView:
         async with rt.unit_of_work() as uow:
             family = await _family(uow, body.district_id, family_id)
+            if family.erased_at is not None:
+                raise Conflict(f"family {family_id} was erased: register the family anew")
             for name, value in body.model_dump(exclude={"district_id"}, exclude_none=True).items():
                 setattr(family, name, value)
             if family.preferred_channel == Channel.sms and not family.phone:
@@ -298,10 +303,12 @@ def build_router(rt: ServiceRuntime, config: EngagementConfig | None = None) -> 
                                            Outreach.status.in_(("requested", "awaiting_reply")))
                     .order_by(Outreach.created_at.desc()).limit(1)
                     .with_for_update())  # an event about it may be applied at the same time
+            chain = (open_outreach.correlation_id if open_outreach else
+                     await referral_chain(uow.session, family.id, body.referral_id))
             entry = log_contact(uow, family, kind=body.kind, at=body.at or now, by=by,
                                 outcome=body.outcome, referral_id=body.referral_id,
                                 outreach_id=open_outreach.id if open_outreach else None,
-                                note=body.note)
+                                note=body.note, correlation=chain)
             if open_outreach is not None:
                 if body.outcome == REACHED:
                     open_outreach.status = "contacted"

@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, select
 from contracts.events import FamilyAttended, FamilyEventScheduled
 from contracts.taxonomy import Urgency
 from runtime.db import utcnow
+from runtime.erasure import erasure_barrier
 from runtime.errors import NotFound
 from runtime.service import ServiceRuntime
 from services.engagement.api import MAX_OFFSET, Language, Token, caller
@@ -155,9 +156,11 @@ def build_family_events_router(rt: ServiceRuntime, config: EngagementConfig) -> 
         invitations are written with one multi-row INSERT and reach notifications as a few
         bulk requests."""
         async with rt.unit_of_work() as uow:
+            await erasure_barrier(uow)  # the families' details as an erasure left them
             event = await _event(uow, body.district_id, event_id)
             query = select(Family).where(Family.district_id == event.district_id,
-                                         Family.school_id == event.school_id)
+                                         Family.school_id == event.school_id,
+                                         Family.retired_at.is_(None))  # left the roster
             if body.grades is not None:
                 query = query.where(Family.id.in_(
                     select(Student.family_id).where(Student.district_id == event.district_id,

@@ -1,7 +1,6 @@
 """How engagement turns a match into outreach, a sent message into a wait for an answer, and an
 answer into a contact (or an RSVP); and how opt-outs reach the family record."""
 
-from uuid import uuid4
 
 from sqlalchemy import select
 
@@ -15,7 +14,9 @@ from contracts.events import (
     PartnerMatched,
 )
 from contracts.taxonomy import Channel, ContactKind
+from runtime.erasure import erasure_barrier
 from runtime.errors import RetryLater
+from runtime.tracing import current_fields
 from runtime.uow import UnitOfWork
 from services.engagement.contacts import (
     awaiting_reply,
@@ -34,15 +35,18 @@ from services.engagement.tables import Family, Invitation, Outreach
 
 async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
                              deps: EngagementDeps) -> None:
+    await erasure_barrier(uow)  # an erasure in progress commits first, or waits for this
     family = await uow.session.get(Family, ev.family_id)
     if family is None or family.district_id != env.districtid:
         raise RetryLater(f"family {ev.family_id} not registered here")
     now = deps.clock()
-    outreach = Outreach(id=str(uuid4()), district_id=family.district_id, family_id=family.id,
-                        referral_id=ev.referral_id, kind="partner_matched",
+    # Derived from the PartnerMatched applied: a replay after a restore makes the same outreach.
+    outreach = Outreach(id=uow.new_id("outreach"), district_id=family.district_id,
+                        family_id=family.id, referral_id=ev.referral_id, kind="partner_matched",
                         status="requested", attempts=0, urgency=ev.urgency.value,
                         variables={"partner_name": ev.partner_name, "need": ev.need.value},
-                        created_at=now, updated_at=now)
+                        correlation_id=env.correlationid, created_at=now, updated_at=now,
+                        **current_fields())
     uow.session.add(outreach)
     await request_attempt(uow, deps.districts, outreach, family, now)
 
@@ -67,9 +71,10 @@ async def on_notification_failed(uow: UnitOfWork, env: Envelope, ev: Notificatio
 
 async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
                             deps: EngagementDeps) -> None:
+    await erasure_barrier(uow)
     family = await uow.session.get(Family, ev.family_id)
-    if family is None or family.district_id != env.districtid:
-        return
+    if family is None or family.district_id != env.districtid or family.erased_at is not None:
+        return  # an erased family's late answer is not kept
     # A text names no message: find the outreach it answers (or hold it for a person).
     if ev.channel == Channel.sms and await attribute_text(uow, family, ev, env.id):
         return
@@ -82,7 +87,8 @@ async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
         outreach.next_check_at = None
         outreach.updated_at = ev.received_at
         log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
-                    referral_id=outreach.referral_id, outreach_id=outreach.id, note=ev.text)
+                    referral_id=outreach.referral_id, outreach_id=outreach.id, note=ev.text,
+                    correlation=outreach.correlation_id)
         return
     if ev.batch_id and ev.kind == "family_event_invitation":
         invitation = await uow.session.scalar(select(Invitation).where(

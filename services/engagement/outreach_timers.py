@@ -3,7 +3,9 @@ unreachable after the last one: a timer round every ``timer_seconds``."""
 
 from sqlalchemy import select
 
+from runtime import tracing
 from runtime.db import Clock
+from runtime.erasure import erasure_barrier
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.engagement.config import EngagementConfig
@@ -30,15 +32,19 @@ class OutreachTimers:
         """Families that did not answer in time: try again, or give up after the last try."""
         now = self.clock()
         async with self.rt.unit_of_work() as uow:
+            await erasure_barrier(uow)  # the families' details as an erasure left them
             due = (await uow.session.scalars(
                 select(Outreach).where(Outreach.status == "awaiting_reply",
                                        Outreach.next_check_at <= now)
                 .order_by(Outreach.next_check_at).limit(BATCH).with_for_update(skip_locked=True)
             )).all()
             for outreach in due:
-                family = await uow.session.get(Family, outreach.family_id)
-                if family is None or outreach.attempts >= self.config.outreach_max_attempts:
-                    mark_unreachable(uow, outreach, now)
-                else:
-                    await request_attempt(uow, self.rt.districts, outreach, family, now)
+                # In the referral's trace (the match's), not a trace of the timer's own.
+                with tracing.continued("outreach timer", outreach.trace(),
+                                       attributes={"ensemble.outreach_id": outreach.id}):
+                    family = await uow.session.get(Family, outreach.family_id)
+                    if family is None or outreach.attempts >= self.config.outreach_max_attempts:
+                        mark_unreachable(uow, outreach, now)
+                    else:
+                        await request_attempt(uow, self.rt.districts, outreach, family, now)
         return len(due)

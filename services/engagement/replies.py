@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import FamilyReplied
 from contracts.taxonomy import Channel, ContactKind
 from runtime.db import utcnow
+from runtime.erasure import erasure_barrier
 from runtime.errors import Conflict, NotFound
 from runtime.outbox import UnitOfWork
 from runtime.service import ServiceRuntime
@@ -55,13 +56,13 @@ def apply_reply(uow: UnitOfWork, family: Family, outreach: Outreach, channel: Ch
     kind = ContactKind(channel.value)
     if outreach.status == "contacted":
         log_contact(uow, family, kind=kind, at=at, by="family", referral_id=outreach.referral_id,
-                    note=text, outcome="replied")
+                    note=text, outcome="replied", correlation=outreach.correlation_id)
         return
     outreach.status = "contacted"
     outreach.next_check_at = None
     outreach.updated_at = at
     log_contact(uow, family, kind=kind, at=at, by="family", referral_id=outreach.referral_id,
-                outreach_id=outreach.id, note=text)
+                outreach_id=outreach.id, note=text, correlation=outreach.correlation_id)
 
 
 def _counted(uow: UnitOfWork, channel: Channel, result: str) -> None:
@@ -190,6 +191,7 @@ def build_replies_router(rt: ServiceRuntime) -> APIRouter:
                      ) -> UnassignedReplyView:
         """The reply becomes that outreach's answer, exactly as if the family had named it."""
         async with rt.unit_of_work() as uow:
+            await erasure_barrier(uow)
             reply = await uow.session.get(UnassignedReply, reply_id, with_for_update=True)
             if reply is None or reply.district_id != body.district_id:
                 raise NotFound(f"unassigned reply {reply_id} not found")

@@ -14,7 +14,6 @@ class NotificationsDeps:
     holds: Holding  # quiet hours and the daily cap a new routine message waits for
     wake: Callable[[], None]  # the dispatcher, once queued messages have committed
     clock: Clock = utcnow  # tests fix time with their own
-    # The weekly staff digest (insights' StaffDigestRequested): the email provider and the
-    # districts file with each school's staff list.
-    email: Provider | None = None
+    email: Provider | None = None  # partner links go straight out by e-mail (partner_links.py)
+    # The weekly staff digest (insights' StaffDigestRequested): each school's staff list.
     districts: Districts | None = None

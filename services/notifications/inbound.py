@@ -6,15 +6,16 @@ import hashlib
 import hmac
 import re
 from datetime import datetime
-from uuid import uuid4
 
 from sqlalchemy import select
 
 from contracts.events import FamilyOptedIn, FamilyReplied
 from contracts.taxonomy import Channel
+from runtime.erasure import erasure_barrier
 from runtime.outbox import UnitOfWork
 from services.notifications.delivery import apply_status, emit_about, lock_provider_ids
 from services.notifications.dispatch import Dispatcher
+from services.notifications.erasure import is_erased
 from services.notifications.handlers import new_message
 from services.notifications.opt_outs import families_at, record_opt_out, set_opt_out
 from services.notifications.tables import EarlyStatus, InboundSeen, Message
@@ -84,7 +85,7 @@ def _confirm(uow: UnitOfWork, dispatcher: Dispatcher, about: Message, kind: str,
     row = new_message(
         dispatcher, now, idempotency_key=f"{kind}:{sid}", district_id=about.district_id,
         school_id=about.school_id, family_id=about.family_id, outreach_id=f"inbound:{sid}",
-        correlation_id=str(uuid4()), kind=kind, urgency="routine", language=about.language,
+        correlation_id=about.correlation_id, kind=kind, urgency="routine", language=about.language,
         channels=[Channel.sms.value], phone=about.phone, family_name="",
         variables={"school_name": school.name if school else about.school_id})
     uow.session.add(Message(**row))
@@ -97,9 +98,12 @@ async def inbound_email(uow: UnitOfWork, to: str, sender: str, text: str, now: d
     match = REPLY_ADDRESS.search(to)
     if not match:
         return "unknown_address"
+    await erasure_barrier(uow)  # an erasure in progress commits first, or waits for this
     message = await uow.session.get(Message, match[1])
     if message is None or not _same(message.token, match[2].lower()):
         return "bad_token"
+    if await is_erased(uow, message.district_id, message.family_id):
+        return "erased"  # the family was forgotten: its answer is not kept either
     key = message_id or hashlib.sha256(f"{to}\0{sender}\0{text}".encode()).hexdigest()
     if not await first_time(uow, f"email:{key}"[:128], now):
         return "duplicate"

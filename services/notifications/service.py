@@ -1,6 +1,7 @@
 """Assembles the notifications service with its providers and dispatcher."""
 
 from contracts.taxonomy import Channel
+from runtime.daily import retention_job
 from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
@@ -11,8 +12,9 @@ from services.notifications.api import PUBLIC_ROUTES, build_router
 from services.notifications.config import NotificationsConfig
 from services.notifications.deps import NotificationsDeps
 from services.notifications.dispatch import Dispatcher
+from services.notifications.erasure import expire_messages
 from services.notifications.providers import NoSmsProvider, Provider, SmtpEmail, TwilioSms
-from services.notifications.tables import Base
+from services.notifications.tables import JOB_RUNS, Base
 from services.notifications.twilio import TwilioSmsClient
 
 NAME = "notifications"
@@ -41,14 +43,16 @@ def build(settings: Settings, districts: Districts | None = None, *,
     config = config or NotificationsConfig()
     clock = clock or utcnow
     rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    chosen = providers(settings, config)
-    dispatcher = Dispatcher(rt, chosen, config, clock=clock)
+    sending = providers(settings, config)
+    dispatcher = Dispatcher(rt, sending, config, clock=clock)
     rt.run_in_background(dispatcher.run)
-    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock,
-                             email=chosen[Channel.email], districts=rt.districts)
+    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock, sending[Channel.email],
+                             districts=rt.districts)
     rt.consume(handlers.HANDLERS, deps)
     service = Service(rt, build_router(rt, dispatcher), deps=deps)
     service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks
+    service.retention = retention_job(  # type: ignore[attr-defined]  # for tests
+        rt, JOB_RUNS, lambda uow, now: expire_messages(uow, rt.districts, now), clock)
     _make_public(service, PUBLIC_ROUTES)
     return service
 

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from runtime.daily import job_runs_table
 from runtime.db import UTCDateTime
 
 
@@ -56,6 +57,15 @@ class Message(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
     delivered_at: Mapped[datetime | None]
+    # The W3C trace context of the work that asked for it (runtime/tracing.py): the send, and
+    # every report or reply about the message, continue that trace. Empty when tracing is off.
+    traceparent: Mapped[str | None] = mapped_column(String(64))
+    tracestate: Mapped[str | None] = mapped_column(String(512))
+
+    def trace(self) -> dict[str, str]:
+        """The stored trace context, as ``runtime.tracing.continued`` reads it."""
+        return {k: v for k, v in (("traceparent", self.traceparent),
+                                  ("tracestate", self.tracestate)) if v}
 
 
 class OptOut(Base):
@@ -91,3 +101,17 @@ class InboundSeen(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ErasedFamily(Base):
+    """A family a district admin erased (ids only): an outreach request for it that was already
+    on its way when the erasure came is dropped, not queued with the details it carries."""
+
+    __tablename__ = "erased_families"
+
+    district_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime]
+
+
+JOB_RUNS = job_runs_table(Base.metadata)  # the daily retention job's claim (runtime/daily.py)

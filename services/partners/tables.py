@@ -159,3 +159,20 @@ class FamilyLanguage(Base):
     district_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     family_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     language: Mapped[str] = mapped_column(String(16))
+
+
+class PartnerLink(Base):
+    """A link emailed to a matched partner's contact: to that referral in the partner's view,
+    for one answer (accept, decline, in service), until it expires or the match ends."""
+
+    __tablename__ = "partner_links"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the token's jti
+    district_id: Mapped[str] = mapped_column(String(64))
+    referral_id: Mapped[str] = mapped_column(String(64), index=True)
+    partner_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)  # the match it was sent for
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_for: Mapped[str | None] = mapped_column(String(16))  # accept | decline | in_service

@@ -18,14 +18,18 @@ from datetime import datetime, timedelta
 from uuid import uuid4
 
 import httpx
+from opentelemetry.trace import SpanKind
 from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.envelope import CONTENT_TYPE
+from runtime import tracing
 from runtime.db import Clock, utcnow
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.webhooks.config import WebhooksSettings
 from services.webhooks.destinations import GuardedBackend, GuardedTransport, RefusedDestination
+from services.webhooks.lifecycle import Delivered, Failed, IllegalMove, Status, decide
 from services.webhooks.metrics import BACKLOG, DELIVERIES
 from services.webhooks.signing import HEADER, sign
 from services.webhooks.tables import DeadLetter, Delivery, Endpoint
@@ -120,7 +124,7 @@ class Dispatcher:
                 await session.execute(
                     select(Delivery, Endpoint.url, Endpoint.secret)
                     .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-                    .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+                    .where(Delivery.status == Status.pending, Delivery.next_attempt_at <= now)
                     .order_by(Delivery.next_attempt_at)
                     .limit(s.webhooks_batch)
                     .with_for_update(skip_locked=True, of=Delivery)
@@ -134,6 +138,20 @@ class Dispatcher:
         return attempts
 
     async def _post(self, client: httpx.AsyncClient, attempt: Attempt) -> Result:
+        """One delivery, a client span in the event's trace (the traceparent it carries); the
+        endpoint receives that span's context as traceparent/tracestate headers."""
+        with tracing.span(f"webhook {attempt.event_type}",
+                          parent=tracing.payload_context(attempt.payload), kind=SpanKind.CLIENT,
+                          attributes={"ensemble.delivery_id": attempt.delivery_id,
+                                      "cloudevents.event_id": attempt.event_id,
+                                      "cloudevents.event_type": attempt.event_type,
+                                      "ensemble.attempt": attempt.attempt}) as made:
+            result = await self._attempt(client, attempt)
+            if result.status is not None:
+                made.set_attribute("http.response.status_code", result.status)
+            return result
+
+    async def _attempt(self, client: httpx.AsyncClient, attempt: Attempt) -> Result:
         headers = {
             "Content-Type": CONTENT_TYPE,
             "Ensemble-Delivery-Id": attempt.delivery_id,
@@ -141,6 +159,7 @@ class Dispatcher:
             "Ensemble-Event-Type": attempt.event_type,
             "Ensemble-Attempt": str(attempt.attempt),
             HEADER: sign(attempt.secret, attempt.payload),
+            **tracing.current_fields(),
         }
         try:
             response = await client.post(attempt.url, content=attempt.payload, headers=headers)
@@ -156,39 +175,51 @@ class Dispatcher:
                       _retry_after(response))
 
     async def _record(self, outcomes: list[tuple[Attempt, Result]]) -> None:
-        s = self.settings
+        """Each attempt's answer, through the lifecycle: delivered, retried after a back-off,
+        or dead and parked in its endpoint's dead letters."""
         now = self.clock()
         async with self.rt.db.transaction() as session:
             for attempt, result in outcomes:
                 delivery = await session.get(Delivery, attempt.delivery_id)
-                if delivery is None or delivery.status != "pending":
+                if delivery is None:
                     continue  # its endpoint was deleted meanwhile
+                fact = Delivered() if result.ok else Failed(
+                    attempt.attempt, self.settings.webhooks_max_attempts, result.final)
+                try:
+                    status = decide(Status(delivery.status), fact)
+                except IllegalMove:
+                    continue  # no longer pending
+                delivery.status = status
                 delivery.attempts = attempt.attempt
                 delivery.last_status = result.status
                 delivery.last_error = result.error
-                if result.ok:
-                    delivery.status = "delivered"
-                    delivery.delivered_at = now
-                    DELIVERIES.labels(self.rt.name, "delivered").inc()
-                elif result.final or attempt.attempt >= s.webhooks_max_attempts:
-                    delivery.status = "dead"
-                    session.add(_dead_letter(delivery, now))
-                    DELIVERIES.labels(self.rt.name, "dead_lettered").inc()
-                    log.warning("webhook delivery %s dead-lettered after %d attempts: %s",
-                                delivery.id, attempt.attempt, result.error)
-                else:
-                    delivery.next_attempt_at = now + timedelta(
-                        seconds=self.backoff(attempt.attempt, result.retry_after))
-                    DELIVERIES.labels(self.rt.name, "retried").inc()
+                self._after(delivery, status, attempt, result, now, session)
             backlog = await session.scalar(
-                select(func.count()).select_from(Delivery).where(Delivery.status == "pending"))
+                select(func.count()).select_from(Delivery).where(
+                    Delivery.status == Status.pending))
         BACKLOG.labels(self.rt.name).set(backlog or 0)
+
+    def _after(self, delivery: Delivery, status: Status, attempt: Attempt, result: Result,
+               now: datetime, session: AsyncSession) -> None:
+        """What follows the delivery's new status: its time, its dead letter or its next try."""
+        if status == Status.delivered:
+            delivery.delivered_at = now
+            DELIVERIES.labels(self.rt.name, "delivered").inc()
+        elif status == Status.dead:
+            session.add(_dead_letter(delivery, now))
+            DELIVERIES.labels(self.rt.name, "dead_lettered").inc()
+            log.warning("webhook delivery %s dead-lettered after %d attempts: %s",
+                        delivery.id, attempt.attempt, result.error)
+        else:
+            delivery.next_attempt_at = now + timedelta(
+                seconds=self.backoff(attempt.attempt, result.retry_after))
+            DELIVERIES.labels(self.rt.name, "retried").inc()
 
     async def prune(self, keep: timedelta = timedelta(days=7)) -> None:
         """Forget deliveries done a week ago (their events stay replayable from the stream)."""
         async with self.rt.db.transaction() as session:
             await session.execute(delete(Delivery).where(
-                Delivery.status == "delivered", Delivery.delivered_at < self.clock() - keep))
+                Delivery.status == Status.delivered, Delivery.delivered_at < self.clock() - keep))
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         s = self.settings

@@ -8,7 +8,12 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from runtime.messaging_migrations import create_messaging_tables_v1, drop_messaging_tables_v1
+from runtime.messaging_migrations import (
+    create_consumer_positions_v1,
+    create_messaging_tables_v1,
+    drop_consumer_positions_v1,
+    drop_messaging_tables_v1,
+)
 
 revision = "0001_baseline"
 down_revision = None
@@ -18,6 +23,7 @@ depends_on = None
 
 def upgrade() -> None:
     create_messaging_tables_v1()
+    create_consumer_positions_v1()  # a new service: its baseline is today's messaging tables
     op.create_table(
         "insights_capacity",
         sa.Column("event_id", sa.String(length=128), nullable=False),
@@ -200,4 +206,5 @@ def downgrade() -> None:
     op.drop_table("insights_digests")
     op.drop_index("ix_insights_capacity_school", table_name="insights_capacity")
     op.drop_table("insights_capacity")
+    drop_consumer_positions_v1()
     drop_messaging_tables_v1()
