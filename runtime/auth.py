@@ -230,7 +230,9 @@ async def _check_named_district(request: Request, principal: Principal) -> None:
     body = body if isinstance(body, dict) else {}
     query = request.query_params
     named = [query.get("district_id"), body.get("district_id")]
-    schools = [query.get("school_id"), body.get("school_id")]
+    # A school in the path (/schools/{school_id}/...) or named as an in-school support's own.
+    schools = [query.get("school_id"), body.get("school_id"), body.get("in_school_of"),
+               request.path_params.get("school_id")]
     if isinstance(body.get("schools"), list):  # a partner registered for these schools
         schools += body["schools"]
     partners = [query.get("partner_id"), body.get("partner_id")]

@@ -135,6 +135,9 @@ class District(BaseModel):
     non_school_days: list[date] = Field(default_factory=list)
     follow_up: FollowUpWindows = Field(default_factory=FollowUpWindows)
     retention: Retention = Field(default_factory=Retention)
+    # Match a referral to the school's own in-school support (counselor, psychologist, nurse,
+    # social worker: partners registered with in_school_of) before any outside partner.
+    match_in_school_first: bool = False
     # Counts under this are shown as "<N" in the insights data packs (small-cell suppression).
     small_cell_threshold: int = Field(10, ge=1, le=1000)
     schools: list[School]

@@ -91,6 +91,7 @@ def copy_service(row: ServiceCapacity, service: PartnerService, partner: Partner
     row.partner_status = partner.status
     row.languages_key = service.languages_key
     row.grades_key = service.grades_key
+    row.in_school = partner.in_school_of == row.school_id
 
 
 def _stats(partner_id: str, district_id: str) -> PartnerStats:
@@ -194,10 +195,13 @@ async def apply_plan(session: AsyncSession, district: District, plan: Plan,
 
 async def register(session: AsyncSession, district_id: str, name: str, needs: list[str],
                    schools: list[str], languages: list[str], grades: list[int],
-                   capacity: int) -> tuple[Partner, list[PartnerService]]:
-    """The simple registration: one service per need, ``capacity`` slots at each school."""
+                   capacity: int, in_school_of: str | None = None
+                   ) -> tuple[Partner, list[PartnerService]]:
+    """The simple registration: one service per need, ``capacity`` slots at each school.
+    ``in_school_of``: the school whose own staff support it is (its only school)."""
     partner = Partner(id=str(uuid.uuid4()), district_id=district_id, name=name,
-                      languages=languages, status="active", created_at=utcnow(), source="api")
+                      languages=languages, status="active", created_at=utcnow(), source="api",
+                      in_school_of=in_school_of)
     session.add(partner)
     session.add(_stats(partner.id, district_id))
     await session.flush()

@@ -37,7 +37,7 @@ from services.partners.lifecycle import (
     Unchanged,
     decide,
 )
-from services.partners.links import LinkIssuer, issue_link
+from services.partners.links import issue_link
 from services.partners.tables import FamilyLanguage, ReferralRequest
 
 
@@ -57,8 +57,14 @@ def _decide(request: ReferralRequest, fact: Fact) -> Move | None:
         return None
 
 
-async def _carry_out(uow: UnitOfWork, request: ReferralRequest, move: Move, *,
-                     released_at: datetime, now: datetime, links: LinkIssuer | None) -> None:
+def in_school_first(deps: PartnersDeps, district_id: str) -> bool:
+    """The district file's match_in_school_first (False for a district it does not list)."""
+    district = deps.runtime.districts.get(district_id)
+    return bool(district and district.match_in_school_first)
+
+
+async def _carry_out(uow: UnitOfWork, request: ReferralRequest, move: Move, deps: PartnersDeps,
+                     *, released_at: datetime, now: datetime) -> None:
     """Do what the lifecycle decided: free the partner's slot (as of ``released_at``), record
     an acceptance, then match (as of ``now``: the matched partner's contact is e-mailed a link
     to the referral) or take the state it named."""
@@ -66,9 +72,10 @@ async def _carry_out(uow: UnitOfWork, request: ReferralRequest, move: Move, *,
         await release_slot(uow, request, at=released_at, declined=move.declined)
     if move.accepted:
         request.accepted = True
-    if move.match:
-        await match(uow, request, now)  # the state becomes matched or no_partner
-        await issue_link(uow, request, links, now)
+    if move.match:  # the state becomes matched or no_partner
+        await match(uow, request, now,
+                    in_school_first=in_school_first(deps, request.district_id))
+        await issue_link(uow, request, deps.links, now)
     else:
         request.state = move.to
 
@@ -88,7 +95,7 @@ async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened,
     uow.session.add(request)
     # It waits for consent; the consent it was opened with is its first change.
     move = decide(State(Status.awaiting_consent), ConsentChanged(ev.consent))
-    await _carry_out(uow, request, move, released_at=now, now=now, links=deps.links)
+    await _carry_out(uow, request, move, deps, released_at=now, now=now)
 
 
 async def on_consent(uow: UnitOfWork, env: Envelope, ev: ConsentRecorded,
@@ -99,8 +106,7 @@ async def on_consent(uow: UnitOfWork, env: Envelope, ev: ConsentRecorded,
     if move is None:
         return  # the referral ended
     request.consent = ev.consent
-    await _carry_out(uow, request, move, released_at=ev.recorded_at, now=deps.clock(),
-                     links=deps.links)
+    await _carry_out(uow, request, move, deps, released_at=ev.recorded_at, now=deps.clock())
 
 
 async def on_declined(uow: UnitOfWork, env: Envelope, ev: ReferralDeclined,
@@ -111,8 +117,7 @@ async def on_declined(uow: UnitOfWork, env: Envelope, ev: ReferralDeclined,
         return  # an old partner's late answer: the referral has moved on
     now = deps.clock()
     request.declines += 1
-    # The tried partners are skipped.
-    await _carry_out(uow, request, move, released_at=now, now=now, links=deps.links)
+    await _carry_out(uow, request, move, deps, released_at=now, now=now)  # tried ones skipped
 
 
 async def on_accepted(uow: UnitOfWork, env: Envelope, ev: ReferralAccepted,
@@ -122,7 +127,7 @@ async def on_accepted(uow: UnitOfWork, env: Envelope, ev: ReferralAccepted,
     if move is None:
         return  # another partner's, or already counted
     now = deps.clock()
-    await _carry_out(uow, request, move, released_at=now, now=now, links=deps.links)
+    await _carry_out(uow, request, move, deps, released_at=now, now=now)
     waited = (env.time - request.matched_at).total_seconds() if request.matched_at else 0.0
     await add_to_stats(uow, ev.partner_id, request.district_id, accepted=1,
                        accept_seconds=max(0.0, waited))
@@ -135,8 +140,7 @@ async def on_referral_closed(uow: UnitOfWork, env: Envelope, ev: ReferralClosed,
     request.closed_at = ev.closed_at
     move = _decide(request, Ended())
     if move is not None:
-        await _carry_out(uow, request, move, released_at=ev.closed_at, now=deps.clock(),
-                         links=deps.links)
+        await _carry_out(uow, request, move, deps, released_at=ev.closed_at, now=deps.clock())
 
 
 async def on_referral_cancelled(uow: UnitOfWork, env: Envelope, ev: ReferralCancelled,
@@ -146,7 +150,7 @@ async def on_referral_cancelled(uow: UnitOfWork, env: Envelope, ev: ReferralCanc
     move = _decide(request, Ended())
     if move is not None:
         now = deps.clock()
-        await _carry_out(uow, request, move, released_at=now, now=now, links=deps.links)
+        await _carry_out(uow, request, move, deps, released_at=now, now=now)
 
 
 async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered,

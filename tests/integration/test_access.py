@@ -122,6 +122,8 @@ WRITES: list[tuple[str, str, str, dict[str, Any], int]] = [
      403),
     ("coordinator", "POST", "/partners", OUTSIDE | {"schools": ["lincoln-es"],
                                                     "name": "Lincoln Clinic"}, 201),
+    ("coordinator", "POST", "/partners", OUTSIDE | {"in_school_of": "roosevelt-ms",
+                                                    "schools": []}, 403),
     ("coordinator", "PUT", "/partners/services/{service_id}/capacity",
      {"school_id": "roosevelt-ms", "capacity": 3}, 403),
     ("coordinator", "POST", "/partners/import/hsds", {}, 403),  # the district's directory

@@ -16,7 +16,7 @@ down_revision = "0002_consumer_positions"
 branch_labels = None
 depends_on = None
 # The oldest revision whose code may run on a database at this one (runtime/migrations.py).
-compatible_from = "0002_consumer_positions"
+compatible_from = "0001_baseline"
 
 
 def upgrade() -> None:
