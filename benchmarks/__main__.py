@@ -24,6 +24,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.memory",
     "benchmarks.http_load",
     "benchmarks.roster",
+    "benchmarks.insights",
 ]
 
 README = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

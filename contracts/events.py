@@ -421,3 +421,23 @@ class FamilyOptedIn(Event):
     family_id: Id
     channel: Channel
     at: Instant
+
+
+# --- insights --------------------------------------------------------------------------------
+
+
+class StaffDigestRequested(Event):
+    """Internal: insights asks notifications to email a school's weekly staff digest to the
+    school's staff list (the districts file, which notifications reads itself). Aggregates
+    only: counts, partners' and services' public names, family events' public titles."""
+
+    domain = "insights"
+    name = "staff_digest_requested"
+    internal = True
+    subject_field = "school_id"
+    digest_id: Id = Field(description="<district>:<school>:<ISO week>, one per school and week")
+    school_id: Id
+    week: str = Field(max_length=10, description="ISO week, e.g. 2026-W49")
+    subject: str = Field(max_length=200)
+    text: str = Field(max_length=50_000)
+    html: str = Field(max_length=200_000)

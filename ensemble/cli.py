@@ -46,7 +46,7 @@ def _districts(settings: Settings) -> Districts:
 
 @app.command()
 def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) -> None:
-    """Run the whole system: nats-server, local mailbox and SMS, and all five services (their
+    """Run the whole system: nats-server, local mailbox and SMS, and all six services (their
     databases upgraded first, as `ensemble migrate` does)."""
     from ensemble.embedded import DataFolderInUseError
     from ensemble.system import describe_data, run_up
@@ -98,6 +98,34 @@ def _require_migrated(settings: Settings, name: str) -> None:
 
 for _name in ("referrals", "engagement", "notifications", "webhooks", "console"):
     app.command(name=_name)(_one(_name))
+
+# `ensemble insights` runs the service; `ensemble insights rebuild` replays its store.
+insights_app = typer.Typer(help="The insights service (data packs, staff digest), and its "
+                                "store's rebuild from the public streams.")
+app.add_typer(insights_app, name="insights")
+
+
+@insights_app.callback(invoke_without_command=True)
+def insights(ctx: typer.Context, port: Port = 8000, host: Host = "127.0.0.1",
+             data_dir: DataDir = None) -> None:
+    """Run the insights service alone (NATS_URL and INSIGHTS_DATABASE_URL)."""
+    if ctx.invoked_subcommand is None:
+        _one("insights")(port, host, data_dir)
+
+
+@insights_app.command(name="rebuild")
+def insights_rebuild(data_dir: DataDir = None) -> None:
+    """Drop the insights store and replay the public streams into it (stop the service's
+    copies first); prints the rows kept per table and the time it took."""
+    from services.insights.rebuild import rebuild
+
+    settings = _settings(data_dir)
+    configure_logging(settings.log_level)
+    _require_migrated(settings, "insights")
+    done = asyncio.run(rebuild(settings, _districts(settings)))
+    for table, rows in done.rows.items():
+        typer.echo(f"{table}: {rows} rows")
+    typer.echo(f"rebuilt from the streams in {done.seconds:.1f} s")
 
 # `ensemble partners` runs the service, as the others do; its commands work with the directory
 # of a running one over HTTP (services/partners/client.py).
@@ -210,7 +238,7 @@ def roster_import(
 @app.command()
 def migrate(
     services: Annotated[list[str] | None, typer.Argument(
-        help="the services whose databases to upgrade (default: all five)",
+        help="the services whose databases to upgrade (default: all six)",
         show_default=False)] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -304,7 +332,7 @@ async def _demo_embedded(settings: Settings) -> bool:
     env = {k: v for k, v in os.environ.items()
            if k in ("NATS_URL", "SMTP_URL", "SMS_API_URL", "ENSEMBLE_PUBLIC_BASE_URL")}
     async with serving_embedded(settings, env, port) as s:
-        say(f"system up: nats {s.nats_url}, all five services on http://127.0.0.1:{port}")
+        say(f"system up: nats {s.nats_url}, all six services on http://127.0.0.1:{port}")
         if quiet_off:
             say("quiet hours are off for the demo (ensemble up holds routine messages "
                 "20:00-08:00 family time)")

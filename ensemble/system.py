@@ -1,4 +1,4 @@
-"""Builds services and runs them: all five and the console in one process (`ensemble up`) or
+"""Builds services and runs them: all six and the console in one process (`ensemble up`) or
 one alone."""
 
 import contextlib
@@ -25,6 +25,7 @@ from runtime.settings import SERVICES, Settings
 from services.console.service import build as build_console
 from services.console.settings import ConsoleSettings
 from services.engagement.service import build as build_engagement
+from services.insights.service import build as build_insights
 from services.notifications.service import build as build_notifications
 from services.partners.service import build as build_partners
 from services.referrals.service import build as build_referrals
@@ -38,6 +39,7 @@ BUILDERS = {
     "engagement": build_engagement,
     "notifications": build_notifications,
     "webhooks": build_webhooks,  # signed deliveries to integrators without NATS
+    "insights": build_insights,  # the data packs and staff digests, from public events only
 }
 assert tuple(BUILDERS) == SERVICES
 

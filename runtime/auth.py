@@ -27,6 +27,7 @@ AUDIENCE = "ensemble-api"
 class Role(StrEnum):
     district_admin = "district_admin"  # the whole district
     coordinator = "coordinator"  # their schools
+    leadership = "leadership"  # the district's data packs (insights) only
     partner = "partner"  # its own matches
     integrator = "integrator"  # events only: webhooks, no student records over HTTP
     operator = "operator"  # metrics and health only

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from contracts.subjects import check_token
@@ -26,6 +34,8 @@ class School(BaseModel):
     timezone: str | None = None
     languages: list[str] = Field(default_factory=list)
     grades: list[int] = Field(default_factory=list)
+    # Who gets the weekly staff digest (insights, sent by notifications).
+    staff_emails: list[EmailStr] = Field(default_factory=list)
 
     _zone = field_validator("timezone")(lambda v: v if v is None else _zone(v))
 
@@ -128,6 +138,8 @@ class District(BaseModel):
     # Match a referral to the school's own in-school support (counselor, psychologist, nurse,
     # social worker: partners registered with in_school_of) before any outside partner.
     match_in_school_first: bool = False
+    # Counts under this are shown as "<N" in the insights data packs (small-cell suppression).
+    small_cell_threshold: int = Field(10, ge=1, le=1000)
     schools: list[School]
     sign_in: list[SignInProvider] = Field(default_factory=list)
 

@@ -9,7 +9,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DISTRICTS_FILE = REPO_ROOT / "deploy" / "districts.toml"
 DEV_JWT_SECRET = "development-only-secret-change-me-0123456789"
 DEV_PARTNER_LINK_SECRET = "development-only-partner-link-secret-0123456789"
-SERVICES = ("referrals", "partners", "engagement", "notifications", "webhooks")
+SERVICES = ("referrals", "partners", "engagement", "notifications", "webhooks", "insights")
 
 
 class Settings(BaseSettings):
@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     engagement_database_url: str | None = Field(None, alias="ENGAGEMENT_DATABASE_URL")
     notifications_database_url: str | None = Field(None, alias="NOTIFICATIONS_DATABASE_URL")
     webhooks_database_url: str | None = Field(None, alias="WEBHOOKS_DATABASE_URL")
+    insights_database_url: str | None = Field(None, alias="INSIGHTS_DATABASE_URL")
     # A schema per service lets several services share one PostgreSQL database (tests, small
     # installs) without reading each other's tables.
     database_schema_prefix: str | None = Field(None, alias="ENSEMBLE_DATABASE_SCHEMA_PREFIX")

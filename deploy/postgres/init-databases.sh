@@ -8,7 +8,7 @@
 # ENSEMBLE_DB_SERVICES overrides the list (default: the five services).
 set -euo pipefail
 
-services=${ENSEMBLE_DB_SERVICES:-"referrals partners engagement notifications webhooks"}
+services=${ENSEMBLE_DB_SERVICES:-"referrals partners engagement notifications webhooks insights"}
 
 for svc in $services; do
   var="${svc^^}_DB_PASSWORD"

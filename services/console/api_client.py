@@ -46,7 +46,8 @@ SERVICE_OF_PATH = (("/referrals", "referrals"), ("/partners", "partners"),
                    ("/partner-links", "partners"),
                    ("/families", "engagement"), ("/family-events", "engagement"),
                    ("/announcements", "engagement"), ("/messages", "notifications"),
-                   ("/message-batches", "notifications"), ("/webhooks", "webhooks"))
+                   ("/message-batches", "notifications"), ("/webhooks", "webhooks"),
+                   ("/insights", "insights"))
 
 
 def service_of(path: str) -> str:
@@ -84,6 +85,21 @@ class Api:
             detail = body.get("detail", body) if isinstance(body, dict) else body
             raise ApiError(response.status_code, detail)
         return Answer(response.status_code, body, response.headers)
+
+    async def download(self, path: str, **params: Any) -> httpx.Response:
+        """A file an API answers (a PDF, a CSV) as it came: bytes and headers."""
+        clean = {k: v for k, v in params.items() if v not in (None, "")}
+        try:
+            response = await self.http.get(f"{self.base_url_of(service_of(path))}/api/v1{path}",
+                                           params=clean, headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise ApiError(503, f"the service did not answer ({type(exc).__name__})") from exc
+        if response.status_code >= 400:
+            kind = response.headers.get("content-type", "")
+            body = response.json() if kind.startswith("application/json") else response.text
+            raise ApiError(response.status_code,
+                           body.get("detail", body) if isinstance(body, dict) else body)
+        return response
 
     async def get(self, path: str, **params: Any) -> Any:
         return (await self.call("GET", path, params=params)).body

@@ -12,7 +12,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from runtime.districts import Districts, load_districts
 from runtime.host import Web
 from runtime.keys import SigningKeys
-from services.console import directory, families, outreach, pages, partner_links, signin
+from services.console import (
+    directory,
+    families,
+    insights,
+    outreach,
+    pages,
+    partner_links,
+    signin,
+)
 from services.console.audit import SignInAudit
 from services.console.i18n import load_translators
 from services.console.oidc import OpenIdClient
@@ -50,7 +58,7 @@ def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
 
     router = APIRouter()
     for part in (signin.router, partner_links.router, pages.router, families.router,
-                 directory.router, outreach.router):
+                 directory.router, outreach.router, insights.router):
         router.include_router(part)
     return Web(NAME, router, lifespan=lifespan, static=("/static", str(HERE / "static")),
                exception_handlers=pages.EXCEPTION_HANDLERS)

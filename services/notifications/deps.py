@@ -4,6 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.db import Clock, utcnow
+from runtime.districts import Districts
 from services.notifications.policy import Holding
 from services.notifications.providers import Provider
 
@@ -14,3 +15,5 @@ class NotificationsDeps:
     wake: Callable[[], None]  # the dispatcher, once queued messages have committed
     clock: Clock = utcnow  # tests fix time with their own
     email: Provider | None = None  # partner links go straight out by e-mail (partner_links.py)
+    # The weekly staff digest (insights' StaffDigestRequested): each school's staff list.
+    districts: Districts | None = None

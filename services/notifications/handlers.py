@@ -1,6 +1,7 @@
 """Outreach requests become queued messages; the dispatcher sends them. A bulk request (one
 chunk of an announcement or invitation) becomes its messages in one multi-row INSERT."""
 
+import hashlib
 import secrets
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from contracts.events import (
     FamilyErased,
     OutreachRequested,
     PartnerLinkRequested,
+    StaffDigestRequested,
 )
 from runtime.erasure import erasure_barrier
 from runtime.tracing import current_fields
@@ -23,6 +25,7 @@ from services.notifications.erasure import is_erased, on_family_erased
 from services.notifications.metrics import BULK_QUEUED
 from services.notifications.partner_links import on_partner_link_requested
 from services.notifications.policy import Holding
+from services.notifications.providers import Outgoing
 from services.notifications.tables import ErasedFamily, Message
 
 
@@ -98,9 +101,26 @@ async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
         uow.after_commit.append(deps.wake)
 
 
+async def on_staff_digest_requested(uow: UnitOfWork, env: Envelope, ev: StaffDigestRequested,
+                                    deps: NotificationsDeps) -> None:
+    """The weekly digest to each address of the school's staff list (the districts file).
+    Sent here, in the consumer's transaction: a failure is retried with the event, and a
+    resend (the relay took it, then the commit failed) carries the same Message-ID."""
+    school = deps.districts.school(env.districtid, ev.school_id) if deps.districts else None
+    if school is None or deps.email is None or not school.staff_emails:
+        return
+    for address in school.staff_emails:
+        await deps.email.send(Outgoing(
+            to=str(address), subject=ev.subject, text=ev.text, html=ev.html,
+            idempotency_key="digest-" + hashlib.sha256(
+                f"{ev.digest_id}/{address}".encode()).hexdigest()[:32],
+            headers={"Auto-Submitted": "auto-generated"}))
+
+
 HANDLERS = {
     OutreachRequested: on_outreach_requested,
     BulkOutreachRequested: on_bulk,
     PartnerLinkRequested: on_partner_link_requested,
     FamilyErased: on_family_erased,
+    StaffDigestRequested: on_staff_digest_requested,
 }

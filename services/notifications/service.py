@@ -46,7 +46,8 @@ def build(settings: Settings, districts: Districts | None = None, *,
     sending = providers(settings, config)
     dispatcher = Dispatcher(rt, sending, config, clock=clock)
     rt.run_in_background(dispatcher.run)
-    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock, sending[Channel.email])
+    deps = NotificationsDeps(dispatcher.holds, dispatcher.wake, clock, sending[Channel.email],
+                             districts=rt.districts)
     rt.consume(handlers.HANDLERS, deps)
     service = Service(rt, build_router(rt, dispatcher), deps=deps)
     service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks

@@ -388,7 +388,8 @@ def test_service_users_get_only_the_jetstream_api_their_consumers_use(tmp_path: 
         for subject in publish_allowed(service.name)
         if ".CONSUMER." in subject and ".ENSEMBLE_INTERNAL." in subject
     }
-    assert readers == {"engagement", "notifications", "partners", "referrals"}
+    # (insights: its restore check only, on its own digest requests, ensemble_internal.*.insights.>)
+    assert readers == {"engagement", "notifications", "partners", "referrals", "insights"}
     # referrals reads it through one durable only, for FamilyErased (ids only)
     assert {subject.split(".ENSEMBLE_INTERNAL.")[1].split(".")[0]
             for subject in publish_allowed("referrals")

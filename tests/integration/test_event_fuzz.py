@@ -333,7 +333,7 @@ def fuzz_consumer(world: World, consumer: EventConsumer, run: Callable[..., Any]
 
 
 @pytest.mark.parametrize("service", ["referrals", "partners", "engagement", "notifications",
-                                     "webhooks"])
+                                     "webhooks", "insights"])
 async def test_every_valid_event_is_handled(world: World, service: str,
                                             backend: dict[str, str]) -> None:
     consumers = world.services[service].runtime.consumers

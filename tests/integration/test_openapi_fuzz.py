@@ -207,7 +207,7 @@ async def fuzz_service(url: str, headers: dict[str, str], ids: dict[str, str],
 
 
 @pytest.mark.parametrize("service", ["referrals", "partners", "engagement", "notifications",
-                                     "webhooks"])
+                                     "webhooks", "insights"])
 async def test_openapi_fuzz(settings: Settings, service: str, backend: dict[str, str]) -> None:
     examples = EXAMPLES if not backend else max(3, EXAMPLES // 3)  # a smaller pass there
     headers = {"Authorization": f"Bearer {token(settings, 'district_admin', DISTRICT)}"}

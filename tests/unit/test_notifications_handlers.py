@@ -15,6 +15,7 @@ from contracts.events import (
     FamilyErased,
     OutreachRequested,
     PartnerLinkRequested,
+    StaffDigestRequested,
 )
 from contracts.taxonomy import Channel, Urgency
 from runtime.districts import load_districts
@@ -163,7 +164,9 @@ def test_every_consumed_event_has_its_handler_in_the_map() -> None:
     assert consumed == {OutreachRequested: handlers.on_outreach_requested,
                         BulkOutreachRequested: handlers.on_bulk,
                         FamilyErased: handlers.on_family_erased,
-                        PartnerLinkRequested: handlers.on_partner_link_requested}
+                        PartnerLinkRequested: handlers.on_partner_link_requested,
+                        # tested in tests/unit/test_insights_digest.py (a real SMTP server)
+                        StaffDigestRequested: handlers.on_staff_digest_requested}
 
 
 async def test_what_becomes_of_a_message_stays_in_its_referrals_chain(
