@@ -23,7 +23,7 @@ from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.erasure import is_erased, on_family_erased
 from services.notifications.metrics import BULK_QUEUED
-from services.notifications.partner_links import on_partner_link_requested
+from services.notifications.partner_links import on_partner_link_requested, send_or_retry
 from services.notifications.policy import Holding
 from services.notifications.providers import Outgoing
 from services.notifications.tables import ErasedFamily, Message
@@ -110,11 +110,11 @@ async def on_staff_digest_requested(uow: UnitOfWork, env: Envelope, ev: StaffDig
     if school is None or deps.email is None or not school.staff_emails:
         return
     for address in school.staff_emails:
-        await deps.email.send(Outgoing(
+        await send_or_retry(deps, Outgoing(
             to=str(address), subject=ev.subject, text=ev.text, html=ev.html,
             idempotency_key="digest-" + hashlib.sha256(
                 f"{ev.digest_id}/{address}".encode()).hexdigest()[:32],
-            headers={"Auto-Submitted": "auto-generated"}))
+            headers={"Auto-Submitted": "auto-generated"}), what=f"staff digest {ev.digest_id}")
 
 
 HANDLERS = {

@@ -1,12 +1,17 @@
 """A matched partner's contact is e-mailed a link to the referral (PartnerLinkRequested, from
-partners), in the partner's first language. Sent from the handler itself: a failure to send
-raises, so the event is delivered again (JetStream's retries), and the inbox makes a handled
-event's second delivery a no-op. No family is involved: no quiet hours, no opt-out list."""
+partners), in the partner's first language. Sent from the handler itself: a mail server that
+is down retries the event later (RetryLater), an address it refuses for good is logged and let
+go, and the inbox makes a handled event's second delivery a no-op. No family is involved: no
+quiet hours, no opt-out list."""
+
+import logging
 
 from contracts.envelope import Envelope
 from contracts.events import PartnerLinkRequested
+from runtime.errors import RetryLater
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
+from services.notifications.errors import PermanentSendError, TransientSendError
 from services.notifications.providers import Outgoing
 from services.notifications.rendering import render
 
@@ -17,6 +22,8 @@ URGENCY_LABELS = {
     "zh": {"crisis": "危机", "urgent": "紧急", "routine": "常规"},
     "ar": {"crisis": "أزمة", "urgent": "عاجل", "routine": "اعتيادي"},
 }
+
+log = logging.getLogger("ensemble.notifications")
 
 
 def compose(ev: PartnerLinkRequested) -> Outgoing:
@@ -37,4 +44,18 @@ async def on_partner_link_requested(uow: UnitOfWork, env: Envelope, ev: PartnerL
                                     deps: NotificationsDeps) -> None:
     if deps.email is None:
         return
-    await deps.email.send(compose(ev))
+    await send_or_retry(deps, compose(ev), what=f"partner link {ev.link_id}")
+
+
+async def send_or_retry(deps: NotificationsDeps, message: Outgoing, *, what: str) -> None:
+    """Send from the consumer: a mail server that is down or busy retries the event later
+    (same idempotency key), an address it refuses for good is logged (by what, never the
+    address) and let go, as nothing later would change the answer."""
+    assert deps.email is not None
+    try:
+        await deps.email.send(message)
+    except TransientSendError as exc:
+        raise RetryLater(f"{what}: {exc}") from exc
+    except PermanentSendError as exc:
+        log.warning("%s not sent: the mail server refused it for good (%s)", what,
+                    type(exc).__name__)

@@ -19,10 +19,12 @@ from contracts.events import (
 )
 from contracts.taxonomy import Channel, Urgency
 from runtime.districts import load_districts
+from runtime.errors import RetryLater
 from runtime.settings import Settings
 from services.notifications import handlers
 from services.notifications.config import NotificationsConfig
 from services.notifications.deps import NotificationsDeps
+from services.notifications.errors import PermanentSendError, TransientSendError
 from services.notifications.policy import Holds
 from services.notifications.providers import Outgoing
 from services.notifications.tables import Base, Message
@@ -222,3 +224,30 @@ async def test_a_partner_link_is_emailed_to_the_partner_in_its_language(
     assert mail.html and 'href="https://ensemble.example/p/token-123"' in mail.html
     assert mail.idempotency_key == "partner-link-l-1"
     assert await bench.get(Message, "l-1") is None  # no family message is queued for it
+
+
+class Refusing:
+    """A mail server that refuses every message, for a while or for good."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def send(self, message: Outgoing) -> str:
+        raise self.error
+
+
+@pytest.mark.parametrize("error, retried", [
+    (TransientSendError("mail server unreachable"), True),
+    (PermanentSendError("not a valid email address"), False)])
+async def test_a_partner_link_the_mail_server_refuses_is_retried_or_let_go(
+        bench: HandlerBench, deps: NotificationsDeps, error: Exception, retried: bool) -> None:
+    deps.email = Refusing(error)  # type: ignore[assignment]
+    event = PartnerLinkRequested(
+        link_id="l-2", referral_id="ref-1", partner_id="p-1", partner_name="Sonrisa Dental",
+        email="intake@sonrisa.example", language="en", need="dental", urgency=Urgency.routine,
+        url="https://ensemble.example/p/token-456", expires_at=MORNING)
+    if retried:  # the consumer delivers the event again later, with the same message key
+        with pytest.raises(RetryLater):
+            await bench.handle(handlers.on_partner_link_requested, event, deps)
+    else:  # nothing later would change the answer: logged, and the event is done
+        await bench.handle(handlers.on_partner_link_requested, event, deps)
