@@ -24,6 +24,17 @@ depends_on = None
 def upgrade() -> None:
     create_messaging_tables_v1()
     create_consumer_positions_v1()  # a new service: its baseline is today's messaging tables
+    _create_insights_capacity()
+    _create_insights_digests()
+    _create_insights_families()
+    _create_insights_family_events()
+    _create_insights_messages()
+    _create_insights_referrals()
+    _create_insights_responses()
+    _create_insights_steps()
+
+
+def _create_insights_capacity() -> None:
     op.create_table(
         "insights_capacity",
         sa.Column("event_id", sa.String(length=128), nullable=False),
@@ -42,6 +53,9 @@ def upgrade() -> None:
         ["district_id", "school_id"],
         unique=False,
     )
+
+
+def _create_insights_digests() -> None:
     op.create_table(
         "insights_digests",
         sa.Column("district_id", sa.String(length=64), nullable=False),
@@ -51,6 +65,9 @@ def upgrade() -> None:
         sa.Column("recipients", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("district_id", "school_id", "week"),
     )
+
+
+def _create_insights_families() -> None:
     op.create_table(
         "insights_families",
         sa.Column("event_id", sa.String(length=128), nullable=False),
@@ -68,6 +85,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_insights_families_family_id"), "insights_families", ["family_id"], unique=False
     )
+
+
+def _create_insights_family_events() -> None:
     op.create_table(
         "insights_family_events",
         sa.Column("event_id", sa.String(length=128), nullable=False),
@@ -91,6 +111,9 @@ def upgrade() -> None:
         ["family_event_id"],
         unique=False,
     )
+
+
+def _create_insights_messages() -> None:
     op.create_table(
         "insights_messages",
         sa.Column("event_id", sa.String(length=128), nullable=False),
@@ -111,6 +134,9 @@ def upgrade() -> None:
         ["district_id", "school_id"],
         unique=False,
     )
+
+
+def _create_insights_referrals() -> None:
     op.create_table(
         "insights_referrals",
         sa.Column("event_id", sa.String(length=128), nullable=False),
@@ -134,6 +160,9 @@ def upgrade() -> None:
         ["district_id", "school_id"],
         unique=False,
     )
+
+
+def _create_insights_responses() -> None:
     op.create_table(
         "insights_responses",
         sa.Column("event_id", sa.String(length=128), nullable=False),
@@ -157,6 +186,9 @@ def upgrade() -> None:
         ["family_event_id"],
         unique=False,
     )
+
+
+def _create_insights_steps() -> None:
     op.create_table(
         "insights_steps",
         sa.Column("event_id", sa.String(length=128), nullable=False),
