@@ -1,6 +1,9 @@
-"""Settings from the environment. One database URL per service; SQLite files by default."""
+"""Settings from the environment, shared by every service. One database URL per service; SQLite
+files by default. A service with its own variables extends them in services/<name>/settings.py
+(``<Name>Settings(Settings)``, built from these with ``<Name>Settings.of(settings)``)."""
 
 from pathlib import Path
+from typing import Any, Self
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +57,14 @@ class Settings(BaseSettings):
     sms_auth_token: str = Field("dev-token", alias="SMS_AUTH_TOKEN")
     sms_from_number: str = Field("+15005550006", alias="SMS_FROM_NUMBER")
     public_base_url: str = Field("http://127.0.0.1:8000", alias="ENSEMBLE_PUBLIC_BASE_URL")
+
+    @classmethod
+    def of(cls, settings: "Settings", **overrides: Any) -> Self:
+        """``settings`` as ``cls`` (a service's own ``<Name>Settings``): the shared values kept,
+        the service's own read from the environment unless ``overrides`` gives them."""
+        if isinstance(settings, cls) and not overrides:
+            return settings
+        return cls(**(settings.model_dump() | overrides))
 
     def database_url(self, service: str) -> str:
         url = getattr(self, f"{service}_database_url")

@@ -1,42 +1,37 @@
 """Assembles the engagement service."""
 
+from fastapi import APIRouter
+
 from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
-from services.engagement import handlers
+from services.engagement import announcements_api, api, family_events_api, handlers, replies_api
 from services.engagement.announcements import AnnouncementFanOut
-from services.engagement.announcements_api import build_announcements_router
-from services.engagement.api import build_router
-from services.engagement.config import EngagementConfig
-from services.engagement.deps import EngagementDeps
-from services.engagement.family_events_api import PUBLIC_ROUTES, build_family_events_router
+from services.engagement.deps import NAME, EngagementDeps, EngagementRoutes
+from services.engagement.family_events_api import PUBLIC_ROUTES
 from services.engagement.outreach_timers import OutreachTimers
-from services.engagement.replies import build_replies_router
+from services.engagement.settings import EngagementSettings
 from services.engagement.tables import Base
-
-NAME = "engagement"
 
 
 def build(settings: Settings, districts: Districts | None = None, *,
-          config: EngagementConfig | None = None, clock: Clock | None = None) -> Service:
-    config = config or EngagementConfig()
+          clock: Clock | None = None) -> Service:
+    """``settings`` may be the shared ones (this service's own are then read from the
+    environment) or an ``EngagementSettings``; ``clock`` is for tests."""
+    own = EngagementSettings.of(settings)
     clock = clock or utcnow
-    rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    deps = EngagementDeps(rt.districts, config, clock)
-    rt.consume(handlers.HANDLERS, deps)
-    timers = OutreachTimers(rt, config, clock)
-    fan_out = AnnouncementFanOut(rt, config, clock)
+    rt = ServiceRuntime(NAME, own, Base.metadata, districts)
+    rt.consume(handlers.HANDLERS, EngagementDeps(rt.districts, own, clock))
+    timers = OutreachTimers(rt, own, clock)
+    fan_out = AnnouncementFanOut(rt, own, clock)
     rt.run_in_background(timers.run)
     rt.run_in_background(fan_out.run)
-    router = build_router(rt, config)
-    router.include_router(build_family_events_router(rt, config))
-    router.include_router(build_announcements_router(rt, fan_out))
-    router.include_router(build_replies_router(rt))
-    service = Service(rt, router, deps=deps)
+    router = APIRouter()  # the module-level routers, in the order they are matched
+    for routes in (api, family_events_api, announcements_api, replies_api):
+        router.include_router(routes.router)
+    service = Service(rt, router, deps=EngagementRoutes(rt, own, clock, fan_out.wake))
     service.timers, service.fan_out = timers, fan_out  # type: ignore[attr-defined]  # for tests
-    policy = getattr(service, "policy", None)  # signed RSVP links skip the bearer token
-    if policy is not None and hasattr(policy, "public"):
-        policy.public = frozenset(policy.public) | PUBLIC_ROUTES
+    service.policy.public = frozenset(service.policy.public) | PUBLIC_ROUTES  # signed RSVP links
     return service

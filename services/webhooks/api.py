@@ -17,9 +17,9 @@ from runtime.auth import Policy, Role
 from runtime.db import utcnow
 from runtime.errors import NotFound
 from runtime.service import ServiceRuntime
-from services.webhooks.config import WebhooksSettings
 from services.webhooks.destinations import refused_host
 from services.webhooks.dispatch import Dispatcher
+from services.webhooks.settings import WebhooksSettings
 from services.webhooks.tables import DeadLetter, Delivery, Endpoint
 
 Token = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]

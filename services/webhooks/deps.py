@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 
 from runtime.db import Clock, utcnow
-from services.webhooks.config import WebhooksSettings
 from services.webhooks.dispatch import Dispatcher
+from services.webhooks.settings import WebhooksSettings
 
 
 @dataclass

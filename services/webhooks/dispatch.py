@@ -24,9 +24,9 @@ from contracts.envelope import CONTENT_TYPE
 from runtime.db import Clock, utcnow
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
-from services.webhooks.config import WebhooksSettings
 from services.webhooks.destinations import GuardedBackend, GuardedTransport, RefusedDestination
 from services.webhooks.metrics import BACKLOG, DELIVERIES
+from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import HEADER, sign
 from services.webhooks.tables import DeadLetter, Delivery, Endpoint
 

@@ -16,10 +16,10 @@ from contracts.events import ReferralClosed, ReferralOpened
 from contracts.taxonomy import Consent, Need, Outcome, Urgency
 from runtime.settings import Settings
 from services.webhooks import handlers
-from services.webhooks.config import webhooks_settings
 from services.webhooks.deps import WebhooksDeps
 from services.webhooks.dispatch import Dispatcher
 from services.webhooks.service import build
+from services.webhooks.settings import webhooks_settings
 from services.webhooks.tables import Base, Delivery, Endpoint
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
