@@ -18,6 +18,12 @@ depends_on = None
 
 def upgrade() -> None:
     create_messaging_tables_v1()
+    _create_announcements_contact_log()
+    _create_families_family_events_invitations()
+    _create_outreach_students_unassigned_replies()
+
+
+def _create_announcements_contact_log() -> None:
     op.create_table(
         "announcements",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -54,6 +60,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index(op.f("ix_contact_log_family_id"), "contact_log", ["family_id"], unique=False)
+
+
+def _create_families_family_events_invitations() -> None:
     op.create_table(
         "families",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -111,6 +120,9 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_invitations_event_id"), "invitations", ["event_id"], unique=False)
     op.create_index(op.f("ix_invitations_family_id"), "invitations", ["family_id"], unique=False)
+
+
+def _create_outreach_students_unassigned_replies() -> None:
     op.create_table(
         "outreach",
         sa.Column("id", sa.String(length=64), nullable=False),
