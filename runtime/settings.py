@@ -43,11 +43,6 @@ class Settings(BaseSettings):
     fetch_batch: int = Field(100, ge=1, le=1000, alias="ENSEMBLE_FETCH_BATCH")
     fetch_wait_seconds: float = Field(0.005, gt=0, alias="ENSEMBLE_FETCH_WAIT_SECONDS")
     outbox_poll_seconds: float = Field(0.5, gt=0, alias="ENSEMBLE_OUTBOX_POLL_SECONDS")
-    follow_up_scan_seconds: float = Field(30, gt=0, alias="ENSEMBLE_FOLLOW_UP_SCAN_SECONDS")
-    referral_metrics_seconds: float = Field(5, gt=0, alias="ENSEMBLE_REFERRAL_METRICS_SECONDS")
-    # POST /referrals waits this long for a family registered a moment ago (FamilyRegistered
-    # still on its way) before answering 409.
-    family_wait_seconds: float = Field(5, ge=0, le=60, alias="ENSEMBLE_FAMILY_WAIT_SECONDS")
 
     # Outreach
     smtp_url: str = Field("smtp://127.0.0.1:8025", alias="SMTP_URL")

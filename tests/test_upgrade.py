@@ -23,6 +23,7 @@ from ensemble.system import build_services
 from runtime.db import Database, utcnow
 from runtime.migrations import base, current, head, migrate, upgrade
 from runtime.settings import SERVICES, Settings
+from services.referrals.settings import ReferralsSettings
 
 D = {"district_id": "d001"}
 
@@ -85,7 +86,7 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
     assert all(base(s) == head(s) for s in SERVICES), (
         "a migration after the baseline: fill at its down-revision with the release before "
         "it, and add its data-carrying case to this test")
-    settings = settings.model_copy(update={"follow_up_scan_seconds": 0.2})
+    settings = ReferralsSettings.of(settings, follow_up_scan_seconds=0.2)
     inbox = smtp[0]
     dbs = databases(settings)
     try:

@@ -10,6 +10,7 @@ import pytest
 from runtime.settings import Settings
 from services.engagement.settings import EngagementSettings
 from services.notifications.settings import NotificationsSettings
+from services.referrals.settings import ReferralsSettings
 from services.webhooks.settings import WebhooksSettings
 
 
@@ -37,7 +38,15 @@ def test_the_variables_and_their_defaults_are_unchanged() -> None:
         "ENSEMBLE_SEND_RETRY_BASE_SECONDS": 2.0,
         "ENSEMBLE_SEND_RETRY_MAX_SECONDS": 3600.0,
     }
+    assert own(ReferralsSettings) == {
+        "ENSEMBLE_FOLLOW_UP_SCAN_SECONDS": 30,
+        "ENSEMBLE_REFERRAL_METRICS_SECONDS": 5,
+        "ENSEMBLE_FAMILY_WAIT_SECONDS": 5,
+    }
     assert "ENSEMBLE_WEBHOOKS_MAX_ATTEMPTS" in own(WebhooksSettings)
+    # A service's own variables are its alone: none is also a shared field.
+    for kind in (EngagementSettings, NotificationsSettings, ReferralsSettings):
+        assert not set(own(kind)) & {f.alias for f in Settings.model_fields.values()}
 
 
 def test_a_service_reads_its_own_from_the_environment_and_keeps_the_shared_ones(
@@ -59,3 +68,23 @@ def test_a_bad_value_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ENSEMBLE_BULK_CHUNK", "0")
     with pytest.raises(ValueError, match="ENSEMBLE_BULK_CHUNK"):
         EngagementSettings.of(Settings())
+
+
+def test_each_service_is_built_with_its_own_settings_from_the_shared_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.engagement.service import build as build_engagement
+    from services.notifications.service import build as build_notifications
+    from services.referrals.service import build as build_referrals
+
+    monkeypatch.setenv("ENSEMBLE_FAMILY_WAIT_SECONDS", "1.5")
+    monkeypatch.setenv("ENSEMBLE_BULK_CHUNK", "250")
+    monkeypatch.setenv("ENSEMBLE_DISPATCH_BATCH", "40")
+    shared = Settings()
+    referrals = build_referrals(shared)
+    assert referrals.deps.desk.family_wait_seconds == 1.5
+    assert isinstance(referrals.runtime.settings, ReferralsSettings)
+    assert build_engagement(shared).deps.settings.bulk_chunk == 250
+    notifications = build_notifications(shared)
+    assert notifications.dispatcher.settings.dispatch_batch == 40  # type: ignore[attr-defined]
+    given = ReferralsSettings(family_wait_seconds=0.5)  # a test's, or an operator's own
+    assert build_referrals(given).runtime.settings is given
