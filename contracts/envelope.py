@@ -55,9 +55,11 @@ class Envelope(BaseModel):
         cause: "Envelope | None" = None,
         correlation: str | None = None,
         causation: str | None = None,
+        event_id: str | None = None,
     ) -> "Envelope":
-        """Wrap an event; the chain's correlation id follows its cause unless given."""
-        event_id = str(uuid4())
+        """Wrap an event; the chain's correlation id follows its cause unless given. The id is
+        random unless given (a consumer derives it from the cause: runtime/uow.py)."""
+        event_id = event_id or str(uuid4())
         return cls(
             id=event_id,
             source=source,

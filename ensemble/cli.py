@@ -6,7 +6,7 @@ import mailbox
 import os
 from email.header import decode_header, make_header
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -363,6 +363,63 @@ def show_mailbox(data_dir: DataDir = None) -> None:
         for line in sms.read_text().splitlines():
             record = json.loads(line)
             typer.echo(f"sms    to {record.get('to')}: {record.get('body')}")
+
+
+
+@app.command(name="restore-report")
+def restore_report(
+    services: Annotated[list[str] | None, typer.Argument(
+        help="the services to check (default: all that publish)", show_default=False)] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """After restoring a service's database from a backup: list every event the service
+    published (still on its stream) that its database no longer explains, i.e. what the
+    restore lost and no replay brings back. Ids, types and stream positions only. Exits 1
+    when something is listed. Run it as NATS_USER=admin (it reads the streams)."""
+    from runtime.restore import describe
+    from runtime.settings import SERVICES
+
+    names = services or list(SERVICES)
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        _fail(f"no service {', '.join(map(repr, unknown))} (services: {', '.join(SERVICES)})")
+    settings = _settings(data_dir)
+    configure_logging(settings.log_level)
+    found = asyncio.run(_restore_report(settings, names))
+    for name, lost in found.items():
+        typer.echo(f"{name}: {len(lost)} published events not explained by its database"
+                   if lost else f"{name}: every event it published is explained")
+        for line in describe(lost):
+            typer.echo(f"  {line}")
+    raise typer.Exit(1 if any(found.values()) else 0)
+
+
+async def _restore_report(settings: Settings, names: list[str]) -> dict[str, list[Any]]:
+    import nats
+    from sqlalchemy import MetaData
+
+    from runtime.db import Database
+    from runtime.restore import published_by, unexplained
+    from runtime.uow import messaging_tables
+
+    nc = await nats.connect(settings.nats_url.split(","), user=settings.nats_user,
+                            password=settings.nats_password, name="ensemble-restore-report")
+    found = {}
+    try:
+        for name in names:
+            if not published_by(name):
+                continue
+            metadata = MetaData()
+            db = Database(settings.database_url(name), metadata,
+                          settings.database_schema(name))
+            try:
+                found[name] = await unexplained(nc.jetstream(timeout=10), db,
+                                                messaging_tables(metadata), name)
+            finally:
+                await db.dispose()
+    finally:
+        await nc.close()
+    return found
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -24,8 +24,9 @@ from contracts.events import Event
 from contracts.subjects import dlq_subject, filter_for
 from runtime.errors import RetryLater, describe_error
 from runtime.logs import correlation
-from runtime.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, REDELIVERIES
+from runtime.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, REDELIVERIES, REPLAYED
 from runtime.ports import ConsumerHost
+from runtime.positions import record, recorded, replay_from
 from runtime.pull import PullFeed
 from runtime.streams import stream_for_subject
 from runtime.uow import Handler
@@ -52,7 +53,7 @@ class EventConsumer:
         self.durable = f"{runtime.name}-{event_cls.domain}-{event_cls.name}".replace("_", "-")
         self.stream = stream_for_subject(self.filter_subject)
 
-    def consumer_config(self) -> ConsumerConfig:
+    def consumer_config(self, start_seq: int | None = None) -> ConsumerConfig:
         return ConsumerConfig(
             # With a name, nats-py puts the filter in the create subject, so NATS permissions
             # pin each service's durable to the events it consumes (deploy/nats/accounts.conf).
@@ -60,7 +61,9 @@ class EventConsumer:
             durable_name=self.durable,
             filter_subject=self.filter_subject,
             ack_policy=JsAckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.ALL if start_seq is None
+            else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start_seq,
             ack_wait=30,
             max_ack_pending=10_000,
             # Dead-lettering is ours (settings.max_deliver); the server never drops silently.
@@ -72,13 +75,36 @@ class EventConsumer:
         self._fetching = False
         js = self.runtime.jetstream
         try:
-            await js.consumer_info(self.stream, self.durable)
+            info = await js.consumer_info(self.stream, self.durable)
         except NotFoundError:  # an existing consumer keeps its configuration
-            await js.add_consumer(self.stream, config=self.consumer_config())
+            info = await js.add_consumer(self.stream, config=self.consumer_config())
+        await self.catch_up(info)
         self._feed = PullFeed(self.runtime.nats, self.stream, self.durable,
                               self.runtime.settings.fetch_batch)
         await self._feed.start()
         self._task = asyncio.create_task(self._run(), name=f"consume-{self.durable}")
+
+    async def catch_up(self, info: ConsumerInfo) -> None:
+        """A database restored from a backup is behind what the durable acknowledged: re-create
+        the durable to deliver again from the message after the database's recorded position;
+        the inbox drops what the database already had. A database with no position yet (new,
+        or from before positions) adopts the durable's ack floor."""
+        acknowledged = info.ack_floor.stream_seq if info.ack_floor else 0
+        async with self.runtime.unit_of_work() as uow:
+            position = await recorded(uow.session, self.runtime.tables.positions, self.durable)
+            if position is None:
+                await record(uow.session, self.runtime.tables.positions, self.durable,
+                             self.stream, acknowledged)
+        start = replay_from(position, acknowledged)
+        if start is None:
+            return
+        log.warning("%s: this database applied %s up to stream sequence %d, the durable "
+                    "acknowledged up to %d (a restored backup?): delivering again from %d",
+                    self.durable, self.stream, position, acknowledged, start)
+        js = self.runtime.jetstream
+        await js.delete_consumer(self.stream, self.durable)
+        await js.add_consumer(self.stream, config=self.consumer_config(start))
+        REPLAYED.labels(self.runtime.name, self.durable).inc(acknowledged - start + 1)
 
     async def stop(self) -> None:
         """Stop fetching; a batch in hand is finished and acked first."""
@@ -159,6 +185,7 @@ class EventConsumer:
         inbox = self.runtime.tables.inbox
         results: list[str] = []
         async with self.runtime.unit_of_work() as uow:
+            uow.consumer = self.durable
             ids = [env.id for _, env, _ in items]
             seen = set(
                 (
@@ -184,6 +211,8 @@ class EventConsumer:
                 results.append("applied")
             if rows:
                 await uow.session.execute(insert(inbox), rows)
+            await record(uow.session, self.runtime.tables.positions, self.durable, self.stream,
+                         max(msg.metadata.sequence.stream for msg, _, _ in items))
         return results
 
     async def _apply_one(self, item: Item) -> None:
@@ -236,6 +265,12 @@ class EventConsumer:
                       type(exc).__name__)
             await msg.nak(delay=self.runtime.settings.retry_max_seconds)
             return
+        try:  # so a restart does not take the stream's last message for one never applied
+            async with self.runtime.unit_of_work() as uow:
+                await record(uow.session, self.runtime.tables.positions, self.durable,
+                             self.stream, meta.sequence.stream)
+        except Exception as exc:  # at worst it is parked again after a restore
+            log.warning("%s: position not recorded (%s)", self.durable, describe_error(exc))
         await msg.ack()
         log.warning("%s: dead-lettered stream seq %d: %s", self.durable, meta.sequence.stream,
                     reason)

@@ -42,3 +42,21 @@ def drop_messaging_tables_v1() -> None:
     op.drop_table("outbox")
     op.drop_index(op.f("ix_inbox_applied_at"), table_name="inbox")
     op.drop_table("inbox")
+
+
+def create_consumer_positions_v1() -> None:
+    """0002_consumer_positions: where each durable consumer's database stands on its stream
+    (runtime/positions.py). Additive: code from before it runs on a database that has it."""
+    op.create_table(
+        "consumer_positions",
+        sa.Column("consumer", sa.String(length=128), nullable=False),
+        sa.Column("stream", sa.String(length=64), nullable=False),
+        sa.Column("stream_seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                  nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("consumer"),
+    )
+
+
+def drop_consumer_positions_v1() -> None:
+    op.drop_table("consumer_positions")

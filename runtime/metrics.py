@@ -40,3 +40,15 @@ HTTP_REQUESTS = Counter(
 HTTP_SECONDS = Histogram(
     "ensemble_http_request_seconds", "HTTP request duration", ["service", "route", "method"]
 )
+REPLAYED = Counter(
+    "ensemble_consumer_replayed",
+    "Stream sequences a durable consumer went back over at start because its database was "
+    "behind it (a restored backup); the inbox drops the events it already had",
+    ["service", "consumer"],
+)
+RESTORE_UNEXPLAINED = Gauge(
+    "ensemble_restore_unexplained_events",
+    "Events this service published that its database no longer explains (not in its outbox): "
+    "what a restore lost; `ensemble restore-report` lists them",
+    ["service"],
+)

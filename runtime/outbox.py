@@ -32,6 +32,10 @@ __all__ = ["Handler", "MessagingTables", "OutboxRelay", "Pending", "UnitOfWork",
 
 log = logging.getLogger("ensemble.outbox")
 
+# Sent rows are kept this long: a stream that lost them can be fed again, and a restored
+# database's outbox says what the service had published (runtime/restore.py).
+KEEP_SENT = timedelta(days=7)
+
 
 class OutboxRelay:
     """Publishes committed events with async publish, and marks them sent with one UPDATE.
@@ -56,7 +60,7 @@ class OutboxRelay:
         self._last_sweep = self._last_gauges = self._last_prune = 0.0
         self._committed: list[Pending] = []
         self._from_table = True  # at start: rows an earlier run left unsent, in order
-        self.keep_sent = timedelta(days=7)
+        self.keep_sent = KEEP_SENT
         self.keep_inbox = timedelta(days=30)
 
     def committed(self, rows: list[Pending]) -> None:

@@ -27,9 +27,11 @@ from contracts.events import Event
 from runtime.consumer import EventConsumer
 from runtime.db import Database
 from runtime.districts import Districts, load_districts
-from runtime.metrics import CONSUMER_PENDING
+from runtime.errors import describe_error
+from runtime.metrics import CONSUMER_PENDING, RESTORE_UNEXPLAINED
 from runtime.migrations import require_current, upgrade
 from runtime.outbox import OutboxRelay
+from runtime.restore import published_by, report
 from runtime.settings import Settings
 from runtime.streams import ensure_streams, streams_exist
 from runtime.uow import Handler, UnitOfWork, messaging_tables
@@ -152,6 +154,9 @@ class ServiceRuntime:
             await consumer.start()
         self._tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
         self._tasks.append(asyncio.create_task(self._watch_lag(), name=f"{self.name}-lag"))
+        if published_by(self.name):
+            self._tasks.append(asyncio.create_task(self._restore_check(),
+                                                   name=f"{self.name}-restore-check"))
         self._tasks += [
             asyncio.create_task(factory(), name=f"{self.name}-bg") for factory in self.background
         ]
@@ -214,6 +219,29 @@ class ServiceRuntime:
                 await self.jetstream.consumer_info(consumer.stream, consumer.durable)
         except Exception:
             return False
+        return True
+
+    async def _restore_check(self, patience: float = 300) -> None:
+        """Once the consumers have caught up (a restored database replays first and emits
+        again what it had emitted), report what this service published that its database no
+        longer explains (runtime/restore.py)."""
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + patience
+            for _ in range(int(patience)):
+                if await self._caught_up() or loop.time() > deadline:
+                    break
+                await asyncio.sleep(1)
+            lost = await report(self.jetstream, self.db, self.tables, self.name)
+            RESTORE_UNEXPLAINED.labels(self.name).set(len(lost))
+        except Exception as exc:
+            log.warning("%s: restore check not done (%s)", self.name, describe_error(exc))
+
+    async def _caught_up(self) -> bool:
+        for consumer in self.consumers:
+            info = await self.jetstream.consumer_info(consumer.stream, consumer.durable)
+            if info.num_pending or info.num_ack_pending:
+                return False
         return True
 
     async def _watch_lag(self) -> None:

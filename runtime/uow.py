@@ -1,9 +1,11 @@
 """The unit of work a handler or an endpoint writes through, and the outbox and inbox tables it
 writes: a state change and the events it emits commit in one transaction."""
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
+from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from sqlalchemy import (
     BigInteger,
@@ -30,11 +32,13 @@ SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTE
 class MessagingTables:
     outbox: Table
     inbox: Table
+    positions: Table
 
 
 def messaging_tables(metadata: MetaData) -> MessagingTables:
     if "outbox" in metadata.tables:  # a service built twice in one process (tests)
-        return MessagingTables(metadata.tables["outbox"], metadata.tables["inbox"])
+        return MessagingTables(metadata.tables["outbox"], metadata.tables["inbox"],
+                               metadata.tables["consumer_positions"])
     outbox = Table(
         "outbox",
         metadata,
@@ -60,7 +64,18 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("event_id", String(64), primary_key=True),
         Column("applied_at", UTCDateTime, nullable=False, index=True),
     )
-    return MessagingTables(outbox, inbox)
+    # The last stream sequence each durable consumer applied, written in the transaction of
+    # its effects: a database restored from a backup says where its stream must replay from
+    # (runtime/positions.py).
+    positions = Table(
+        "consumer_positions",
+        metadata,
+        Column("consumer", String(128), primary_key=True),
+        Column("stream", String(64), nullable=False),
+        Column("stream_seq", SEQ, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    return MessagingTables(outbox, inbox, positions)
 
 
 class Pending(NamedTuple):
@@ -79,9 +94,14 @@ class UnitOfWork:
     session: AsyncSession
     source: str
     cause: Envelope | None = None
+    # Set by a consumer (its durable name) while it applies ``cause``: the events emitted then
+    # get ids derived from the cause, so applying it again after a restore emits the same ids
+    # and the services downstream drop them as already applied.
+    consumer: str | None = None
     emitted: list[Envelope] = field(default_factory=list)
     written: list[Pending] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    _derived: Counter[str] = field(default_factory=Counter)
 
     def emit(
         self,
@@ -107,9 +127,30 @@ class UnitOfWork:
             cause=cause,
             correlation=correlation,
             causation=causation,
+            event_id=self._derived_id(event),
         )
         self.emitted.append(envelope)
         return envelope
+
+    def new_id(self, kind: str) -> str:
+        """An id for a row this transaction creates. Derived like an emitted event's id while a
+        consumer applies its cause, so a replay after a restore makes the same row (and the
+        events about it keep their ids downstream); random outside a consumer."""
+        if self.consumer is None or self.cause is None:
+            return str(uuid4())
+        key = f"{self.consumer}/{self.cause.id}/row:{kind}"
+        self._derived[key] += 1
+        return str(uuid5(NAMESPACE_URL, f"ensemble:{key}/{self._derived[key]}"))
+
+    def _derived_id(self, event: Event) -> str | None:
+        """The id of the n-th event of this type emitted while a consumer applies its cause:
+        the same each time the cause is applied (a replay after a restore), another for
+        another decision. None (a random id) outside a consumer."""
+        if self.consumer is None or self.cause is None:
+            return None
+        key = f"{self.consumer}/{self.cause.id}/{event.ce_type()}"
+        self._derived[key] += 1
+        return str(uuid5(NAMESPACE_URL, f"ensemble:{key}/{self._derived[key]}"))
 
     async def flush(self, outbox: Table) -> None:
         if not self.emitted:

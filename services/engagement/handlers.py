@@ -1,7 +1,6 @@
 """How engagement turns a match into outreach, a sent message into a wait for an answer, and an
 answer into a contact (or an RSVP); and how opt-outs reach the family record."""
 
-from uuid import uuid4
 
 from sqlalchemy import select
 
@@ -40,8 +39,9 @@ async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
     if family is None or family.district_id != env.districtid:
         raise RetryLater(f"family {ev.family_id} not registered here")
     now = deps.clock()
-    outreach = Outreach(id=str(uuid4()), district_id=family.district_id, family_id=family.id,
-                        referral_id=ev.referral_id, kind="partner_matched",
+    # Derived from the PartnerMatched applied: a replay after a restore makes the same outreach.
+    outreach = Outreach(id=uow.new_id("outreach"), district_id=family.district_id,
+                        family_id=family.id, referral_id=ev.referral_id, kind="partner_matched",
                         status=OutreachStatus.requested, attempts=0, urgency=ev.urgency.value,
                         variables={"partner_name": ev.partner_name, "need": ev.need.value},
                         created_at=now, updated_at=now)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import NoPartnerAvailable, PartnerMatched
 from runtime.outbox import UnitOfWork
 from services.partners.capacity import lock_capacity_and_stats, release, reserve
+from services.partners.lifecycle import Status
 from services.partners.matching import (
     W_ACCEPTANCE,
     W_LANGUAGE,
@@ -31,6 +32,7 @@ from services.partners.matching import (
     rank,
     rule_failures,
 )
+from services.partners.metrics import MATCHES
 from services.partners.tables import (
     FamilyLanguage,
     Partner,
@@ -191,7 +193,8 @@ async def add_to_stats(uow: UnitOfWork, partner_id: str, district_id: str,
 
 async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime) -> None:
     """Reserve the best eligible service and emit PartnerMatched, or NoPartnerAvailable;
-    ``now`` (the handler's clock) is when it was matched."""
+    ``now`` (the handler's clock) is when it was matched. Called when the lifecycle's move
+    says ``match``; the request ends matched or no_partner."""
     connection = await uow.session.connection()
     language = (await connection.execute(
         _LANGUAGE, {"district": request.district_id, "family": request.family_id})).scalar()
@@ -203,7 +206,7 @@ async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime) -> Non
             row = candidate.row
             if not await reserve(uow, row.service_id, row.school_id):
                 continue  # another referral took the last slot first
-            request.state = "matched"
+            request.state = Status.matched
             request.service_id = row.service_id
             request.partner_id = row.partner_id
             request.attempts += 1
@@ -211,7 +214,7 @@ async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime) -> Non
             request.matched_at = now
             request.accepted = False
             request.ever_matched = True
-            request.last_result = "matched"
+            request.last_result = Status.matched
             await add_to_stats(uow, row.partner_id, request.district_id, matched=1, active=1)
             uow.emit(
                 PartnerMatched(
@@ -222,24 +225,31 @@ async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime) -> Non
                 district=request.district_id, school=request.school_id,
                 subject=request.referral_id,
             )
+            _count(uow, request.district_id, Status.matched)
             return
         if len(ranked) < BEST:
             break
     reason, considered = await why_none(uow.session, wanted)
-    request.state = request.last_result = "no_partner"
+    request.state = request.last_result = Status.no_partner
     request.service_id = request.partner_id = None
     uow.emit(
         NoPartnerAvailable(referral_id=request.referral_id, family_id=request.family_id,
                            need=request.need, reason=reason, candidates_considered=considered),
         district=request.district_id, school=request.school_id, subject=request.referral_id,
     )
+    _count(uow, request.district_id, Status.no_partner)
+
+
+def _count(uow: UnitOfWork, district_id: str, result: Status) -> None:
+    uow.after_commit.append(lambda: MATCHES.labels(district_id, result.value).inc())
 
 
 async def release_slot(uow: UnitOfWork, request: ReferralRequest, *, at: datetime,
                        declined: bool = False) -> None:
     """The current partner no longer holds the referral (it declined, consent was withdrawn,
-    the referral ended): free its slot at the school and count it in the partner's stats."""
-    if request.state != "matched" or not request.service_id or not request.partner_id:
+    the referral ended: the lifecycle's move says ``release``): free its slot at the school and
+    count it in the partner's stats."""
+    if not request.service_id or not request.partner_id:
         return
     await release(uow, request.service_id, request.school_id)
     await add_to_stats(uow, request.partner_id, request.district_id, active=-1,

@@ -1,11 +1,24 @@
-"""What the partners service's handlers are given (``rt.consume(handlers.HANDLERS, deps)``)."""
+"""What the partners service is built with, given once to its handlers
+(``rt.consume(handlers.HANDLERS, deps)``) and to its routes (``Service.deps``, received through
+``Wired``: ``Depends(wired("partners"))``)."""
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends
 
 from runtime.db import Clock, utcnow
+from runtime.host import wired
+from runtime.service import ServiceRuntime
+
+NAME = "partners"
 
 
 @dataclass
 class PartnersDeps:
-    # When a request is matched, released or changed (tests fix it).
+    runtime: ServiceRuntime  # the routes' units of work and the districts
+    # When a request is matched, released or changed, and "now" for a report (tests fix it).
     clock: Clock = field(default=utcnow)
+
+
+Wired = Annotated[PartnersDeps, Depends(wired(NAME))]

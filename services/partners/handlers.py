@@ -1,10 +1,15 @@
 """How partners follows referrals: match when consent allows, match the next partner after a
 decline, learn from acceptances, release the slot when the referral ends.
 
+What each event does to the request is lifecycle.decide's answer; a handler finds the request,
+carries the move out (frees a slot, matches) and stores it.
+
 Each event type has its own consumer, so a ReferralDeclined may be handled before the
 ReferralOpened it follows: an event about a referral partners has not heard of yet is retried
 later (RetryLater), never dropped.
 """
+
+from datetime import datetime
 
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -16,14 +21,23 @@ from contracts.events import (
     ReferralDeclined,
     ReferralOpened,
 )
-from contracts.taxonomy import Consent
 from runtime.errors import RetryLater
 from runtime.uow import UnitOfWork
 from services.partners.assign import add_to_stats, match, release_slot
 from services.partners.deps import PartnersDeps
+from services.partners.lifecycle import (
+    Accepted,
+    ConsentChanged,
+    Declined,
+    Ended,
+    Fact,
+    Move,
+    State,
+    Status,
+    Unchanged,
+    decide,
+)
 from services.partners.tables import FamilyLanguage, ReferralRequest
-
-ENDED = ("ended", "consent_declined")
 
 
 async def _request(uow: UnitOfWork, env: Envelope, referral_id: str) -> ReferralRequest:
@@ -31,6 +45,29 @@ async def _request(uow: UnitOfWork, env: Envelope, referral_id: str) -> Referral
     if request is None or request.district_id != env.districtid:
         raise RetryLater(f"referral {referral_id} not known yet")
     return request
+
+
+def _decide(request: ReferralRequest, fact: Fact) -> Move | None:
+    """What ``fact`` does to the request (lifecycle.decide); None when it changes nothing."""
+    state = State(Status(request.state), request.partner_id, request.accepted)
+    try:
+        return decide(state, fact)
+    except Unchanged:
+        return None
+
+
+async def _carry_out(uow: UnitOfWork, request: ReferralRequest, move: Move, *,
+                     released_at: datetime, now: datetime) -> None:
+    """Do what the lifecycle decided: free the partner's slot (as of ``released_at``), record
+    an acceptance, then match (as of ``now``) or take the state it named."""
+    if move.release:
+        await release_slot(uow, request, at=released_at, declined=move.declined)
+    if move.accepted:
+        request.accepted = True
+    if move.match:
+        await match(uow, request, now)  # the state becomes matched or no_partner
+    else:
+        request.state = move.to
 
 
 async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened,
@@ -41,47 +78,46 @@ async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened,
     request = ReferralRequest(
         referral_id=ev.referral_id, district_id=env.districtid, school_id=ev.school_id,
         family_id=ev.family_id, need=ev.need, urgency=ev.urgency, grade=ev.grade,
-        consent=ev.consent, state="awaiting_consent", tried_partners=[], attempts=0,
+        consent=ev.consent, state=Status.awaiting_consent, tried_partners=[], attempts=0,
         opened_at=ev.opened_at, updated_at=now, accepted=False, ever_matched=False,
         declines=0,
     )
     uow.session.add(request)
-    if ev.consent == Consent.given:
-        await match(uow, request, now)
-    elif ev.consent == Consent.declined:
-        request.state = "consent_declined"
+    # It waits for consent; the consent it was opened with is its first change.
+    move = decide(State(Status.awaiting_consent), ConsentChanged(ev.consent))
+    await _carry_out(uow, request, move, released_at=now, now=now)
 
 
 async def on_consent(uow: UnitOfWork, env: Envelope, ev: ConsentRecorded,
                      deps: PartnersDeps) -> None:
+    """Given: match if it was waiting. Declined, or withdrawn after a match: never shared."""
     request = await _request(uow, env, ev.referral_id)
-    if request.state == "ended":
-        return
+    move = _decide(request, ConsentChanged(ev.consent))
+    if move is None:
+        return  # the referral ended
     request.consent = ev.consent
-    if ev.consent == Consent.given and request.state == "awaiting_consent":
-        await match(uow, request, deps.clock())
-    elif ev.consent == Consent.declined:  # declined, or withdrawn after a match
-        await release_slot(uow, request, at=ev.recorded_at)
-        request.state = "consent_declined"
+    await _carry_out(uow, request, move, released_at=ev.recorded_at, now=deps.clock())
 
 
 async def on_declined(uow: UnitOfWork, env: Envelope, ev: ReferralDeclined,
                       deps: PartnersDeps) -> None:
     request = await _request(uow, env, ev.referral_id)
-    if request.state != "matched" or request.partner_id != ev.partner_id:
+    move = _decide(request, Declined(ev.partner_id))
+    if move is None:
         return  # an old partner's late answer: the referral has moved on
     now = deps.clock()
-    await release_slot(uow, request, at=now, declined=True)
     request.declines += 1
-    await match(uow, request, now)  # the tried partners are skipped
+    await _carry_out(uow, request, move, released_at=now, now=now)  # tried ones skipped
 
 
 async def on_accepted(uow: UnitOfWork, env: Envelope, ev: ReferralAccepted,
                       deps: PartnersDeps) -> None:
     request = await _request(uow, env, ev.referral_id)
-    if request.state != "matched" or request.partner_id != ev.partner_id or request.accepted:
-        return
-    request.accepted = True
+    move = _decide(request, Accepted(ev.partner_id))
+    if move is None:
+        return  # another partner's, or already counted
+    now = deps.clock()
+    await _carry_out(uow, request, move, released_at=now, now=now)
     waited = (env.time - request.matched_at).total_seconds() if request.matched_at else 0.0
     await add_to_stats(uow, ev.partner_id, request.district_id, accepted=1,
                        accept_seconds=max(0.0, waited))
@@ -92,18 +128,19 @@ async def on_referral_closed(uow: UnitOfWork, env: Envelope, ev: ReferralClosed,
     request = await _request(uow, env, ev.referral_id)
     request.outcome = ev.outcome
     request.closed_at = ev.closed_at
-    if request.state != "ended":
-        await release_slot(uow, request, at=ev.closed_at)
-        request.state = "ended"
+    move = _decide(request, Ended())
+    if move is not None:
+        await _carry_out(uow, request, move, released_at=ev.closed_at, now=deps.clock())
 
 
 async def on_referral_cancelled(uow: UnitOfWork, env: Envelope, ev: ReferralCancelled,
                                 deps: PartnersDeps) -> None:
     request = await _request(uow, env, ev.referral_id)
     request.closed_at = request.closed_at or env.time
-    if request.state != "ended":
-        await release_slot(uow, request, at=deps.clock())
-        request.state = "ended"
+    move = _decide(request, Ended())
+    if move is not None:
+        now = deps.clock()
+        await _carry_out(uow, request, move, released_at=now, now=now)
 
 
 async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered,

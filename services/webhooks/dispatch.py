@@ -19,12 +19,14 @@ from uuid import uuid4
 
 import httpx
 from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.envelope import CONTENT_TYPE
 from runtime.db import Clock, utcnow
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.webhooks.destinations import GuardedBackend, GuardedTransport, RefusedDestination
+from services.webhooks.lifecycle import Delivered, Failed, IllegalMove, Status, decide
 from services.webhooks.metrics import BACKLOG, DELIVERIES
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import HEADER, sign
@@ -120,7 +122,7 @@ class Dispatcher:
                 await session.execute(
                     select(Delivery, Endpoint.url, Endpoint.secret)
                     .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-                    .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+                    .where(Delivery.status == Status.pending, Delivery.next_attempt_at <= now)
                     .order_by(Delivery.next_attempt_at)
                     .limit(s.webhooks_batch)
                     .with_for_update(skip_locked=True, of=Delivery)
@@ -156,39 +158,51 @@ class Dispatcher:
                       _retry_after(response))
 
     async def _record(self, outcomes: list[tuple[Attempt, Result]]) -> None:
-        s = self.settings
+        """Each attempt's answer, through the lifecycle: delivered, retried after a back-off,
+        or dead and parked in its endpoint's dead letters."""
         now = self.clock()
         async with self.rt.db.transaction() as session:
             for attempt, result in outcomes:
                 delivery = await session.get(Delivery, attempt.delivery_id)
-                if delivery is None or delivery.status != "pending":
+                if delivery is None:
                     continue  # its endpoint was deleted meanwhile
+                fact = Delivered() if result.ok else Failed(
+                    attempt.attempt, self.settings.webhooks_max_attempts, result.final)
+                try:
+                    status = decide(Status(delivery.status), fact)
+                except IllegalMove:
+                    continue  # no longer pending
+                delivery.status = status
                 delivery.attempts = attempt.attempt
                 delivery.last_status = result.status
                 delivery.last_error = result.error
-                if result.ok:
-                    delivery.status = "delivered"
-                    delivery.delivered_at = now
-                    DELIVERIES.labels(self.rt.name, "delivered").inc()
-                elif result.final or attempt.attempt >= s.webhooks_max_attempts:
-                    delivery.status = "dead"
-                    session.add(_dead_letter(delivery, now))
-                    DELIVERIES.labels(self.rt.name, "dead_lettered").inc()
-                    log.warning("webhook delivery %s dead-lettered after %d attempts: %s",
-                                delivery.id, attempt.attempt, result.error)
-                else:
-                    delivery.next_attempt_at = now + timedelta(
-                        seconds=self.backoff(attempt.attempt, result.retry_after))
-                    DELIVERIES.labels(self.rt.name, "retried").inc()
+                self._after(delivery, status, attempt, result, now, session)
             backlog = await session.scalar(
-                select(func.count()).select_from(Delivery).where(Delivery.status == "pending"))
+                select(func.count()).select_from(Delivery).where(
+                    Delivery.status == Status.pending))
         BACKLOG.labels(self.rt.name).set(backlog or 0)
+
+    def _after(self, delivery: Delivery, status: Status, attempt: Attempt, result: Result,
+               now: datetime, session: AsyncSession) -> None:
+        """What follows the delivery's new status: its time, its dead letter or its next try."""
+        if status == Status.delivered:
+            delivery.delivered_at = now
+            DELIVERIES.labels(self.rt.name, "delivered").inc()
+        elif status == Status.dead:
+            session.add(_dead_letter(delivery, now))
+            DELIVERIES.labels(self.rt.name, "dead_lettered").inc()
+            log.warning("webhook delivery %s dead-lettered after %d attempts: %s",
+                        delivery.id, attempt.attempt, result.error)
+        else:
+            delivery.next_attempt_at = now + timedelta(
+                seconds=self.backoff(attempt.attempt, result.retry_after))
+            DELIVERIES.labels(self.rt.name, "retried").inc()
 
     async def prune(self, keep: timedelta = timedelta(days=7)) -> None:
         """Forget deliveries done a week ago (their events stay replayable from the stream)."""
         async with self.rt.db.transaction() as session:
             await session.execute(delete(Delivery).where(
-                Delivery.status == "delivered", Delivery.delivered_at < self.clock() - keep))
+                Delivery.status == Status.delivered, Delivery.delivered_at < self.clock() - keep))
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         s = self.settings

@@ -11,6 +11,7 @@ from contracts.envelope import Envelope
 from contracts.events import Event
 from runtime.uow import UnitOfWork
 from services.webhooks.deps import WebhooksDeps
+from services.webhooks.lifecycle import Status
 from services.webhooks.tables import Delivery, Endpoint
 
 
@@ -40,7 +41,7 @@ async def on_public_event(uow: UnitOfWork, env: Envelope, _event: Event,
             continue
         uow.session.add(Delivery(
             id=str(uuid4()), endpoint_id=endpoint.id, district_id=env.districtid,
-            event_id=env.id, event_type=env.type, payload=payload, status="pending",
+            event_id=env.id, event_type=env.type, payload=payload, status=Status.pending,
             attempts=0, next_attempt_at=now, created_at=now))
     uow.after_commit.append(deps.dispatcher.wake)
 

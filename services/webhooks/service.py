@@ -6,13 +6,11 @@ from runtime.host import Service
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.webhooks import handlers
-from services.webhooks.api import POLICY, build_router
-from services.webhooks.deps import WebhooksDeps
+from services.webhooks.api import POLICY, router
+from services.webhooks.deps import NAME, WebhooksDeps
 from services.webhooks.dispatch import Dispatcher
 from services.webhooks.settings import webhooks_settings
 from services.webhooks.tables import Base
-
-NAME = "webhooks"
 
 
 def build(settings: Settings, districts: Districts | None = None, *,
@@ -21,7 +19,7 @@ def build(settings: Settings, districts: Districts | None = None, *,
     config = webhooks_settings(settings)
     rt = ServiceRuntime(NAME, config, Base.metadata, districts)
     dispatcher = Dispatcher(rt, config, clock or utcnow)
-    deps = WebhooksDeps(config, dispatcher, clock or utcnow)
+    deps = WebhooksDeps(rt, config, dispatcher, clock or utcnow)
     rt.run_in_background(dispatcher.run)
     rt.consume(handlers.HANDLERS, deps)
-    return Service(rt, build_router(rt, config, dispatcher), POLICY, deps=deps)
+    return Service(rt, router, POLICY, deps=deps)

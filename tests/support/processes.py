@@ -312,6 +312,7 @@ class ServiceProcess:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    source: Path = SOURCE  # the checkout it runs (another release's, in a rolling upgrade)
 
     @property
     def url(self) -> str:
@@ -340,7 +341,7 @@ class ServiceProcess:
             env = {"ENSEMBLE_PUBLIC_BASE_URL": self.url, **self.env}
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ensemble.cli", self.name, "--port", str(self.port)],
-                cwd=SOURCE, env=env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=self.source, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=die_with_parent,
             )
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from support.uow import HandlerBench
 
 from contracts.events import (
@@ -44,8 +45,11 @@ async def bench() -> AsyncIterator[HandlerBench]:
 
 
 @pytest.fixture
-def deps() -> PartnersDeps:
-    return PartnersDeps(clock=lambda: NOW)
+def deps(tmp_path: Path) -> PartnersDeps:
+    """What the service is built with (its runtime is never started: handlers do not use it)."""
+    deps = build(Settings(data_dir=tmp_path), clock=lambda: NOW).deps
+    assert isinstance(deps, PartnersDeps)
+    return deps
 
 
 async def partner(bench: HandlerBench, name: str, capacity: int = 1) -> tuple[str, str]:
@@ -290,6 +294,26 @@ async def test_a_family_language_is_kept_and_follows_changes(
     await bench.handle(handlers.on_family_registered, changed, deps)
     assert (await bench.get(FamilyLanguage, ("d001", "fam-1"))).language == "vi"
     assert await bench.get(FamilyLanguage, ("d002", "fam-1")) is None
+
+
+def matches(result: str, district: str = "d001") -> float:
+    return REGISTRY.get_sample_value("ensemble_partner_matches_total",
+                                     {"district": district, "result": result}) or 0.0
+
+
+async def test_each_match_is_counted_by_result_once_it_is_committed(
+        bench: HandlerBench, deps: PartnersDeps) -> None:
+    before = matches("matched"), matches("no_partner")
+    await bench.handle(handlers.on_referral_opened, opened("r1"), deps)  # nobody offers it
+    await partner(bench, "Smile Bright")
+    await bench.handle(handlers.on_referral_opened, opened("r2"), deps)
+    assert (matches("matched"), matches("no_partner")) == (before[0] + 1, before[1] + 1)
+    with pytest.raises(RuntimeError):  # a batch that fails is not counted
+        async with bench.unit_of_work() as uow:
+            await handlers.on_referral_opened(uow, bench.envelope(opened("r3")),
+                                              opened("r3"), deps)
+            raise RuntimeError("the batch fails after the match")
+    assert (matches("matched"), matches("no_partner")) == (before[0] + 1, before[1] + 1)
 
 
 def test_every_consumed_event_has_its_handler_in_the_map(tmp_path: Path) -> None:

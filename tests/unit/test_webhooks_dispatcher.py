@@ -1,6 +1,6 @@
 """The webhooks dispatcher's loop (runtime.periodic.Periodic): woken by a commit, again at once
 after a full batch, backing off after a failed round. Its rounds are stood in for; what a round
-sends is tested against a real receiver in tests/test_webhooks_service.py."""
+sends is tested against a real receiver in tests/integration/test_webhooks_service.py."""
 
 import asyncio
 from typing import Any, cast

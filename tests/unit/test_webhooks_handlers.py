@@ -4,7 +4,6 @@ of work: no NATS, no server, milliseconds each."""
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 from sqlalchemy import select
@@ -17,9 +16,7 @@ from contracts.taxonomy import Consent, Need, Outcome, Urgency
 from runtime.settings import Settings
 from services.webhooks import handlers
 from services.webhooks.deps import WebhooksDeps
-from services.webhooks.dispatch import Dispatcher
 from services.webhooks.service import build
-from services.webhooks.settings import webhooks_settings
 from services.webhooks.tables import Base, Delivery, Endpoint
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
@@ -34,11 +31,12 @@ async def bench() -> AsyncIterator[HandlerBench]:
 
 
 @pytest.fixture
-def deps() -> WebhooksDeps:
-    config = webhooks_settings(Settings())
-    # The handler only wakes the dispatcher; it never touches the runtime.
-    dispatcher = Dispatcher(cast(Any, None), config, clock=lambda: NOW)
-    return WebhooksDeps(config, dispatcher, clock=lambda: NOW)
+def deps(tmp_path: Path) -> WebhooksDeps:
+    """What the service is built with (its runtime is never started: the handler only wakes
+    the dispatcher)."""
+    deps = build(Settings(data_dir=tmp_path), clock=lambda: NOW).deps
+    assert isinstance(deps, WebhooksDeps)
+    return deps
 
 
 async def endpoint(bench: HandlerBench, name: str, *, district: str = "d001",

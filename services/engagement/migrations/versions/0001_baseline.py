@@ -18,12 +18,17 @@ depends_on = None
 
 def upgrade() -> None:
     create_messaging_tables_v1()
-    _create_announcements_contact_log()
-    _create_families_family_events_invitations()
-    _create_outreach_students_unassigned_replies()
+    _create_announcements()
+    _create_contact_log()
+    _create_families()
+    _create_family_events()
+    _create_invitations()
+    _create_outreach()
+    _create_students()
+    _create_unassigned_replies()
 
 
-def _create_announcements_contact_log() -> None:
+def _create_announcements() -> None:
     op.create_table(
         "announcements",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -46,6 +51,9 @@ def _create_announcements_contact_log() -> None:
         op.f("ix_announcements_district_id"), "announcements", ["district_id"], unique=False
     )
     op.create_index(op.f("ix_announcements_status"), "announcements", ["status"], unique=False)
+
+
+def _create_contact_log() -> None:
     op.create_table(
         "contact_log",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -62,7 +70,7 @@ def _create_announcements_contact_log() -> None:
     op.create_index(op.f("ix_contact_log_family_id"), "contact_log", ["family_id"], unique=False)
 
 
-def _create_families_family_events_invitations() -> None:
+def _create_families() -> None:
     op.create_table(
         "families",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -82,6 +90,9 @@ def _create_families_family_events_invitations() -> None:
     )
     op.create_index(op.f("ix_families_district_id"), "families", ["district_id"], unique=False)
     op.create_index(op.f("ix_families_school_id"), "families", ["school_id"], unique=False)
+
+
+def _create_family_events() -> None:
     op.create_table(
         "family_events",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -101,6 +112,9 @@ def _create_families_family_events_invitations() -> None:
     op.create_index(
         op.f("ix_family_events_school_id"), "family_events", ["school_id"], unique=False
     )
+
+
+def _create_invitations() -> None:
     op.create_table(
         "invitations",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -122,7 +136,7 @@ def _create_families_family_events_invitations() -> None:
     op.create_index(op.f("ix_invitations_family_id"), "invitations", ["family_id"], unique=False)
 
 
-def _create_outreach_students_unassigned_replies() -> None:
+def _create_outreach() -> None:
     op.create_table(
         "outreach",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -143,6 +157,9 @@ def _create_outreach_students_unassigned_replies() -> None:
     op.create_index("ix_outreach_due", "outreach", ["status", "next_check_at"], unique=False)
     op.create_index(op.f("ix_outreach_family_id"), "outreach", ["family_id"], unique=False)
     op.create_index(op.f("ix_outreach_referral_id"), "outreach", ["referral_id"], unique=False)
+
+
+def _create_students() -> None:
     op.create_table(
         "students",
         sa.Column("district_id", sa.String(length=64), nullable=False),
@@ -154,6 +171,9 @@ def _create_outreach_students_unassigned_replies() -> None:
     )
     op.create_index(op.f("ix_students_family_id"), "students", ["family_id"], unique=False)
     op.create_index(op.f("ix_students_school_id"), "students", ["school_id"], unique=False)
+
+
+def _create_unassigned_replies() -> None:
     op.create_table(
         "unassigned_replies",
         sa.Column("id", sa.String(length=64), nullable=False),

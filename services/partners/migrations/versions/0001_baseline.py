@@ -18,6 +18,15 @@ depends_on = None
 
 def upgrade() -> None:
     create_messaging_tables_v1()
+    _create_family_languages()
+    _create_partner_stats()
+    _create_partners()
+    _create_referral_requests()
+    _create_partner_services()
+    _create_service_capacity()
+
+
+def _create_family_languages() -> None:
     op.create_table(
         "family_languages",
         sa.Column("district_id", sa.String(length=64), nullable=False),
@@ -25,6 +34,9 @@ def upgrade() -> None:
         sa.Column("language", sa.String(length=16), nullable=False),
         sa.PrimaryKeyConstraint("district_id", "family_id"),
     )
+
+
+def _create_partner_stats() -> None:
     op.create_table(
         "partner_stats",
         sa.Column("partner_id", sa.String(length=64), nullable=False),
@@ -36,6 +48,9 @@ def upgrade() -> None:
         sa.Column("active", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("partner_id"),
     )
+
+
+def _create_partners() -> None:
     op.create_table(
         "partners",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -56,6 +71,9 @@ def upgrade() -> None:
         "ix_partners_district_hsds", "partners", ["district_id", "hsds_id"], unique=False
     )
     op.create_index(op.f("ix_partners_district_id"), "partners", ["district_id"], unique=False)
+
+
+def _create_referral_requests() -> None:
     op.create_table(
         "referral_requests",
         sa.Column("referral_id", sa.String(length=64), nullable=False),
@@ -85,6 +103,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_requests_report", "referral_requests", ["district_id", "opened_at"], unique=False
     )
+
+
+def _create_partner_services() -> None:
     op.create_table(
         "partner_services",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -116,6 +137,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_partner_services_partner_id"), "partner_services", ["partner_id"], unique=False
     )
+
+
+def _create_service_capacity() -> None:
     op.create_table(
         "service_capacity",
         sa.Column("service_id", sa.String(length=64), nullable=False),

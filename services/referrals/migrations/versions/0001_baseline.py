@@ -18,6 +18,14 @@ depends_on = None
 
 def upgrade() -> None:
     create_messaging_tables_v1()
+    _create_known_families()
+    _create_referral_audit()
+    _create_referral_notes()
+    _create_referral_timeline()
+    _create_referrals()
+
+
+def _create_known_families() -> None:
     op.create_table(
         "known_families",
         sa.Column("district_id", sa.String(length=64), nullable=False),
@@ -25,6 +33,9 @@ def upgrade() -> None:
         sa.Column("school_id", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("district_id", "family_id"),
     )
+
+
+def _create_referral_audit() -> None:
     op.create_table(
         "referral_audit",
         sa.Column(
@@ -47,6 +58,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_referral_audit_referral_id"), "referral_audit", ["referral_id"], unique=False
     )
+
+
+def _create_referral_notes() -> None:
     op.create_table(
         "referral_notes",
         sa.Column(
@@ -64,6 +78,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_referral_notes_referral_id"), "referral_notes", ["referral_id"], unique=False
     )
+
+
+def _create_referral_timeline() -> None:
     op.create_table(
         "referral_timeline",
         sa.Column(
@@ -84,6 +101,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_referral_timeline_referral_id"), "referral_timeline", ["referral_id"], unique=False
     )
+
+
+def _create_referrals() -> None:
     op.create_table(
         "referrals",
         sa.Column("id", sa.String(length=64), nullable=False),
