@@ -244,6 +244,18 @@ class BulkOutreachRequested(Event):
     recipients: list[BulkRecipient]
 
 
+class FamilyErased(Event):
+    """Internal: a district admin erased a family; every service that holds its personal data
+    blanks it and keeps only ids. Ids only: the erasure itself carries nothing to erase."""
+
+    domain = "engagement"
+    name = "family_erased"
+    internal = True
+    family_id: Id
+    erased_by: Id = Field(description="the district admin's token subject, for the audit trail")
+    erased_at: Instant
+
+
 class FamilyEventScheduled(Event):
     domain = "engagement"
     name = "family_event_scheduled"

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from contracts.subjects import check_token
@@ -38,6 +38,24 @@ class FollowUpWindows(BaseModel):
     routine_school_days: int = 5
 
 
+class Retention(BaseModel):
+    """How many days each kind of record is kept, counted from when it ended; a kind left out
+    is kept for as long as the district runs Ensemble (as before retention existed). Applied
+    by each service's daily retention job (docs/privacy.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    closed_referrals_days: int | None = Field(default=None, ge=1, description=(
+        "referrals closed or cancelled this long ago, with their timeline and notes"))
+    audit_days: int | None = Field(default=None, ge=1, description=(
+        "audit trail entries (who read or changed a referral) older than this"))
+    messages_days: int | None = Field(default=None, ge=1, description=(
+        "messages sent, delivered or failed this long ago (addresses and names with them)"))
+    replies_days: int | None = Field(default=None, ge=1, description=(
+        "the text of families' replies: held replies deleted, reply notes in the contact log "
+        "blanked (the entry stays for counts)"))
+
+
 class District(BaseModel):
     id: str
     name: str
@@ -45,6 +63,7 @@ class District(BaseModel):
     languages: list[str] = Field(default_factory=lambda: ["en"])
     non_school_days: list[date] = Field(default_factory=list)
     follow_up: FollowUpWindows = Field(default_factory=FollowUpWindows)
+    retention: Retention = Field(default_factory=Retention)
     schools: list[School]
 
     _token = field_validator("id")(lambda v: check_token(v))

@@ -52,3 +52,8 @@ RESTORE_UNEXPLAINED = Gauge(
     "what a restore lost; `ensemble restore-report` lists them",
     ["service"],
 )
+RETENTION_REMOVED = Counter(
+    "ensemble_retention_removed",
+    "Records removed (or their personal fields blanked) by a daily retention job, by kind",
+    ["service", "kind"],
+)

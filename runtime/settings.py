@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     fetch_batch: int = Field(100, ge=1, le=1000, alias="ENSEMBLE_FETCH_BATCH")
     fetch_wait_seconds: float = Field(0.005, gt=0, alias="ENSEMBLE_FETCH_WAIT_SECONDS")
     outbox_poll_seconds: float = Field(0.5, gt=0, alias="ENSEMBLE_OUTBOX_POLL_SECONDS")
+    # How often each copy checks whether its service's daily retention job is due (it runs once
+    # a day across copies, runtime/daily.py).
+    retention_check_seconds: float = Field(600, gt=0, alias="ENSEMBLE_RETENTION_CHECK_SECONDS")
 
     # Outreach
     smtp_url: str = Field("smtp://127.0.0.1:8025", alias="SMTP_URL")

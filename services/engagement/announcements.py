@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from contracts.taxonomy import Urgency
 from runtime.db import Clock
+from runtime.erasure import erasure_barrier
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.engagement.contacts import emit_bulk, recipient
@@ -34,6 +35,7 @@ class AnnouncementFanOut:
         """One chunk of one announcement; True while there may be more."""
         chunk = self.settings.bulk_chunk
         async with self.rt.unit_of_work() as uow:
+            await erasure_barrier(uow)  # the families' details as an erasure left them
             announcement = await uow.session.scalar(
                 select(Announcement).where(Announcement.status == "fanning_out")
                 .order_by(Announcement.created_at).limit(1).with_for_update(skip_locked=True))

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from contracts.events import FamilyRegistered
 from contracts.taxonomy import Channel
-from runtime.errors import NotFound
+from runtime.errors import Conflict, NotFound
 from runtime.uow import UnitOfWork
 from services.engagement.contacts import REACHED, answered, log_contact, mark_unreachable
 from services.engagement.deps import EngagementRoutes, Wired
@@ -85,6 +85,8 @@ async def detail(deps: Wired, family_id: str, district_id: Token) -> FamilyView:
 async def update(deps: Wired, family_id: str, body: UpdateFamily) -> FamilyView:
     async with deps.runtime.unit_of_work() as uow:
         family = await _family(uow, body.district_id, family_id)
+        if family.erased_at is not None:
+            raise Conflict(f"family {family_id} was erased: register the family anew")
         for name, value in body.model_dump(exclude={"district_id"}, exclude_none=True).items():
             setattr(family, name, value)
         if family.preferred_channel == Channel.sms and not family.phone:

@@ -17,6 +17,7 @@ from sqlalchemy import func, insert, select
 
 from contracts.events import BulkRecipient, FamilyAttended, FamilyEventScheduled
 from contracts.taxonomy import Urgency
+from runtime.erasure import erasure_barrier
 from runtime.errors import NotFound
 from runtime.uow import UnitOfWork
 from services.engagement.api import caller
@@ -84,6 +85,7 @@ async def invite(deps: Wired, event_id: str, body: Invite) -> InviteResult:
     invitations are written with one multi-row INSERT and reach notifications as a few
     bulk requests."""
     async with deps.runtime.unit_of_work() as uow:
+        await erasure_barrier(uow)  # the families' details as an erasure left them
         event = await _event(uow, body.district_id, event_id)
         families = await _families_to_invite(uow, event, body.grades)
         already = set((await uow.session.scalars(

@@ -14,6 +14,7 @@ from contracts.events import (
     PartnerMatched,
 )
 from contracts.taxonomy import Channel, ContactKind
+from runtime.erasure import erasure_barrier
 from runtime.errors import RetryLater
 from runtime.uow import UnitOfWork
 from services.engagement.contacts import (
@@ -35,6 +36,7 @@ from services.engagement.tables import Family, Invitation, Outreach
 
 async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
                              deps: EngagementDeps) -> None:
+    await erasure_barrier(uow)  # an erasure in progress commits first, or waits for this
     family = await uow.session.get(Family, ev.family_id)
     if family is None or family.district_id != env.districtid:
         raise RetryLater(f"family {ev.family_id} not registered here")
@@ -67,9 +69,10 @@ async def on_notification_failed(uow: UnitOfWork, env: Envelope, ev: Notificatio
 
 async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
                             deps: EngagementDeps) -> None:
+    await erasure_barrier(uow)
     family = await uow.session.get(Family, ev.family_id)
-    if family is None or family.district_id != env.districtid:
-        return
+    if family is None or family.district_id != env.districtid or family.erased_at is not None:
+        return  # an erased family's late answer is not kept
     # A text names no message: find the outreach it answers (or hold it for a person).
     if ev.channel == Channel.sms and await attribute_text(uow, family, ev, env.id):
         return

@@ -4,6 +4,7 @@ unreachable after the last one: a timer round every ``timer_seconds``."""
 from sqlalchemy import select
 
 from runtime.db import Clock
+from runtime.erasure import erasure_barrier
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
 from services.engagement.contacts import mark_unreachable, request_attempt
@@ -31,6 +32,7 @@ class OutreachTimers:
         """Families that did not answer in time: try again, or give up after the last try."""
         now = self.clock()
         async with self.rt.unit_of_work() as uow:
+            await erasure_barrier(uow)  # the families' details as an erasure left them
             due = (await uow.session.scalars(
                 select(Outreach).where(Outreach.status == OutreachStatus.awaiting_reply,
                                        Outreach.next_check_at <= now)

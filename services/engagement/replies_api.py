@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.taxonomy import Channel
+from runtime.erasure import erasure_barrier
 from runtime.errors import Conflict, NotFound
 from services.engagement.api import caller, field_error
 from services.engagement.deps import Wired
@@ -51,6 +52,7 @@ async def assign(deps: Wired, reply_id: str, body: AssignReply, request: Request
                  ) -> UnassignedReplyView:
     """The reply becomes that outreach's answer, exactly as if the family had named it."""
     async with deps.runtime.unit_of_work() as uow:
+        await erasure_barrier(uow)
         reply = await uow.session.get(UnassignedReply, reply_id, with_for_update=True)
         if reply is None or reply.district_id != body.district_id:
             raise NotFound(f"unassigned reply {reply_id} not found")

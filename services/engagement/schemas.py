@@ -122,6 +122,8 @@ class FamilyView(BaseModel):
     sms_opted_out: bool
     email_opted_out: bool
     created_at: datetime
+    erased_at: datetime | None = None
+    erased_by: str | None = None
 
 
 class LogContact(BaseModel):

@@ -2,18 +2,31 @@
 
 from fastapi import APIRouter
 
+from runtime.auth import Policy, Role
+from runtime.daily import retention_job
 from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
 from runtime.service import ServiceRuntime
 from runtime.settings import Settings
-from services.engagement import announcements_api, api, family_events_api, handlers, replies_api
+from services.engagement import (
+    announcements_api,
+    api,
+    erasure_api,
+    family_events_api,
+    handlers,
+    replies_api,
+)
 from services.engagement.announcements import AnnouncementFanOut
 from services.engagement.deps import NAME, EngagementDeps, EngagementRoutes
+from services.engagement.erasure import expire_replies
 from services.engagement.family_events_api import PUBLIC_ROUTES
 from services.engagement.outreach_timers import OutreachTimers
 from services.engagement.settings import EngagementSettings
-from services.engagement.tables import Base
+from services.engagement.tables import JOB_RUNS, Base
+
+# Erasing a family is for district admins; every other route keeps the default (staff).
+POLICY = Policy(rules={("DELETE", "/families/{family_id}"): frozenset({Role.district_admin})})
 
 
 def build(settings: Settings, districts: Districts | None = None, *,
@@ -29,9 +42,12 @@ def build(settings: Settings, districts: Districts | None = None, *,
     rt.run_in_background(timers.run)
     rt.run_in_background(fan_out.run)
     router = APIRouter()  # the module-level routers, in the order they are matched
-    for routes in (api, family_events_api, announcements_api, replies_api):
+    for routes in (api, family_events_api, announcements_api, replies_api, erasure_api):
         router.include_router(routes.router)
-    service = Service(rt, router, deps=EngagementRoutes(rt, own, clock, fan_out.wake))
+    retention = retention_job(rt, JOB_RUNS,
+                              lambda uow, now: expire_replies(uow, rt.districts, now), clock)
+    service = Service(rt, router, POLICY, deps=EngagementRoutes(rt, own, clock, fan_out.wake))
+    service.retention = retention  # type: ignore[attr-defined]  # for tests
     service.timers, service.fan_out = timers, fan_out  # type: ignore[attr-defined]  # for tests
     service.policy.public = frozenset(service.policy.public) | PUBLIC_ROUTES  # signed RSVP links
     return service

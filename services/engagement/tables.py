@@ -6,11 +6,15 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from runtime.daily import job_runs_table
 from runtime.db import UTCDateTime
 
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+JOB_RUNS = job_runs_table(Base.metadata)  # the daily retention job's claim (runtime/daily.py)
 
 
 class Family(Base):
@@ -29,6 +33,10 @@ class Family(Base):
     sms_opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     email_opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
+    # Set when a district admin erased the family (name, phone and email blanked): who did it
+    # and when stay, for the audit of the erasure.
+    erased_at: Mapped[datetime | None]
+    erased_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class Student(Base):

@@ -9,13 +9,15 @@ from uuid import uuid4
 from sqlalchemy import insert, select
 
 from contracts.envelope import Envelope
-from contracts.events import BulkOutreachRequested, OutreachRequested
+from contracts.events import BulkOutreachRequested, FamilyErased, OutreachRequested
+from runtime.erasure import erasure_barrier
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
+from services.notifications.erasure import is_erased, on_family_erased
 from services.notifications.lifecycle import MessageStatus, initial
 from services.notifications.metrics import BULK_QUEUED
 from services.notifications.policy import Holding
-from services.notifications.tables import Message
+from services.notifications.tables import ErasedFamily, Message
 
 
 def outreach_key(outreach_id: str, attempt: int) -> str:
@@ -41,9 +43,12 @@ def new_message(holds: Holding, now: datetime, **fields: Any) -> dict[str, Any]:
 
 async def on_outreach_requested(uow: UnitOfWork, env: Envelope, ev: OutreachRequested,
                                 deps: NotificationsDeps) -> None:
+    await erasure_barrier(uow)  # an erasure in progress commits first, or waits for this
     key = outreach_key(ev.outreach_id, ev.attempt)
     if await uow.session.scalar(select(Message.id).where(Message.idempotency_key == key)):
         return
+    if await is_erased(uow, env.districtid, ev.family_id):
+        return  # requested before the family was erased, arrived after: not kept
     row = new_message(
         deps.holds, deps.clock(), idempotency_key=key, district_id=env.districtid,
         school_id=ev.school_id, family_id=ev.family_id, outreach_id=ev.outreach_id,
@@ -57,12 +62,17 @@ async def on_outreach_requested(uow: UnitOfWork, env: Envelope, ev: OutreachRequ
 
 async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
                   deps: NotificationsDeps) -> None:
+    await erasure_barrier(uow)
     # One message per family of the batch, even if a family is listed twice.
     recipients = list({r.family_id: r for r in ev.recipients}.values())
     keys = {r.family_id: f"{ev.batch_id}:{r.family_id}" for r in recipients}
     existing = set((await uow.session.scalars(
         select(Message.idempotency_key).where(Message.idempotency_key.in_(keys.values()))
     )).all())
+    erased = set((await uow.session.scalars(select(ErasedFamily.family_id).where(
+        ErasedFamily.district_id == env.districtid,
+        ErasedFamily.family_id.in_(list(keys))))).all())
+    recipients = [r for r in recipients if r.family_id not in erased]
     now = deps.clock()
     rows = [
         new_message(
@@ -84,4 +94,5 @@ async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
 HANDLERS = {
     OutreachRequested: on_outreach_requested,
     BulkOutreachRequested: on_bulk,
+    FamilyErased: on_family_erased,
 }

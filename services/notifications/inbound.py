@@ -12,9 +12,11 @@ from sqlalchemy import select
 
 from contracts.events import FamilyOptedIn, FamilyReplied
 from contracts.taxonomy import Channel
+from runtime.erasure import erasure_barrier
 from runtime.outbox import UnitOfWork
 from services.notifications.delivery import apply_status, emit_about, lock_provider_ids
 from services.notifications.dispatch import Dispatcher
+from services.notifications.erasure import is_erased
 from services.notifications.handlers import new_message
 from services.notifications.opt_outs import families_at, record_opt_out, set_opt_out
 from services.notifications.tables import EarlyStatus, InboundSeen, Message
@@ -97,9 +99,12 @@ async def inbound_email(uow: UnitOfWork, to: str, sender: str, text: str, now: d
     match = REPLY_ADDRESS.search(to)
     if not match:
         return "unknown_address"
+    await erasure_barrier(uow)  # an erasure in progress commits first, or waits for this
     message = await uow.session.get(Message, match[1])
     if message is None or not _same(message.token, match[2].lower()):
         return "bad_token"
+    if await is_erased(uow, message.district_id, message.family_id):
+        return "erased"  # the family was forgotten: its answer is not kept either
     key = message_id or hashlib.sha256(f"{to}\0{sender}\0{text}".encode()).hexdigest()
     if not await first_time(uow, f"email:{key}"[:128], now):
         return "duplicate"

@@ -1,6 +1,7 @@
 """Assembles the notifications service with its providers and dispatcher."""
 
 from contracts.taxonomy import Channel
+from runtime.daily import retention_job
 from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import Service
@@ -10,9 +11,10 @@ from services.notifications import handlers
 from services.notifications.api import PUBLIC_ROUTES, router
 from services.notifications.deps import NAME, NotificationsDeps, NotificationsRoutes
 from services.notifications.dispatch import Dispatcher
+from services.notifications.erasure import expire_messages
 from services.notifications.providers import NoSmsProvider, Provider, SmtpEmail, TwilioSms
 from services.notifications.settings import NotificationsSettings
-from services.notifications.tables import Base
+from services.notifications.tables import JOB_RUNS, Base
 from services.notifications.twilio import TwilioSmsClient
 
 STATUS_CALLBACK_PATH = "/api/v1/sms/status"
@@ -48,6 +50,8 @@ def build(settings: Settings, districts: Districts | None = None, *,
     rt.consume(handlers.HANDLERS, NotificationsDeps(dispatcher.holds, dispatcher.wake, clock))
     service = Service(rt, router, deps=NotificationsRoutes(rt, own, dispatcher, clock))
     service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks
+    service.retention = retention_job(  # type: ignore[attr-defined]  # for tests
+        rt, JOB_RUNS, lambda uow, now: expire_messages(uow, rt.districts, now), clock)
     # Webhooks and signed links skip the bearer token (when the host checks tokens).
     service.policy.public = frozenset(service.policy.public) | PUBLIC_ROUTES
     return service

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from runtime.daily import job_runs_table
 from runtime.db import UTCDateTime
 
 
@@ -92,3 +93,17 @@ class InboundSeen(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ErasedFamily(Base):
+    """A family a district admin erased (ids only): an outreach request for it that was already
+    on its way when the erasure came is dropped, not queued with the details it carries."""
+
+    __tablename__ = "erased_families"
+
+    district_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime]
+
+
+JOB_RUNS = job_runs_table(Base.metadata)  # the daily retention job's claim (runtime/daily.py)

@@ -5,6 +5,7 @@ from sqlalchemy import select
 from contracts.envelope import Envelope
 from contracts.events import (
     FamilyContacted,
+    FamilyErased,
     FamilyRegistered,
     FamilyUnreachable,
     NoPartnerAvailable,
@@ -12,6 +13,7 @@ from contracts.events import (
 )
 from runtime.errors import RetryLater
 from runtime.uow import UnitOfWork
+from services.referrals.erasure import on_family_erased
 from services.referrals.lifecycle import OPEN, Contacted, Matched, NoPartner, Status, TooEarly
 from services.referrals.metrics import NO_PARTNER
 from services.referrals.referrals import Desk, get_referral, record, reported, restart_follow_up
@@ -74,6 +76,7 @@ HANDLERS = {
     NoPartnerAvailable: on_no_partner,
     FamilyContacted: on_family_contacted,
     FamilyUnreachable: on_family_unreachable,
+    FamilyErased: on_family_erased,
 }
 
 

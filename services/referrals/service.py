@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Depends
 
 from runtime.auth import STAFF, Policy, Role
+from runtime.daily import retention_job
 from runtime.db import Clock
 from runtime.districts import Districts
 from runtime.host import Service
@@ -11,10 +12,11 @@ from runtime.settings import Settings
 from services.referrals import api, audit, handlers
 from services.referrals.audit import AUDIT_READERS, AUDIT_ROUTE
 from services.referrals.deps import NAME, ReferralsDeps
+from services.referrals.erasure import expire_referrals
 from services.referrals.follow_up import run_metrics, run_timers
 from services.referrals.referrals import Desk
 from services.referrals.settings import ReferralsSettings
-from services.referrals.tables import Base
+from services.referrals.tables import JOB_RUNS, Base
 
 # A partner answers the referrals it was matched to (tenancy hides the others); staff may
 # record an answer given on the phone. A partner also lists and reads those referrals (the
@@ -47,9 +49,14 @@ def build(
     rt.consume(handlers.HANDLERS, desk)
     rt.run_in_background(lambda: run_timers(rt, desk, scan))
     rt.run_in_background(lambda: run_metrics(rt, desk, gauges))
+    retention = retention_job(rt, JOB_RUNS,
+                              lambda uow, now: expire_referrals(uow, rt.districts, now),
+                              clock or desk.clock)
     router = APIRouter()  # the module-level routers, in the order they are matched
     router.include_router(api.router)
     router.include_router(audit.router)
     rules = {**PARTNER_ANSWERS.rules, ("GET", AUDIT_ROUTE): AUDIT_READERS}
-    return Service(rt, router, Policy(rules=rules), dependencies=[Depends(audit.audit)],
-                   deps=ReferralsDeps(rt, desk))
+    service = Service(rt, router, Policy(rules=rules), dependencies=[Depends(audit.audit)],
+                      deps=ReferralsDeps(rt, desk))
+    service.retention = retention  # type: ignore[attr-defined]  # for tests
+    return service

@@ -6,12 +6,16 @@ from typing import Any
 from sqlalchemy import JSON, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from runtime.daily import job_runs_table
 from runtime.db import UTCDateTime
 from runtime.uow import SEQ
 
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime}
+
+
+JOB_RUNS = job_runs_table(Base.metadata)  # the daily retention job's claim (runtime/daily.py)
 
 
 class Referral(Base):

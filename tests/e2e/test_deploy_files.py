@@ -342,7 +342,12 @@ def test_service_users_get_only_the_jetstream_api_their_consumers_use(tmp_path: 
         for subject in publish_allowed(service.name)
         if ".CONSUMER." in subject and ".ENSEMBLE_INTERNAL." in subject
     }
-    assert readers == {"engagement", "notifications"}
+    assert readers == {"engagement", "notifications", "referrals"}
+    # referrals reads it through one durable only, for FamilyErased (ids only)
+    assert {subject.split(".ENSEMBLE_INTERNAL.")[1].split(".")[0]
+            for subject in publish_allowed("referrals")
+            if ".CONSUMER." in subject and ".ENSEMBLE_INTERNAL." in subject} == {
+        "referrals-engagement-family-erased"}
     assert not any(
         ".ENSEMBLE_DLQ." in subject for s in services for subject in publish_allowed(s.name)
     )

@@ -12,7 +12,10 @@ it instead (ENSEMBLE_TEST_SOURCE, as tests/support/processes.py runs services fr
 checkout). Each migration adds its own data-carrying case here:
 - 0002_consumer_positions: the upgraded databases have no positions; at start every consumer
   adopts its durable's ack floor and replays nothing (no timer fires twice, nobody hears
-  twice)."""
+  twice).
+- 0003_erasure (engagement, notifications, referrals): no family counts as erased (the new
+  columns are empty), no daily job has run, nothing is in `erased_families`; erasure itself on
+  upgraded rows is tests/integration/test_erasure_migration.py."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -56,8 +59,8 @@ def databases(settings: Settings) -> dict[str, Database]:
                            settings.database_schema(name)) for name in SERVICES}
 
 
-async def contents(db: Database) -> dict[str, list[str]]:
-    """Every row of every table (the version table aside), in a stable order."""
+async def contents(db: Database) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table (the version tables aside), in a stable order."""
     async with db.engine.connect() as conn:
         metadata = MetaData()
         await conn.run_sync(lambda c: metadata.reflect(c))
@@ -65,8 +68,28 @@ async def contents(db: Database) -> dict[str, list[str]]:
         for name, table in metadata.tables.items():
             if not name.startswith("alembic_version"):  # the version tables
                 rows = (await conn.execute(select(table))).all()
-                found[name] = sorted(repr(tuple(row)) for row in rows)
+                found[name] = sorted((dict(row._mapping) for row in rows), key=repr)
         return found
+
+
+# What each migration after the baseline adds, empty right after the upgrade: new tables, and
+# new columns of old tables (None in every row kept).
+ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families"}
+ADDED_COLUMNS = {"families": {"erased_at", "erased_by"}}
+
+
+def kept(name: str, held: dict[str, list[dict[str, Any]]],
+         now: dict[str, list[dict[str, Any]]]) -> None:
+    """Every row held at the baseline is there after the upgrade, unchanged; what the
+    migrations added is empty."""
+    assert set(now) - set(held) <= ADDED_TABLES, (name, set(now) - set(held))
+    for table in set(now) - set(held):
+        assert now[table] == [], (name, table)
+    for table, rows in held.items():
+        added = ADDED_COLUMNS.get(table, set())
+        assert [{k: v for k, v in r.items() if k not in added} for r in now[table]] == rows, (
+            name, table)
+        assert all(r[c] is None for r in now[table] for c in added if c in r), (name, table)
 
 
 async def post(system: System, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -89,9 +112,10 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    assert all(head(s) == "0002_consumer_positions" for s in SERVICES), (
-        "a migration after 0002: add its data-carrying case to this test (and fill with the "
-        "release before it if it is not additive)")
+    known = {"0002_consumer_positions", "0003_erasure"}
+    assert all(head(s) in known for s in SERVICES), (
+        "a new migration: add its data-carrying case to this test (and fill with the release "
+        "before it if it is not additive)")
     settings = ReferralsSettings.of(settings, follow_up_scan_seconds=0.2)
     inbox = smtp[0]
     dbs = databases(settings)
@@ -152,9 +176,7 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         assert [d.after for d in done] == [head(s) for s in SERVICES]
         for name, db in dbs.items():
             assert await current(db) == head(name)
-            now = await contents(db)
-            assert now.pop("consumer_positions") == [], name  # 0002: none recorded yet
-            assert now == held[name], name
+            kept(name, held[name], await contents(db))  # 0002: no positions; 0003: no erasure
 
         # 3. The loop goes on.
         inbox.refuse = None

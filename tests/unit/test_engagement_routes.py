@@ -1,6 +1,6 @@
 """Engagement's routes are module-level functions on module-level routers (api.py,
-family_events_api.py, announcements_api.py, replies_api.py); the service serves exactly those,
-with what it was built with (``EngagementRoutes``) reaching them through
+family_events_api.py, announcements_api.py, replies_api.py, erasure_api.py); the service serves
+exactly those, with what it was built with (``EngagementRoutes``) reaching them through
 ``Depends(wired("engagement"))``. The last tests call routes over HTTP in-process, on an
 in-memory database: no NATS, no server."""
 
@@ -23,13 +23,19 @@ from runtime.districts import load_districts
 from runtime.errors import DomainError
 from runtime.host import create_app
 from runtime.settings import Settings
-from services.engagement import announcements_api, api, family_events_api, replies_api
+from services.engagement import (
+    announcements_api,
+    api,
+    erasure_api,
+    family_events_api,
+    replies_api,
+)
 from services.engagement.deps import NAME, EngagementRoutes
 from services.engagement.service import build
 from services.engagement.settings import EngagementSettings
 from services.engagement.tables import Base, Outreach
 
-MODULES = (api, family_events_api, announcements_api, replies_api)
+MODULES = (api, family_events_api, announcements_api, replies_api, erasure_api)
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
 
 
@@ -73,7 +79,7 @@ def test_the_routers_list_every_engagement_path_the_service_serves() -> None:
     for method, path, name in declared:  # FastAPI's operationId starts with the function name
         operation = next(o for m, p, o in answered if (m, p) == (method, "/api/v1" + path))
         assert operation.startswith(f"{name}_"), (operation, name)
-    assert len(declared) == 22
+    assert len(declared) == 23  # DELETE /families/{family_id} is erasure_api's
 
 
 def test_the_service_hands_its_runtime_settings_clock_and_fan_out_to_the_routes() -> None:

@@ -9,7 +9,12 @@ import pytest
 from sqlalchemy import select
 from support.uow import HandlerBench
 
-from contracts.events import BulkOutreachRequested, BulkRecipient, OutreachRequested
+from contracts.events import (
+    BulkOutreachRequested,
+    BulkRecipient,
+    FamilyErased,
+    OutreachRequested,
+)
 from contracts.taxonomy import Channel, Urgency
 from runtime.districts import load_districts
 from runtime.settings import Settings
@@ -154,4 +159,5 @@ async def test_a_routine_bulk_request_in_quiet_hours_waits_for_the_morning(
 def test_every_consumed_event_has_its_handler_in_the_map() -> None:
     consumed = handlers.HANDLERS
     assert consumed == {OutreachRequested: handlers.on_outreach_requested,
-                        BulkOutreachRequested: handlers.on_bulk}
+                        BulkOutreachRequested: handlers.on_bulk,
+                        FamilyErased: handlers.on_family_erased}

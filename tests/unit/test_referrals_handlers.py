@@ -9,6 +9,7 @@ from support.uow import HandlerBench
 
 from contracts.events import (
     FamilyContacted,
+    FamilyErased,
     FamilyRegistered,
     FamilyUnreachable,
     NoPartnerAvailable,
@@ -124,4 +125,4 @@ async def test_an_unreachable_family_makes_an_open_referral_due_at_once(
 
 def test_every_consumed_event_has_its_handler_in_the_map() -> None:
     assert set(handlers.HANDLERS) == {FamilyRegistered, PartnerMatched, NoPartnerAvailable,
-                                      FamilyContacted, FamilyUnreachable}
+                                      FamilyContacted, FamilyUnreachable, FamilyErased}
