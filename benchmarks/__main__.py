@@ -23,6 +23,7 @@ BENCHMARKS: list[str] = [
     "benchmarks.loop",
     "benchmarks.memory",
     "benchmarks.http_load",
+    "benchmarks.roster",
 ]
 
 README = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

@@ -26,7 +26,10 @@ own district. Streams: ENSEMBLE_REFERRALS, ENSEMBLE_PARTNERS, ENSEMBLE_ENGAGEMEN
 ENSEMBLE_NOTIFICATIONS (about 400 days of history, replayable with a durable pull consumer).
 The CloudEvents `type` carries the event's version (e.g. org.ensemble.referrals.opened.v1);
 a breaking change publishes a new version. Extension attributes: districtid, schoolid,
-correlationid (one referral's chain of events), causationid (the event that caused this one).
+correlationid (one referral's chain of events), causationid (the event that caused this one),
+and when the deployment traces traceparent and tracestate (CloudEvents distributed tracing, W3C
+Trace Context). The CloudEvents `subject` is the referral (data.referral_id) whenever the event
+belongs to one, else the family, outreach, family event, batch or partner service it is about.
 Events carry ids, categories and times, never names, contact details or notes.
 The same events are available as signed webhooks (see /api/v1/webhooks/endpoints)."""
 

@@ -2,7 +2,8 @@
 
 Extension attributes (lower-case alphanumerics, as CloudEvents requires): ``districtid``,
 ``schoolid``, ``correlationid`` (the referral's chain of events), ``causationid`` (the event
-that caused this one).
+that caused this one). When tracing is on, the CloudEvents distributed-tracing extension:
+``traceparent`` and ``tracestate`` (W3C trace context of the span that emitted the event).
 """
 
 import json
@@ -56,9 +57,11 @@ class Envelope(BaseModel):
         correlation: str | None = None,
         causation: str | None = None,
         event_id: str | None = None,
+        extensions: dict[str, str] | None = None,
     ) -> "Envelope":
         """Wrap an event; the chain's correlation id follows its cause unless given. The id is
-        random unless given (a consumer derives it from the cause: runtime/uow.py)."""
+        random unless given (a consumer derives it from the cause: runtime/uow.py).
+        ``extensions``: further CloudEvents attributes (``traceparent``, ``tracestate``)."""
         event_id = event_id or str(uuid4())
         return cls(
             id=event_id,
@@ -71,6 +74,7 @@ class Envelope(BaseModel):
             correlationid=correlation or (cause.correlationid if cause else event_id),
             causationid=causation or (cause.id if cause else None),
             data=event.model_dump(mode="json"),
+            **(extensions or {}),
         )
 
     def to_bytes(self) -> bytes:

@@ -37,6 +37,9 @@ class Event(BaseModel):
     name: ClassVar[str]
     version: ClassVar[int] = 1
     internal: ClassVar[bool] = False
+    # The CloudEvents ``subject`` (docs/contract.md): the referral when the event belongs to
+    # one (a non-empty ``referral_id``), else this field's value.
+    subject_field: ClassVar[str] = "referral_id"
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -46,6 +49,12 @@ class Event(BaseModel):
     @classmethod
     def ce_type(cls) -> str:
         return f"org.ensemble.{cls.domain}.{cls.name}.v{cls.version}"
+
+    def subject_id(self) -> str:
+        """The envelope's ``subject``: the referral the event belongs to, else what
+        ``subject_field`` names (the family, outreach, family event, batch or service)."""
+        referral = getattr(self, "referral_id", None)
+        return str(referral or getattr(self, self.subject_field))
 
 
 def event_class(ce_type: str) -> type[Event] | None:
@@ -159,6 +168,26 @@ class PartnerMatched(Event):
     attempt: int = Field(ge=1, description="1 for the first match, 2 after one decline, ...")
 
 
+class PartnerLinkRequested(Event):
+    """Internal: tell a matched partner's contact about the referral by email, with a signed,
+    expiring, single-purpose link to it in the partner's view (the link is a credential: this
+    travels on internal subjects only, like a family's contact details)."""
+
+    domain = "partners"
+    name = "link_requested"
+    internal = True
+    link_id: Id
+    referral_id: Id
+    partner_id: Id
+    partner_name: str
+    email: str
+    language: str = Field(description="the partner's first language")
+    need: Need
+    urgency: Urgency
+    url: str = Field(description="the link, to the console's /p/<token>")
+    expires_at: Instant
+
+
 class NoPartnerAvailable(Event):
     domain = "partners"
     name = "no_partner_available"
@@ -172,6 +201,7 @@ class NoPartnerAvailable(Event):
 class CapacityChanged(Event):
     domain = "partners"
     name = "capacity_changed"
+    subject_field = "service_id"
     partner_id: Id
     service_id: Id
     school_id: Id | None = None
@@ -187,6 +217,7 @@ class FamilyRegistered(Event):
 
     domain = "engagement"
     name = "family_registered"
+    subject_field = "family_id"
     family_id: Id
     school_id: Id
     preferred_language: str
@@ -198,6 +229,7 @@ class OutreachRequested(Event):
 
     domain = "engagement"
     name = "outreach_requested"
+    subject_field = "outreach_id"
     internal = True
     outreach_id: Id
     family_id: Id
@@ -236,6 +268,7 @@ class BulkOutreachRequested(Event):
 
     domain = "engagement"
     name = "bulk_outreach_requested"
+    subject_field = "batch_id"
     internal = True
     batch_id: Id = Field(description="the announcement or family event id")
     kind: str = Field(description="announcement | family_event_invitation")
@@ -250,6 +283,7 @@ class FamilyErased(Event):
 
     domain = "engagement"
     name = "family_erased"
+    subject_field = "family_id"
     internal = True
     family_id: Id
     erased_by: Id = Field(description="the district admin's token subject, for the audit trail")
@@ -259,6 +293,7 @@ class FamilyErased(Event):
 class FamilyEventScheduled(Event):
     domain = "engagement"
     name = "family_event_scheduled"
+    subject_field = "event_id"
     event_id: Id
     school_id: Id
     title: str = Field(max_length=200, description="a workshop's public title")
@@ -269,6 +304,7 @@ class FamilyEventScheduled(Event):
 class FamilyRsvped(Event):
     domain = "engagement"
     name = "family_rsvped"
+    subject_field = "event_id"
     event_id: Id
     family_id: Id
     response: str = Field(description="yes | no")
@@ -278,6 +314,7 @@ class FamilyRsvped(Event):
 class FamilyAttended(Event):
     domain = "engagement"
     name = "family_attended"
+    subject_field = "event_id"
     event_id: Id
     family_id: Id
 
@@ -285,6 +322,7 @@ class FamilyAttended(Event):
 class FamilyContacted(Event):
     domain = "engagement"
     name = "family_contacted"
+    subject_field = "family_id"
     family_id: Id
     referral_id: Id | None = None
     outreach_id: Id | None = None
@@ -295,6 +333,7 @@ class FamilyContacted(Event):
 class FamilyUnreachable(Event):
     domain = "engagement"
     name = "family_unreachable"
+    subject_field = "outreach_id"
     family_id: Id
     referral_id: Id | None = None
     outreach_id: Id
@@ -307,6 +346,7 @@ class FamilyUnreachable(Event):
 class NotificationSent(Event):
     domain = "notifications"
     name = "sent"
+    subject_field = "outreach_id"
     notification_id: Id
     outreach_id: Id
     family_id: Id
@@ -319,6 +359,7 @@ class NotificationSent(Event):
 class NotificationFailed(Event):
     domain = "notifications"
     name = "failed"
+    subject_field = "outreach_id"
     notification_id: Id
     outreach_id: Id
     family_id: Id
@@ -333,6 +374,7 @@ class NotificationDelivered(Event):
 
     domain = "notifications"
     name = "delivered"
+    subject_field = "outreach_id"
     notification_id: Id
     outreach_id: Id
     family_id: Id
@@ -346,6 +388,7 @@ class FamilyReplied(Event):
 
     domain = "notifications"
     name = "family_replied"
+    subject_field = "family_id"
     internal = True
     family_id: Id
     school_id: Id
@@ -365,6 +408,7 @@ class FamilyReplied(Event):
 class FamilyOptedOut(Event):
     domain = "notifications"
     name = "family_opted_out"
+    subject_field = "family_id"
     family_id: Id
     channel: Channel
     at: Instant
@@ -373,6 +417,7 @@ class FamilyOptedOut(Event):
 class FamilyOptedIn(Event):
     domain = "notifications"
     name = "family_opted_in"
+    subject_field = "family_id"
     family_id: Id
     channel: Channel
     at: Instant

@@ -14,6 +14,7 @@ from runtime.auth import Role
 from runtime.districts import Districts, DistrictsFileError, load_districts
 from runtime.logs import configure_logging
 from runtime.settings import Settings
+from runtime.tracing import configure_tracing
 
 app = typer.Typer(help="Ensemble: community school coordination over NATS JetStream.",
                   no_args_is_help=True)
@@ -53,6 +54,7 @@ def up(port: Port = 8000, host: Host = "127.0.0.1", data_dir: DataDir = None) ->
 
     settings = _settings(data_dir)
     configure_logging(settings.log_level)
+    configure_tracing("ensemble")  # OTLP export only when the OTEL_* variables ask for it
     _districts(settings)  # a mistake in the file is one line, before anything starts
     typer.echo(f"Ensemble on http://{host}:{port}  (console /, API /api/v1, docs /docs, "
                "metrics /metrics)")
@@ -70,6 +72,7 @@ def _one(name: str):  # type: ignore[no-untyped-def]
 
         settings = _settings(data_dir)
         configure_logging(settings.log_level)
+        configure_tracing(name)  # OTLP export only when the OTEL_* variables ask for it
         _districts(settings)
         if name != "console":
             _require_migrated(settings, name)
@@ -162,6 +165,46 @@ def partners_export(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"wrote {len(written)} files to {folder}: {', '.join(p.name for p in written)}")
+
+
+# `ensemble roster import`: a district's students and families from its SIS (OneRoster 1.2 CSV).
+roster_app = typer.Typer(help="District rosters from the SIS (OneRoster 1.2 CSV).",
+                         no_args_is_help=True)
+app.add_typer(roster_app, name="roster")
+
+
+@roster_app.command(name="import")
+def roster_import(
+    path: Annotated[Path, typer.Argument(exists=True, help="a folder of OneRoster CSV files "
+                                                           "(manifest.csv...) or a zip of them")],
+    district: District,
+    data_dir: DataDir = None,
+    url: Annotated[str | None, typer.Option(help=(
+        "upload to a running system instead of writing to this server's engagement database "
+        "(the request limit is 1 MB zipped)"))] = None,
+    token: Annotated[str | None, typer.Option(envvar="ENSEMBLE_TOKEN", help=(
+        "with --url: a district admin's token"))] = None,
+) -> None:
+    """Sync a district's families and students with its SIS roster: new ones added, changed
+    ones updated, those a bulk file leaves out (or marks tobedeleted) retired, the rest left
+    untouched. Prints what loaded and every bad row (file, row, field); exits 1 when a file
+    failed or nothing loaded."""
+    from services.engagement.roster_client import ClientError, report_lines, run_local, upload
+
+    try:
+        if url:
+            if not token:
+                _fail("--url needs --token (or ENSEMBLE_TOKEN): a district admin's")
+            report = upload(url, token, district, path)
+        else:
+            settings = _settings(data_dir)
+            report = asyncio.run(run_local(settings, _districts(settings), district, path))
+    except ClientError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for line in report_lines(report):
+        typer.echo(line)
+    raise typer.Exit(1 if report.get("failed_files") or not report.get("loaded") else 0)
 
 
 @app.command()
@@ -291,10 +334,12 @@ def token(
     subject: Annotated[str, typer.Option(help="who it is for (logged in the audit trail)")] = "dev",
     hours: Annotated[float, typer.Option(min=0.01, help="how long it is valid")] = 8,
 ) -> None:
-    """Issue a bearer token for development (signed with ENSEMBLE_JWT_SECRET)."""
+    """Issue a bearer token: signed with the key ENSEMBLE_SIGNING_KEYS_FILE makes active when
+    it is set (a deployment's operators), else with ENSEMBLE_JWT_SECRET (development)."""
     from datetime import timedelta
 
     from runtime.auth import issue_token
+    from runtime.keys import KeysError, SigningKeys
 
     settings = Settings()
     # A token for a district or school the deployment does not serve opens nothing: say so.
@@ -310,9 +355,93 @@ def token(
         _fail("a coordinator's token needs --school (repeat it for each school)")
     if role == Role.partner and not partner:
         _fail("a partner's token needs --partner (the partner's id)")
-    typer.echo(issue_token(settings.jwt_secret, subject=subject, role=role, district=district,
+    try:
+        key = (SigningKeys(settings.signing_keys_file) if settings.signing_keys_file
+               else settings.jwt_secret)
+    except KeysError as exc:
+        _fail(f"{exc} (ENSEMBLE_SIGNING_KEYS_FILE)")
+    typer.echo(issue_token(key, subject=subject, role=role, district=district,
                            schools=school or (), partner_id=partner,
                            ttl=timedelta(hours=hours)))
+
+
+# `ensemble keys`: the console's signing keys (a private JWKS file), rotated without downtime.
+keys_app = typer.Typer(help="The console's token-signing keys (ENSEMBLE_SIGNING_KEYS_FILE): "
+                            "new, activate, retire, list.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KeysFile = Annotated[Path, typer.Argument(help="the private JWKS file (created if missing)")]
+
+
+def _read_keys(path: Path, *, missing_ok: bool = False) -> dict[str, object]:
+    from runtime.keys import KeysError, read_jwks
+
+    if missing_ok and not path.exists():
+        return {"keys": []}
+    try:
+        return read_jwks(path)
+    except KeysError as exc:
+        _fail(str(exc))
+
+
+@keys_app.command("new")
+def keys_new(path: KeysFile,
+             alg: Annotated[str, typer.Option(help="ES256 or RS256")] = "ES256",
+             activate: Annotated[bool, typer.Option(
+                 help="sign with it at once (a new file's first key always does)")] = False,
+             ) -> None:
+    """Add a new key. Published at once; it signs only once activated (rotation, step 1)."""
+    from runtime.keys import KeysError, new_key, write_jwks
+
+    data = _read_keys(path, missing_ok=True)
+    keys = list(data["keys"])  # type: ignore[call-overload]
+    try:
+        key = new_key(alg)
+    except KeysError as exc:
+        _fail(str(exc))
+    keys = [key, *keys] if activate else [*keys, key]
+    write_jwks(path, {**data, "keys": keys})
+    typer.echo(key["kid"])
+
+
+def _keys_by_kid(path: Path, kid: str) -> tuple[dict[str, object], list[dict[str, object]],
+                                                dict[str, object]]:
+    data = _read_keys(path)
+    keys: list[dict[str, object]] = list(data["keys"])  # type: ignore[call-overload]
+    found = next((k for k in keys if k.get("kid") == kid), None)
+    if found is None:
+        _fail(f"no key {kid!r} in {path} ({', '.join(str(k.get('kid')) for k in keys)})")
+    return data, keys, found
+
+
+@keys_app.command("activate")
+def keys_activate(path: KeysFile, kid: Annotated[str, typer.Argument(help="the key's kid")]
+                  ) -> None:
+    """Sign with this key from now on; the others stay published (rotation, step 2)."""
+    from runtime.keys import write_jwks
+
+    data, keys, found = _keys_by_kid(path, kid)
+    write_jwks(path, {**data, "keys": [found, *(k for k in keys if k is not found)]})
+
+
+@keys_app.command("retire")
+def keys_retire(path: KeysFile, kid: Annotated[str, typer.Argument(help="the key's kid")]
+                ) -> None:
+    """Stop publishing a key: tokens it signed are refused from then on (rotation, step 3,
+    once ENSEMBLE_ACCESS_TOKEN_MINUTES have passed since step 2). Not the active key."""
+    from runtime.keys import write_jwks
+
+    data, keys, found = _keys_by_kid(path, kid)
+    if keys[0] is found:
+        _fail(f"{kid} is the active key: activate another one first")
+    write_jwks(path, {**data, "keys": [k for k in keys if k is not found]})
+
+
+@keys_app.command("list")
+def keys_list(path: KeysFile) -> None:
+    """Each key's kid and algorithm, the active one first."""
+    for index, key in enumerate(_read_keys(path)["keys"]):  # type: ignore[call-overload]
+        typer.echo(f"{key.get('kid')}  {key.get('alg')}  "
+                   f"{'active' if index == 0 else 'published'}")
 
 
 @app.command(name="sms-reply")

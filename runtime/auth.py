@@ -17,6 +17,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 
 from contracts.envelope import contains_nul
 from runtime.errors import DomainError
+from runtime.keys import KeysError, PublicKeys, SigningKeys
 from runtime.tenancy import Scope, set_scope
 
 ISSUER = "ensemble"
@@ -56,7 +57,7 @@ class Principal:
 
 
 def issue_token(
-    secret: str,
+    key: str | SigningKeys,
     *,
     subject: str,
     role: Role | str,
@@ -65,6 +66,8 @@ def issue_token(
     partner_id: str | None = None,
     ttl: timedelta = timedelta(hours=8),
 ) -> str:
+    """A bearer token: signed with the console's keys (ES256/RS256, its ``kid`` in the header),
+    or in development with the shared secret (HS256)."""
     role = Role(role)
     if role == Role.coordinator and not schools:
         raise ValueError("a coordinator token names its schools")
@@ -77,22 +80,73 @@ def issue_token(
     }
     if partner_id:
         claims["partner_id"] = partner_id
-    return jwt.encode(claims, secret, algorithm="HS256")
+    if isinstance(key, SigningKeys):
+        return key.sign({k: int(v.timestamp()) if isinstance(v, datetime) else v
+                         for k, v in claims.items()})
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def _principal(claims: Mapping[str, Any]) -> Principal:
+    return Principal(
+        subject=str(claims["sub"]),
+        role=Role(claims["role"]),
+        district=str(claims["district"]),
+        schools=frozenset(claims.get("schools") or ()),
+        partner_id=claims.get("partner_id"),
+    )
 
 
 def verify_token(secret: str, token: str) -> Principal:
+    """A development (HS256) token's principal."""
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], audience=AUDIENCE,
                             issuer=ISSUER, options={"require": ["exp", "sub", "aud", "iss"]})
-        return Principal(
-            subject=str(claims["sub"]),
-            role=Role(claims["role"]),
-            district=str(claims["district"]),
-            schools=frozenset(claims.get("schools") or ()),
-            partner_id=claims.get("partner_id"),
-        )
+        return _principal(claims)
     except (jwt.PyJWTError, KeyError, ValueError) as exc:
         raise Unauthorized(f"invalid token: {type(exc).__name__}") from exc
+
+
+LEEWAY_SECONDS = 30  # clocks of the console and a service may differ by this much
+
+
+def check_claims(claims: Mapping[str, Any], now: float | None = None) -> Principal:
+    """The registered claims of an asymmetric token: ours (iss, aud), unexpired, for someone."""
+    now = datetime.now(UTC).timestamp() if now is None else now
+    aud = claims.get("aud")
+    auds = aud if isinstance(aud, list) else [aud]
+    exp = claims.get("exp")
+    if claims.get("iss") != ISSUER or AUDIENCE not in auds:
+        raise Unauthorized("invalid token: not issued by Ensemble for its APIs")
+    if not isinstance(exp, int | float) or exp + LEEWAY_SECONDS < now:
+        raise Unauthorized("invalid token: ExpiredSignatureError")
+    nbf = claims.get("iat")
+    if isinstance(nbf, int | float) and nbf - LEEWAY_SECONDS > now:
+        raise Unauthorized("invalid token: issued in the future")
+    try:
+        return _principal(claims)
+    except (KeyError, ValueError) as exc:
+        raise Unauthorized(f"invalid token: {type(exc).__name__}") from exc
+
+
+class TokenVerifier:
+    """What a service checks bearer tokens with: the published JWKS in a deployment (HS256
+    refused), the shared development secret otherwise."""
+
+    def __init__(self, secret: str | None = None, jwks: PublicKeys | None = None) -> None:
+        if (secret is None) == (jwks is None):
+            raise ValueError("either a JWKS or (development) a secret")
+        self.secret = secret
+        self.jwks = jwks
+
+    async def verify(self, token: str) -> Principal:
+        if self.jwks is None:
+            assert self.secret is not None
+            return verify_token(self.secret, token)
+        try:
+            claims = await self.jwks.decode(token)
+        except KeysError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        return check_claims(claims)
 
 
 Rule = frozenset[Role]
@@ -112,7 +166,10 @@ class Policy:
         return self.rules.get((method, path), STAFF)
 
 
-def authorizer(secret: str, policy: Policy, prefix: str = "/api/v1"):  # type: ignore[no-untyped-def]
+def authorizer(verifier: str | TokenVerifier, policy: Policy,  # type: ignore[no-untyped-def]
+               prefix: str = "/api/v1"):
+    check = verifier if isinstance(verifier, TokenVerifier) else TokenVerifier(secret=verifier)
+
     async def authorize(request: Request) -> Principal | None:
         route = request.scope.get("route")
         path = getattr(route, "path", request.url.path).removeprefix(prefix)
@@ -122,7 +179,7 @@ def authorizer(secret: str, policy: Policy, prefix: str = "/api/v1"):  # type: i
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("a bearer token is required")
-        principal = verify_token(secret, token)
+        principal = await check.verify(token)
         if principal.role not in policy.allowed(request.method, path):
             raise Forbidden(f"a {principal.role} may not {request.method} {path}")
         await _refuse_nul(request)
@@ -172,7 +229,9 @@ async def _check_named_district(request: Request, principal: Principal) -> None:
     body = body if isinstance(body, dict) else {}
     query = request.query_params
     named = [query.get("district_id"), body.get("district_id")]
-    schools = [query.get("school_id"), body.get("school_id")]
+    # A school in the path (/schools/{school_id}/...) or named as an in-school support's own.
+    schools = [query.get("school_id"), body.get("school_id"), body.get("in_school_of"),
+               request.path_params.get("school_id")]
     if isinstance(body.get("schools"), list):  # a partner registered for these schools
         schools += body["schools"]
     partners = [query.get("partner_id"), body.get("partner_id")]

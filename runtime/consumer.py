@@ -29,6 +29,7 @@ from runtime.ports import ConsumerHost
 from runtime.positions import record, recorded, replay_from
 from runtime.pull import PullFeed
 from runtime.streams import stream_for_subject
+from runtime.tracing import consuming_batch, handling
 from runtime.uow import Handler
 
 log = logging.getLogger("ensemble.consumer")
@@ -136,7 +137,8 @@ class EventConsumer:
             if not msgs:
                 continue
             try:
-                await self.process(msgs)
+                with consuming_batch(self.durable, len(msgs)):
+                    await self.process(msgs)
             except Exception as exc:  # never lose the loop; unacked messages come back
                 log.exception("%s: batch not processed (%s)", self.durable, describe_error(exc))
                 await asyncio.sleep(1)
@@ -197,13 +199,15 @@ class EventConsumer:
                 ).all()
             )
             rows = []
-            for _, envelope, event in items:
+            for msg, envelope, event in items:
                 if envelope.id in seen:
                     results.append("duplicate")
                     continue
                 seen.add(envelope.id)
                 uow.cause = envelope
-                with correlation(envelope.correlationid):
+                with correlation(envelope.correlationid), handling(
+                        self.durable, envelope.type, envelope.id, msg.headers,
+                        envelope.model_extra):
                     await self.handler(uow, envelope, event)
                 rows.append(
                     {"consumer": self.durable, "event_id": envelope.id, "applied_at": envelope.time}

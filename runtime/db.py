@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from runtime.tracing import instrument_engine
+
 LOCK_WAIT_MS = 30_000  # how long a statement waits for another process's write lock
 
 
@@ -101,6 +103,7 @@ class Database:
         engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _sqlite_pragmas(engine)
+        instrument_engine(engine.sync_engine)  # database spans, when tracing is on
         return engine
 
     async def create_schema(self) -> None:

@@ -38,6 +38,67 @@ class FollowUpWindows(BaseModel):
     routine_school_days: int = 5
 
 
+SIGN_IN_ROLES = ("district_admin", "coordinator", "partner")
+
+
+class RoleRule(BaseModel):
+    """One line of a provider's mapping: a person whose ID token (or userinfo) claim ``claim``
+    equals ``equals`` (or, for a list such as groups, contains it), or ends with ``ends_with``
+    (an e-mail domain), is given ``role``: a coordinator with ``schools``, a partner's staff
+    with ``partner_id``. A district admin outranks a coordinator, who outranks a partner; a
+    coordinator matching several rules covers all their schools."""
+
+    claim: str
+    equals: str | None = None
+    ends_with: str | None = None
+    role: str
+    schools: list[str] = Field(default_factory=list)
+    partner_id: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "RoleRule":
+        if (self.equals is None) == (self.ends_with is None):
+            raise ValueError("give exactly one of equals or ends_with")
+        if self.role not in SIGN_IN_ROLES:
+            raise ValueError(f"role must be one of {', '.join(SIGN_IN_ROLES)}")
+        if self.role == "coordinator" and not self.schools:
+            raise ValueError("a coordinator rule names its schools")
+        if self.role == "partner" and not self.partner_id:
+            raise ValueError("a partner rule names its partner_id")
+        return self
+
+
+class SignInProvider(BaseModel):
+    """An OpenID Provider the district's staff (or its partners' staff) sign in with: Google
+    Workspace, Microsoft Entra ID, Clever, ClassLink or any other that speaks OpenID Connect."""
+
+    id: str
+    label: str = "Sign in with your district account"
+    issuer: str  # discovery at <issuer>/.well-known/openid-configuration
+    client_id: str
+    # The client secret is never in this file: the name of the environment variable holding
+    # it. None: a public client (PKCE only), where the provider allows one.
+    client_secret_env: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    # The claim whose value becomes the person's user id in Ensemble's audit trails.
+    subject_claim: str = "email"
+    roles: list[RoleRule] = Field(default_factory=list)
+
+    _token = field_validator("id")(lambda v: check_token(v))
+
+    @field_validator("issuer")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("the issuer is an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid(cls, value: list[str]) -> list[str]:
+        return value if "openid" in value else ["openid", *value]
+
+
 class Retention(BaseModel):
     """How many days each kind of record is kept, counted from when it ended; a kind left out
     is kept for as long as the district runs Ensemble (as before retention existed). Applied
@@ -64,7 +125,11 @@ class District(BaseModel):
     non_school_days: list[date] = Field(default_factory=list)
     follow_up: FollowUpWindows = Field(default_factory=FollowUpWindows)
     retention: Retention = Field(default_factory=Retention)
+    # Match a referral to the school's own in-school support (counselor, psychologist, nurse,
+    # social worker: partners registered with in_school_of) before any outside partner.
+    match_in_school_first: bool = False
     schools: list[School]
+    sign_in: list[SignInProvider] = Field(default_factory=list)
 
     _token = field_validator("id")(lambda v: check_token(v))
     _zone = field_validator("timezone")(lambda v: _zone(v))
@@ -77,6 +142,22 @@ class District(BaseModel):
             if not school.languages:
                 school.languages = list(self.languages)
         return self
+
+    @model_validator(mode="after")
+    def _rules_name_own_schools(self) -> "District":
+        ids = [p.id for p in self.sign_in]
+        if len(ids) != len(set(ids)):
+            raise ValueError("two sign_in providers with one id")
+        for provider in self.sign_in:
+            for rule in provider.roles:
+                unknown = [s for s in rule.schools if self.school(s) is None]
+                if unknown:
+                    raise ValueError(f"sign_in {provider.id}: not a school of {self.id}: "
+                                     f"{', '.join(unknown)}")
+        return self
+
+    def provider(self, provider_id: str) -> SignInProvider | None:
+        return next((p for p in self.sign_in if p.id == provider_id), None)
 
     def school(self, school_id: str) -> School | None:
         return next((s for s in self.schools if s.id == school_id), None)

@@ -19,14 +19,17 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.asyncapi import asyncapi_route
-from runtime.auth import Policy, authorizer
+from runtime import tracing
+from runtime.auth import Policy, TokenVerifier, authorizer
 from runtime.errors import DomainError
+from runtime.keys import PublicKeys
 from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from runtime.service import ServiceRuntime
 
@@ -120,11 +123,18 @@ def create_app(services: list[Service], title: str = "Ensemble",
     )
     app.state.services = {s.name: s for s in services}
     app.state.deps = {s.name: s.deps for s in services}
+    verifiers: dict[tuple[str | None, str], TokenVerifier] = {}
     for service in services:
         # Every route of a service is behind its policy; the principal's scope then limits
         # every query of the request in the data layer (runtime.tenancy).
-        authorize = authorizer(service.runtime.settings.jwt_secret, service.policy)
-        app.include_router(service.router, prefix="/api/v1", tags=[service.name],
+        settings = service.runtime.settings
+        key = (settings.jwks_url, settings.jwt_secret)
+        if key not in verifiers:  # one JWKS cache for the services of one process
+            jwks = PublicKeys(settings.jwks_url, max_age=settings.jwks_cache_seconds)
+            verifiers[key] = (TokenVerifier(jwks=jwks)
+                              if settings.jwks_url else TokenVerifier(secret=settings.jwt_secret))
+        authorize = authorizer(verifiers[key], service.policy)
+        app.include_router(service.router, prefix=API_PREFIX, tags=[service.name],
                            responses=ERRORS,
                            dependencies=[Depends(authorize), *service.dependencies])
 
@@ -225,6 +235,14 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, TOO_LARGE)
 
 
+API_PREFIX = "/api/v1"
+
+
+def _untraced(path: str) -> bool:
+    """Scrapes and probes: no trace each (they come every few seconds and lead nowhere)."""
+    return path == "/metrics" or path.startswith("/health/")
+
+
 class GuardAndMeasure:
     """Refuses bodies over the limit and JSON bodies no route should see (json_body_error), and
     counts and times every request by route template.
@@ -237,6 +255,17 @@ class GuardAndMeasure:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not tracing.enabled() or _untraced(scope["path"]):
+            await self._serve(scope, receive, send)
+            return
+        # A server span continuing the caller's W3C traceparent/tracestate, if it sent one;
+        # named by the route template once routed (never the path's ids or the query).
+        with tracing.span(f"{scope['method']}", parent=tracing.context_from(Headers(scope=scope)),
+                          kind=SpanKind.SERVER,
+                          attributes={"http.request.method": scope["method"]}):
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -289,12 +318,29 @@ class GuardAndMeasure:
             status = 413
             await _refuse_too_large(scope, receive, send)
         finally:
-            route = scope.get("route")  # the router puts the matched route in the scope
-            path = getattr(route, "path", "unmatched")  # the template, never ids in the URL
-            tags = getattr(route, "tags", None) or ["ensemble"]
+            service, path = _route_label(scope)
             method = scope["method"]
-            HTTP_REQUESTS.labels(tags[0], path, method, str(status)).inc()
-            HTTP_SECONDS.labels(tags[0], path, method).observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(service, path, method, str(status)).inc()
+            HTTP_SECONDS.labels(service, path, method).observe(time.perf_counter() - started)
+            tracing.name_request(service, path, method, status)
+
+
+def _route_label(scope: Scope) -> tuple[str, str]:
+    """The service and the route template a request matched, never ids from the URL. FastAPI
+    puts the matched route of the service's own router in the scope (without the /api/v1
+    prefix, and without the tag include_router gave it): the service is the package of the
+    route's endpoint (services/<name>/), the prefix the one the request came through."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None:
+        return "ensemble", "unmatched"
+    module = getattr(getattr(route, "endpoint", None), "__module__", "") or ""
+    parts = module.split(".")
+    service = parts[1] if parts[0] == "services" and len(parts) > 1 else (
+        (getattr(route, "tags", None) or ["ensemble"])[0])
+    if scope["path"].startswith(API_PREFIX + "/") and not path.startswith(API_PREFIX):
+        path = API_PREFIX + path
+    return str(service), path
 
 
 class _Server(uvicorn.Server):
@@ -352,6 +398,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         result = asyncio.run(main)
     else:
         result = uvloop.run(main)
+    tracing.shutdown()  # the spans not yet exported, before a signal ends the process
     _exit_by_signal()
     return result
 

@@ -1,4 +1,5 @@
-"""Structured JSON logs carrying the correlation id of the referral's chain of events.
+"""Structured JSON logs carrying the correlation id of the referral's chain of events, and the
+trace and span ids of the span in hand when tracing is on (runtime/tracing.py).
 
 Messages must never contain personal data; code logs ids and reasons only."""
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+
+from runtime import tracing
 
 _correlation: ContextVar[str | None] = ContextVar("correlation", default=None)
 
@@ -33,6 +36,8 @@ class JsonFormatter(logging.Formatter):
         }
         if corr := _correlation.get():
             entry["correlation_id"] = corr
+        if found := tracing.ids():  # the span in hand, when tracing is on
+            entry["trace_id"], entry["span_id"] = found
         if record.exc_info and record.exc_info[1] is not None:
             from runtime.errors import describe_error
 

@@ -19,6 +19,7 @@ from runtime.db import UTCDateTime, utcnow
 from runtime.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST, PUBLISHED
 from runtime.periodic import Periodic
 from runtime.ports import RelayHost
+from runtime.tracing import producing
 from runtime.uow import (  # re-exported: where services have always imported them from
     Handler,
     MessagingTables,
@@ -155,14 +156,12 @@ class OutboxRelay:
         if not rows:
             return
         js = self.runtime.jetstream
-        futures = [
-            await js.publish_async(
-                row.subject,
-                row.payload,
-                headers={"Nats-Msg-Id": row.event_id, "Content-Type": CONTENT_TYPE},
-            )
-            for row in rows
-        ]
+        futures = []
+        for row in rows:
+            headers = {"Nats-Msg-Id": row.event_id, "Content-Type": CONTENT_TYPE}
+            # In the event's trace (its stored traceparent), carried on in the NATS headers.
+            with producing(row.subject, row.event_id, row.event_type, row.payload, headers):
+                futures.append(await js.publish_async(row.subject, row.payload, headers=headers))
         # Raises if any publish was not acknowledged, or no ack came in time (a node died
         # holding it): nothing is marked, all retried; Nats-Msg-Id dedupes.
         await asyncio.wait_for(asyncio.gather(*futures), timeout=10)

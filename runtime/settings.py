@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DISTRICTS_FILE = REPO_ROOT / "deploy" / "districts.toml"
 DEV_JWT_SECRET = "development-only-secret-change-me-0123456789"
+DEV_PARTNER_LINK_SECRET = "development-only-partner-link-secret-0123456789"
 SERVICES = ("referrals", "partners", "engagement", "notifications", "webhooks")
 
 
@@ -24,8 +25,18 @@ class Settings(BaseSettings):
     districts_file: Path = Field(DEFAULT_DISTRICTS_FILE, alias="ENSEMBLE_DISTRICTS_FILE")
     stream_replicas: int = Field(1, ge=1, le=5, alias="ENSEMBLE_STREAM_REPLICAS")
     log_level: str = Field("INFO", alias="ENSEMBLE_LOG_LEVEL")
-    # Signs bearer tokens; every service of a deployment shares it. Set it in production.
+    # Development only: signs and checks HS256 bearer tokens when no JWKS is configured.
     jwt_secret: str = Field(DEV_JWT_SECRET, min_length=32, alias="ENSEMBLE_JWT_SECRET")
+    # A deployment: services check bearer tokens against the console's published keys, a URL
+    # (the console's /.well-known/jwks.json) or a JWKS file. Set, HS256 tokens are refused.
+    jwks_url: str | None = Field(None, alias="ENSEMBLE_JWKS_URL")
+    # How long services keep the JWKS before reading it again (a retired key's tokens are
+    # refused at most this long after it leaves the file). A key they have not seen yet is
+    # fetched at once whatever this says.
+    jwks_cache_seconds: float = Field(300, gt=0, le=86400, alias="ENSEMBLE_JWKS_CACHE_SECONDS")
+    # The console's private keys (a JWKS file; `ensemble keys new`): the first signs the API
+    # tokens it hands out, all are published. Also what `ensemble token` signs with, if set.
+    signing_keys_file: Path | None = Field(None, alias="ENSEMBLE_SIGNING_KEYS_FILE")
 
     referrals_database_url: str | None = Field(None, alias="REFERRALS_DATABASE_URL")
     partners_database_url: str | None = Field(None, alias="PARTNERS_DATABASE_URL")
@@ -55,6 +66,11 @@ class Settings(BaseSettings):
     sms_auth_token: str = Field("dev-token", alias="SMS_AUTH_TOKEN")
     sms_from_number: str = Field("+15005550006", alias="SMS_FROM_NUMBER")
     public_base_url: str = Field("http://127.0.0.1:8000", alias="ENSEMBLE_PUBLIC_BASE_URL")
+    # Partner links (services/partners/links.py): signed with the partners service's own
+    # secret (no other service checks them), valid this many hours. Set the secret in production.
+    partner_link_secret: str = Field(DEV_PARTNER_LINK_SECRET, min_length=32,
+                                     alias="ENSEMBLE_PARTNER_LINK_SECRET")
+    partner_link_hours: float = Field(72, gt=0, le=24 * 30, alias="ENSEMBLE_PARTNER_LINK_HOURS")
 
     @classmethod
     def of(cls, settings: "Settings", **overrides: Any) -> Self:

@@ -24,6 +24,7 @@ from contracts.envelope import Envelope
 from contracts.events import Event, event_class
 from contracts.subjects import subject_for
 from runtime.db import UTCDateTime, utcnow
+from runtime.tracing import current_fields
 
 SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 
@@ -113,21 +114,32 @@ class UnitOfWork:
         correlation: str | None = None,
         causation: str | None = None,
     ) -> Envelope:
-        """Queue an event; it is written to the outbox in this transaction."""
+        """Queue an event; it is written to the outbox in this transaction.
+
+        The ``subject`` is the contract's rule (``Event.subject_id``: the referral, else the
+        entity the event is about); a caller that names one must name the same. The chain's
+        ``correlation`` follows the cause unless given (a referral's stored correlation id)."""
         cause = self.cause
         district = district or (cause.districtid if cause else None)
         if district is None:
             raise ValueError("an event needs its district")
+        ruled = event.subject_id()
+        if subject is not None and subject != ruled:
+            raise ValueError(f"{type(event).__name__}'s subject is {ruled!r} by the contract's "
+                             f"rule, not {subject!r}")
         envelope = Envelope.wrap(
             event,
             source=self.source,
             district=district,
             school=school if school is not None else (cause.schoolid if cause else None),
-            subject=subject,
+            subject=ruled,
             cause=cause,
             correlation=correlation,
             causation=causation,
             event_id=self._derived_id(event),
+            # The span emitting it: stored with the outbox row, so the trace survives the relay
+            # and restarts (runtime/tracing.py). Nothing when tracing is off.
+            extensions=current_fields(),
         )
         self.emitted.append(envelope)
         return envelope

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from runtime import tracing
+
 
 class ApiError(Exception):
     """An API's refusal, kept as it answered: the status and its `detail`."""
@@ -41,6 +43,7 @@ class ApiError(Exception):
 # Which service answers a path: one address for all of them by default (`ensemble up`, an
 # ingress), or one each (ENSEMBLE_CONSOLE_SERVICE_URLS).
 SERVICE_OF_PATH = (("/referrals", "referrals"), ("/partners", "partners"),
+                   ("/partner-links", "partners"),
                    ("/families", "engagement"), ("/family-events", "engagement"),
                    ("/announcements", "engagement"), ("/messages", "notifications"),
                    ("/message-batches", "notifications"), ("/webhooks", "webhooks"))
@@ -69,8 +72,10 @@ class Api:
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         try:
             url = f"{self.base_url_of(service_of(path))}/api/v1{path}"
+            # The page's trace goes on in the service (W3C traceparent, when tracing is on).
+            headers = {**self.headers, **tracing.current_fields()}
             response = await self.http.request(method, url, params=clean, json=json,
-                                               content=content, headers=self.headers)
+                                               content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise ApiError(503, f"the service did not answer ({type(exc).__name__})") from exc
         kind = response.headers.get("content-type", "")

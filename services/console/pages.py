@@ -3,7 +3,6 @@ referrals, sign-in and sign-out. Every route is a module-level function; what it
 signed-in person, their API client, the checked form) comes through FastAPI dependencies."""
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -14,12 +13,15 @@ from jinja2 import Environment
 from starlette.datastructures import FormData
 
 from contracts.taxonomy import Consent, Need, Outcome, Urgency
-from runtime.auth import Principal, Role, issue_token
+from runtime.auth import Principal, Role
 from runtime.districts import Districts
 from services.console import session as sessions
 from services.console.api_client import Api, ApiError
+from services.console.audit import SignInAudit
 from services.console.i18n import LANG_COOKIE, Translator, choose_language
+from services.console.oidc import OpenIdClient
 from services.console.settings import ConsoleSettings
+from services.console.tokens import ApiTokens
 from services.console.views import (
     CLOSED,
     URGENCY_ORDER,
@@ -46,6 +48,13 @@ class Console:
     templates: Environment
     http: httpx.AsyncClient
     translations: dict[str, Translator] = field(default_factory=dict)
+    tokens: ApiTokens | None = None  # set by service.build
+    oidc: OpenIdClient | None = None
+    audit: SignInAudit | None = None
+
+    def api_tokens(self) -> ApiTokens:
+        assert self.tokens is not None
+        return self.tokens
 
 
 # --- errors the pages turn into answers ------------------------------------------------------
@@ -103,8 +112,8 @@ PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
 def api(c: ConsoleDep, s: SessionDep, _p: PrincipalDep) -> Api:
-    assert s.api_token  # a principal comes with its token
-    return Api(c.http, s.api_token, c.settings.base_url_of)
+    assert s.principal is not None
+    return Api(c.http, c.api_tokens().token_for(s.principal), c.settings.base_url_of)
 
 
 ApiDep = Annotated[Api, Depends(api)]
@@ -205,72 +214,7 @@ async def error_page(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {SignInRequired: error_page, CsrfRefused: error_page, ApiError: error_page}
 
 
-# --- sign-in, sign-out, language -------------------------------------------------------------
-
-
-@router.get("/sign-in", response_class=HTMLResponse)
-async def sign_in_page(request: Request, c: ConsoleDep, s: SessionDep,
-                       next: str = "/") -> HTMLResponse:
-    return render(request, "sign_in.html.j2", 200 if c.settings.dev_sign_in else 403,
-                  next=sessions.safe_next(next), dev=c.settings.dev_sign_in,
-                  expired=s.expired, roles=SIGN_IN_ROLES, errors={}, values={})
-
-
-@router.post("/sign-in", response_model=None)
-async def sign_in(request: Request, c: ConsoleDep, form: FormDep) -> Response:
-    """Development sign-in: pick a role, district, schools or partner, as `ensemble token`
-    does. Refused unless the deployment is in development mode (ENSEMBLE_DEV_SIGN_IN)."""
-    next_path = sessions.safe_next(str(form.get("next") or "/"))
-    if not c.settings.dev_sign_in:
-        return render(request, "sign_in.html.j2", 403, next=next_path, dev=False,
-                      expired=False, roles=SIGN_IN_ROLES, errors={}, values={})
-    values = {k: str(form.get(k) or "").strip() for k in ("role", "district", "partner_id",
-                                                            "subject")}
-    schools = [str(v) for v in form.getlist("schools")]
-    _ = c.translations[choose_language(request)].gettext
-    errors: dict[str, str] = {}
-    district = c.districts.get(values["district"])
-    if values["role"] not in {r.value for r in SIGN_IN_ROLES}:
-        errors["role"] = _("Choose a role.")
-    if district is None:
-        errors["district"] = _("Choose a district.")
-    elif unknown := [x for x in schools if district.school(x) is None]:
-        errors["schools"] = _("Not a school of {district}: {schools}", district=district.name,
-                              schools=", ".join(unknown))
-    if values["role"] == Role.coordinator and not schools:
-        errors["schools"] = _("A coordinator covers at least one school.")
-    if values["role"] == Role.partner and not values["partner_id"]:
-        errors["partner_id"] = _("A partner's staff name their partner (its id).")
-    if errors:
-        return render(request, "sign_in.html.j2", 422, next=next_path, dev=True, expired=False,
-                      roles=SIGN_IN_ROLES, errors=errors, values=values | {"schools": schools})
-    # The user id goes into tokens and the audit trail: an id's characters only.
-    subject = "".join(ch for ch in values["subject"] if ch.isalnum() or ch in "_.:@-")[:128]
-    who = Principal(subject=subject or f"dev-{values['role']}",
-                    role=Role(values["role"]), district=values["district"],
-                    schools=frozenset(schools) if values["role"] == Role.coordinator
-                    else frozenset(),
-                    partner_id=values["partner_id"] if values["role"] == Role.partner else None)
-    return start_session(request, c, who, next_path)
-
-
-def start_session(request: Request, c: Console, who: Principal, next_path: str) -> Response:
-    """Where every sign-in ends (OpenID Connect too): an API token for the principal, kept in
-    the signed cookie."""
-    hours = c.settings.console_session_hours
-    token = issue_token(c.settings.jwt_secret, subject=who.subject, role=who.role,
-                        district=who.district, schools=who.schools, partner_id=who.partner_id,
-                        ttl=timedelta(hours=hours))
-    response = redirect(next_path)
-    _write_cookie(request, response, sessions.signed_in(who, token, hours))
-    return response
-
-
-@router.post("/sign-out", response_model=None)
-async def sign_out(request: Request, _form: FormDep) -> Response:
-    response = redirect("/sign-in")
-    _write_cookie(request, response, sessions.anonymous())
-    return response
+# --- language ----------------------------------------------------------------------------------
 
 
 @router.post("/language", response_model=None)

@@ -11,9 +11,13 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from runtime.districts import Districts, load_districts
 from runtime.host import Web
-from services.console import directory, families, outreach, pages
+from runtime.keys import SigningKeys
+from services.console import directory, families, outreach, pages, partner_links, signin
+from services.console.audit import SignInAudit
 from services.console.i18n import load_translators
+from services.console.oidc import OpenIdClient
 from services.console.settings import ConsoleSettings
+from services.console.tokens import ApiTokens
 
 NAME = "console"
 HERE = Path(__file__).parent
@@ -31,18 +35,22 @@ def templates() -> Environment:
 
 def build(settings: ConsoleSettings, districts: Districts | None = None) -> Web:
     districts = districts or load_districts(settings.districts_file)
+    keys = SigningKeys(settings.signing_keys_file) if settings.signing_keys_file else None
+    tokens = ApiTokens(keys, settings.jwt_secret, settings.access_token_minutes)
     # httpx logs every call's URL at INFO; a page makes several. Failures reach the pages.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=settings.console_api_timeout_seconds) as http:
-            app.state.console = pages.Console(settings, districts, templates(), http,
-                                              load_translators())
+            app.state.console = pages.Console(
+                settings, districts, templates(), http, load_translators(), tokens,
+                OpenIdClient(http), SignInAudit(settings.sign_in_audit_dir))
             yield
 
     router = APIRouter()
-    for part in (pages.router, families.router, directory.router, outreach.router):
+    for part in (signin.router, partner_links.router, pages.router, families.router,
+                 directory.router, outreach.router):
         router.include_router(part)
     return Web(NAME, router, lifespan=lifespan, static=("/static", str(HERE / "static")),
                exception_handlers=pages.EXCEPTION_HANDLERS)

@@ -1,9 +1,10 @@
-"""The console's session: a signed cookie holding who is signed in (the principal) and the API
-token the pages call the services with, plus the session's CSRF token.
+"""The console's session: a signed cookie holding who is signed in (the principal), how (the
+district's OpenID provider and the ID token, for signing out there too), and the session's CSRF
+token. The API tokens the pages call the services with are made from it (tokens.py), short-lived.
 
 The cookie is a JWT signed with the console's own secret (not the API's), HttpOnly,
-SameSite=Lax, and Secure behind TLS. Any sign-in (the development one now, OpenID Connect next)
-ends in ``signed_in(principal, api_token)``; pages only ever ask for the current principal."""
+SameSite=Lax, and Secure behind TLS. Any sign-in (OpenID Connect, or the development one) ends
+in ``signed_in(principal, hours)``; pages only ever ask for the current principal."""
 
 import hmac
 import secrets
@@ -27,7 +28,8 @@ class Session:
     csrf: str
     expires: datetime
     principal: Principal | None = None
-    api_token: str | None = None
+    provider: str | None = None  # "<district>/<provider id>" of an OpenID Connect sign-in
+    id_token: str | None = None  # the provider's, as the hint when signing out there
     expired: bool = False  # a signed-in session that ran out: say so on the sign-in page
     fresh: bool = False  # made for this request (none came, or it was not valid): send it
 
@@ -37,19 +39,20 @@ def anonymous(*, expired: bool = False) -> Session:
                    expires=datetime.now(UTC) + timedelta(hours=ANONYMOUS_HOURS))
 
 
-def signed_in(principal: Principal, api_token: str, hours: float) -> Session:
+def signed_in(principal: Principal, hours: float, *, provider: str | None = None,
+              id_token: str | None = None) -> Session:
     # A new CSRF token at sign-in: one seen before it (by anyone) is worth nothing after.
-    return Session(csrf=secrets.token_urlsafe(24), principal=principal, api_token=api_token,
-                   expires=datetime.now(UTC) + timedelta(hours=hours))
+    return Session(csrf=secrets.token_urlsafe(24), principal=principal, provider=provider,
+                   id_token=id_token, expires=datetime.now(UTC) + timedelta(hours=hours))
 
 
 def encode(secret: str, session: Session) -> str:
     claims: dict[str, Any] = {"aud": AUDIENCE, "exp": session.expires, "csrf": session.csrf}
-    if session.principal and session.api_token:
+    if session.principal:
         p = session.principal
         claims |= {"sub": p.subject, "role": p.role.value, "district": p.district,
                    "schools": sorted(p.schools), "partner_id": p.partner_id,
-                   "api_token": session.api_token}
+                   "provider": session.provider, "id_token": session.id_token}
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -65,7 +68,7 @@ def decode(secret: str, value: str | None) -> Session:
     except jwt.PyJWTError:
         return anonymous()
     expires = datetime.fromtimestamp(claims["exp"], UTC)
-    if "api_token" not in claims:
+    if "role" not in claims:
         return Session(csrf=str(claims["csrf"]), expires=expires)
     try:
         principal = Principal(subject=str(claims["sub"]), role=Role(claims["role"]),
@@ -75,7 +78,7 @@ def decode(secret: str, value: str | None) -> Session:
     except (KeyError, ValueError):
         return anonymous()
     return Session(csrf=str(claims["csrf"]), expires=expires, principal=principal,
-                   api_token=str(claims["api_token"]))
+                   provider=claims.get("provider"), id_token=claims.get("id_token"))
 
 
 def _was_signed_in(secret: str, value: str) -> bool:
@@ -84,7 +87,7 @@ def _was_signed_in(secret: str, value: str) -> bool:
                             options={"verify_exp": False})
     except jwt.PyJWTError:
         return False
-    return "api_token" in claims
+    return "role" in claims
 
 
 def is_tls(request: Request) -> bool:

@@ -42,7 +42,8 @@ class AnnouncementFanOut:
             if announcement is None:
                 return False
             query = select(Family).where(Family.district_id == announcement.district_id,
-                                         Family.id > announcement.cursor)
+                                         Family.id > announcement.cursor,
+                                         Family.retired_at.is_(None))  # left the roster
             if announcement.school_id:
                 query = query.where(Family.school_id == announcement.school_id)
             families = (await uow.session.scalars(query.order_by(Family.id).limit(chunk))).all()

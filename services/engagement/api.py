@@ -19,7 +19,13 @@ from contracts.events import FamilyRegistered
 from contracts.taxonomy import Channel
 from runtime.errors import Conflict, NotFound
 from runtime.uow import UnitOfWork
-from services.engagement.contacts import REACHED, answered, log_contact, mark_unreachable
+from services.engagement.contacts import (
+    REACHED,
+    answered,
+    log_contact,
+    mark_unreachable,
+    referral_chain,
+)
 from services.engagement.deps import EngagementRoutes, Wired
 from services.engagement.lifecycle import OPEN, out_of_attempts
 from services.engagement.schemas import (
@@ -142,10 +148,12 @@ async def log(deps: Wired, family_id: str, body: LogContact, request: Request,
             response.headers["Already-Applied"] = "true"
             return ContactView.model_validate(same, from_attributes=True)
         open_outreach = await _open_outreach(uow, family, body.referral_id)
+        chain = (open_outreach.correlation_id if open_outreach else
+                 await referral_chain(uow.session, family.id, body.referral_id))
         entry = log_contact(uow, family, kind=body.kind, at=body.at or now, by=by,
                             outcome=body.outcome, referral_id=body.referral_id,
                             outreach_id=open_outreach.id if open_outreach else None,
-                            note=body.note)
+                            note=body.note, correlation=chain)
         if open_outreach is not None:
             _count_call(deps, uow, open_outreach, body.outcome == REACHED, now)
     return ContactView.model_validate(entry, from_attributes=True)

@@ -138,7 +138,8 @@ async def request_attempt(uow: UnitOfWork, districts: Districts, outreach: Outre
                        **({"reply_code": code} if code else {})},
             attempt=outreach.attempts,
         ),
-        district=outreach.district_id, school=family.school_id, subject=outreach.id,
+        district=outreach.district_id, school=family.school_id,
+        correlation=outreach.correlation_id,
     )
     return True
 
@@ -175,7 +176,7 @@ def mark_unreachable(uow: UnitOfWork, outreach: Outreach, now: datetime) -> None
     outreach.next_check_at = None
     uow.emit(FamilyUnreachable(family_id=outreach.family_id, referral_id=outreach.referral_id,
                                outreach_id=outreach.id, attempts=outreach.attempts),
-             district=outreach.district_id, subject=outreach.referral_id or outreach.id)
+             district=outreach.district_id, correlation=outreach.correlation_id)
 
 
 def log_contact(
@@ -190,9 +191,10 @@ def log_contact(
     outreach_id: str | None = None,
     note: str | None = None,
     announce: bool = True,
+    correlation: str | None = None,
 ) -> ContactLogEntry:
     """One line of the family's contact log; a reached contact about a referral is announced
-    as FamilyContacted."""
+    as FamilyContacted, in the referral's chain (``correlation``, the outreach's) when known."""
     entry = ContactLogEntry(id=str(uuid4()), district_id=family.district_id, family_id=family.id,
                             referral_id=referral_id, kind=kind, outcome=outcome, at=at, by=by,
                             note=note[:500] if note else None)
@@ -203,6 +205,19 @@ def log_contact(
                             kind=kind, contacted_at=at),
             district=family.district_id,
             school=family.school_id,
-            subject=referral_id or family.id,
+            correlation=correlation,
         )
     return entry
+
+
+async def referral_chain(session: AsyncSession, family_id: str,
+                         referral_id: str | None) -> str | None:
+    """The correlation id of a referral's chain as this service knows it (its outreach to the
+    family about it), or None (no outreach yet, or made before outreach kept it)."""
+    if not referral_id:
+        return None
+    return await session.scalar(
+        select(Outreach.correlation_id).where(Outreach.family_id == family_id,
+                                              Outreach.referral_id == referral_id,
+                                              Outreach.correlation_id.is_not(None))
+        .order_by(Outreach.created_at.desc()).limit(1))

@@ -33,5 +33,9 @@ class EngagementRoutes:
     clock: Clock
     wake_fan_out: Callable[[], None]  # once an announcement has committed
 
+    @property
+    def districts(self) -> Districts:
+        return self.runtime.districts
+
 
 Wired = Annotated[EngagementRoutes, Depends(wired(NAME))]

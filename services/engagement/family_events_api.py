@@ -196,7 +196,8 @@ async def _families_to_invite(uow: UnitOfWork, event: FamilyEvent,
                               grades: list[int] | None) -> list[Family]:
     """The school's families, or those with a student in ``grades``."""
     query = select(Family).where(Family.district_id == event.district_id,
-                                 Family.school_id == event.school_id)
+                                 Family.school_id == event.school_id,
+                                 Family.retired_at.is_(None))  # left the roster
     if grades is not None:
         query = query.where(Family.id.in_(
             select(Student.family_id).where(Student.district_id == event.district_id,

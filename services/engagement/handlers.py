@@ -16,6 +16,7 @@ from contracts.events import (
 from contracts.taxonomy import Channel, ContactKind
 from runtime.erasure import erasure_barrier
 from runtime.errors import RetryLater
+from runtime.tracing import current_fields
 from runtime.uow import UnitOfWork
 from services.engagement.contacts import (
     answered,
@@ -46,7 +47,8 @@ async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
                         family_id=family.id, referral_id=ev.referral_id, kind="partner_matched",
                         status=OutreachStatus.requested, attempts=0, urgency=ev.urgency.value,
                         variables={"partner_name": ev.partner_name, "need": ev.need.value},
-                        created_at=now, updated_at=now)
+                        correlation_id=env.correlationid, created_at=now, updated_at=now,
+                        **current_fields())
     uow.session.add(outreach)
     await request_attempt(uow, deps.districts, outreach, family, now)
 
@@ -82,7 +84,8 @@ async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
     if outreach is not None and answered(outreach, ev.received_at):
         # Even after it was given up on: an answer is an answer.
         log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
-                    referral_id=outreach.referral_id, outreach_id=outreach.id, note=ev.text)
+                    referral_id=outreach.referral_id, outreach_id=outreach.id, note=ev.text,
+                    correlation=outreach.correlation_id)
         return
     if ev.batch_id and ev.kind == "family_event_invitation":
         invitation = await uow.session.scalar(select(Invitation).where(

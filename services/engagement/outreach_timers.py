@@ -3,6 +3,7 @@ unreachable after the last one: a timer round every ``timer_seconds``."""
 
 from sqlalchemy import select
 
+from runtime import tracing
 from runtime.db import Clock
 from runtime.erasure import erasure_barrier
 from runtime.periodic import Periodic
@@ -39,10 +40,13 @@ class OutreachTimers:
                 .order_by(Outreach.next_check_at).limit(BATCH).with_for_update(skip_locked=True)
             )).all()
             for outreach in due:
-                family = await uow.session.get(Family, outreach.family_id)
-                if family is None or out_of_attempts(outreach.attempts,
-                                                     self.settings.outreach_max_attempts):
-                    mark_unreachable(uow, outreach, now)
-                else:
-                    await request_attempt(uow, self.rt.districts, outreach, family, now)
+                # In the referral's trace (the match's), not a trace of the timer's own.
+                with tracing.continued("outreach timer", outreach.trace(),
+                                       attributes={"ensemble.outreach_id": outreach.id}):
+                    family = await uow.session.get(Family, outreach.family_id)
+                    if family is None or out_of_attempts(outreach.attempts,
+                                                         self.settings.outreach_max_attempts):
+                        mark_unreachable(uow, outreach, now)
+                    else:
+                        await request_attempt(uow, self.rt.districts, outreach, family, now)
         return len(due)

@@ -44,10 +44,10 @@ def apply_reply(uow: UnitOfWork, family: Family, outreach: Outreach, channel: Ch
     kind = ContactKind(channel.value)
     if not answered(outreach, at):
         log_contact(uow, family, kind=kind, at=at, by="family", referral_id=outreach.referral_id,
-                    note=text, outcome="replied")
+                    note=text, outcome="replied", correlation=outreach.correlation_id)
         return
     log_contact(uow, family, kind=kind, at=at, by="family", referral_id=outreach.referral_id,
-                outreach_id=outreach.id, note=text)
+                outreach_id=outreach.id, note=text, correlation=outreach.correlation_id)
 
 
 def counted(uow: UnitOfWork, channel: Channel, result: str) -> None:

@@ -124,6 +124,7 @@ class FamilyView(BaseModel):
     created_at: datetime
     erased_at: datetime | None = None
     erased_by: str | None = None
+    retired_at: datetime | None = None  # no longer in the district's roster (ensemble roster)
 
 
 class LogContact(BaseModel):

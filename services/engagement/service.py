@@ -16,6 +16,7 @@ from services.engagement import (
     family_events_api,
     handlers,
     replies_api,
+    roster_api,
 )
 from services.engagement.announcements import AnnouncementFanOut
 from services.engagement.deps import NAME, EngagementDeps, EngagementRoutes
@@ -25,8 +26,12 @@ from services.engagement.outreach_timers import OutreachTimers
 from services.engagement.settings import EngagementSettings
 from services.engagement.tables import JOB_RUNS, Base
 
-# Erasing a family is for district admins; every other route keeps the default (staff).
-POLICY = Policy(rules={("DELETE", "/families/{family_id}"): frozenset({Role.district_admin})})
+# Erasing a family and importing the district's SIS roster are for district admins;
+# every other route keeps the default (staff).
+POLICY = Policy(rules={
+    ("DELETE", "/families/{family_id}"): frozenset({Role.district_admin}),
+    ("POST", "/rosters/import"): frozenset({Role.district_admin}),
+})
 
 
 def build(settings: Settings, districts: Districts | None = None, *,
@@ -42,11 +47,13 @@ def build(settings: Settings, districts: Districts | None = None, *,
     rt.run_in_background(timers.run)
     rt.run_in_background(fan_out.run)
     router = APIRouter()  # the module-level routers, in the order they are matched
-    for routes in (api, family_events_api, announcements_api, replies_api, erasure_api):
+    for routes in (api, family_events_api, announcements_api, replies_api, erasure_api,
+                   roster_api):
         router.include_router(routes.router)
     retention = retention_job(rt, JOB_RUNS,
                               lambda uow, now: expire_replies(uow, rt.districts, now), clock)
-    service = Service(rt, router, POLICY, deps=EngagementRoutes(rt, own, clock, fan_out.wake))
+    service = Service(rt, router, Policy(rules=POLICY.rules),
+                      deps=EngagementRoutes(rt, own, clock, fan_out.wake))
     service.retention = retention  # type: ignore[attr-defined]  # for tests
     service.timers, service.fan_out = timers, fan_out  # type: ignore[attr-defined]  # for tests
     service.policy.public = frozenset(service.policy.public) | PUBLIC_ROUTES  # signed RSVP links

@@ -37,6 +37,8 @@ class Family(Base):
     # and when stay, for the audit of the erasure.
     erased_at: Mapped[datetime | None]
     erased_by: Mapped[str | None] = mapped_column(String(128))
+    # Set when the district's roster no longer has the family (services/engagement/roster.py).
+    retired_at: Mapped[datetime | None]
 
 
 class Student(Base):
@@ -49,6 +51,22 @@ class Student(Base):
     family_id: Mapped[str] = mapped_column(String(64), index=True)
     school_id: Mapped[str] = mapped_column(String(64), index=True)
     grade: Mapped[int | None] = mapped_column(Integer)  # -1 pre-K, 0 kindergarten
+
+
+class RosterRecord(Base):
+    """A person of the district's SIS roster as last imported: the family or student Ensemble
+    made of them, and a fingerprint of what was loaded, so a re-import writes (and publishes)
+    only what changed. The SIS id stays here: events carry the family id or the student_ref."""
+
+    __tablename__ = "roster_records"
+
+    district_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # guardian | student
+    source_id: Mapped[str] = mapped_column(String(128), primary_key=True)  # OneRoster sourcedId
+    target_id: Mapped[str] = mapped_column(String(64))  # the family id, or the student_ref
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # active | retired
+    updated_at: Mapped[datetime]
 
 
 class Outreach(Base):
@@ -74,6 +92,18 @@ class Outreach(Base):
     next_check_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The referral's chain (the PartnerMatched's correlation id): every event about this
+    # outreach carries it, whatever starts the work (a timer, a reply, a coordinator's call).
+    # Last, where migration 0005 added it.
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    # The W3C trace context of the match that started it: a retry after no answer continues
+    # the referral's trace (runtime/tracing.py). Empty when tracing is off.
+    traceparent: Mapped[str | None] = mapped_column(String(64))
+    tracestate: Mapped[str | None] = mapped_column(String(512))
+
+    def trace(self) -> dict[str, str]:
+        return {k: v for k, v in (("traceparent", self.traceparent),
+                                  ("tracestate", self.tracestate)) if v}
 
 
 class UnassignedReply(Base):

@@ -7,8 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.events import NotificationDelivered, NotificationFailed
+from contracts.events import Event, NotificationDelivered, NotificationFailed
 from contracts.taxonomy import Channel
+from runtime import tracing
 from runtime.db import advisory_locks
 from runtime.uow import UnitOfWork
 from services.notifications.lifecycle import (
@@ -40,9 +41,13 @@ def move(message: Message, fact: Fact) -> bool:
     return True
 
 
-def emit_about(uow: UnitOfWork, message: Message, event: object) -> None:
-    uow.emit(event, district=message.district_id, school=message.school_id,  # type: ignore[arg-type]
-             subject=message.family_id)
+def emit_about(uow: UnitOfWork, message: Message, event: Event) -> None:
+    """An event about what became of a message (a report, a reply, an opt-out or opt-in): it
+    keeps the chain of the message's referral (the correlation id the message row kept, the
+    OutreachRequested as its cause) and its trace (linked to the request that told us)."""
+    with tracing.continued(f"record {type(event).__name__}", message.trace()):
+        uow.emit(event, district=message.district_id, school=message.school_id,
+                 correlation=message.correlation_id, causation=message.causation_id)
 
 
 async def apply_status(uow: UnitOfWork, wake: Callable[[], None], message: Message, status: str,

@@ -15,6 +15,7 @@ from runtime.host import wired
 from runtime.service import ServiceRuntime
 from services.notifications.dispatch import Dispatcher
 from services.notifications.policy import Holding
+from services.notifications.providers import Provider
 from services.notifications.settings import NotificationsSettings
 
 NAME = "notifications"
@@ -25,6 +26,7 @@ class NotificationsDeps:
     holds: Holding  # quiet hours and the daily cap a new routine message waits for
     wake: Callable[[], None]  # the dispatcher, once queued messages have committed
     clock: Clock = utcnow  # tests fix time with their own
+    email: Provider | None = None  # partner links go straight out by e-mail (partner_links.py)
 
 
 @dataclass(frozen=True)

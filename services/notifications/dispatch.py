@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, select, tuple_
 
 from contracts.events import NotificationFailed, NotificationSent
 from contracts.taxonomy import Channel
+from runtime import tracing
 from runtime.db import Clock, utcnow
 from runtime.errors import describe_error
 from runtime.logs import correlation
@@ -282,7 +283,7 @@ class Dispatcher:
             body = render(message.kind, message.language, "sms", **variables)
             length = count_segments(body.text)
             return _Planned(message, channel, Outgoing(message.phone, "", body.text, None,
-                                                       message.id),
+                                                       message.id, trace=message.trace()),
                             body.language, body.fell_back, length.segments, length.encoding)
         if not message.email:
             raise TemplateMissingError("no email address")
@@ -297,7 +298,7 @@ class Dispatcher:
             "Content-Language": text.language,
         }
         outgoing = Outgoing(message.email, subject.text, text.text, html.text, message.id,
-                            headers)
+                            headers, message.trace())
         return _Planned(message, channel, outgoing, text.language, text.fell_back)
 
     async def _send(self, channel: Channel, items: list[_Planned],
@@ -436,5 +437,6 @@ class Dispatcher:
     @staticmethod
     def _emit(uow: UnitOfWork, row: Message, event: NotificationSent | NotificationFailed
               ) -> None:
-        uow.emit(event, district=row.district_id, school=row.school_id, subject=row.outreach_id,
-                 correlation=row.correlation_id, causation=row.causation_id)
+        with tracing.continued(f"record {type(event).__name__}", row.trace()):
+            uow.emit(event, district=row.district_id, school=row.school_id,
+                     correlation=row.correlation_id, causation=row.causation_id)

@@ -9,13 +9,20 @@ from uuid import uuid4
 from sqlalchemy import insert, select
 
 from contracts.envelope import Envelope
-from contracts.events import BulkOutreachRequested, FamilyErased, OutreachRequested
+from contracts.events import (
+    BulkOutreachRequested,
+    FamilyErased,
+    OutreachRequested,
+    PartnerLinkRequested,
+)
 from runtime.erasure import erasure_barrier
+from runtime.tracing import current_fields
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.erasure import is_erased, on_family_erased
 from services.notifications.lifecycle import MessageStatus, initial
 from services.notifications.metrics import BULK_QUEUED
+from services.notifications.partner_links import on_partner_link_requested
 from services.notifications.policy import Holding
 from services.notifications.tables import ErasedFamily, Message
 
@@ -31,7 +38,8 @@ def new_message(holds: Holding, now: datetime, **fields: Any) -> dict[str, Any]:
         "attempts": 0,
         "fell_back": False, "next_attempt_at": now, "created_at": now, "held_reason": None,
         "batch_id": None, "referral_id": None, "causation_id": None, "email": None,
-        "phone": None,
+        "phone": None, "traceparent": None, "tracestate": None,
+        **current_fields(),  # the trace of the work that asked for it
     } | fields
     probe = Message(**row)
     hold = holds.hold(probe, now)
@@ -94,5 +102,6 @@ async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
 HANDLERS = {
     OutreachRequested: on_outreach_requested,
     BulkOutreachRequested: on_bulk,
+    PartnerLinkRequested: on_partner_link_requested,
     FamilyErased: on_family_erased,
 }

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import re
 from datetime import datetime
-from uuid import uuid4
 
 from sqlalchemy import select
 
@@ -86,7 +85,7 @@ def _confirm(uow: UnitOfWork, dispatcher: Dispatcher, about: Message, kind: str,
     row = new_message(
         dispatcher, now, idempotency_key=f"{kind}:{sid}", district_id=about.district_id,
         school_id=about.school_id, family_id=about.family_id, outreach_id=f"inbound:{sid}",
-        correlation_id=str(uuid4()), kind=kind, urgency="routine", language=about.language,
+        correlation_id=about.correlation_id, kind=kind, urgency="routine", language=about.language,
         channels=[Channel.sms.value], phone=about.phone, family_name="",
         variables={"school_name": school.name if school else about.school_id})
     uow.session.add(Message(**row))

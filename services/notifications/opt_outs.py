@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from contracts.events import FamilyOptedOut
 from contracts.taxonomy import Channel
+from runtime import tracing
 from runtime.uow import UnitOfWork
 from services.notifications.metrics import OPT_OUTS
 from services.notifications.tables import Message, OptOut
@@ -53,6 +54,9 @@ async def record_opt_out(uow: UnitOfWork, district_id: str, channel: Channel, ad
     if changed:
         OPT_OUTS.labels(channel.value).inc()
         for family_id, message in {m.family_id: m for m in messages}.items():
-            uow.emit(FamilyOptedOut(family_id=family_id, channel=channel, at=now),
-                     district=message.district_id, school=message.school_id, subject=family_id)
+            # The chain of the family's latest message (its referral's, when it has one).
+            with tracing.continued("record FamilyOptedOut", message.trace()):
+                uow.emit(FamilyOptedOut(family_id=family_id, channel=channel, at=now),
+                         district=message.district_id, school=message.school_id,
+                         correlation=message.correlation_id, causation=message.causation_id)
     return changed

@@ -8,6 +8,7 @@ SMS goes out concurrently within a bounded window.
 import asyncio
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from email.header import Header
 from email.message import Message
@@ -15,13 +16,15 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import Compat32
 from email.utils import formatdate, parseaddr
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 from uuid import uuid4
 
 import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
+from opentelemetry.trace import SpanKind
 
+from runtime import tracing
 from services.notifications.errors import PermanentSendError, SendError, TransientSendError
 from services.notifications.twilio import TwilioSmsClient
 
@@ -63,6 +66,14 @@ class Outgoing:
     html: str | None
     idempotency_key: str
     headers: dict[str, str] = field(default_factory=dict)
+    trace: dict[str, str] = field(default_factory=dict)  # the message's stored trace context
+
+
+def sending(channel: str, message: Outgoing) -> AbstractContextManager[Any]:
+    """The provider's send of one message, a span in the message's trace (ids only)."""
+    return tracing.continued(f"{channel} send", message.trace, kind=SpanKind.CLIENT,
+                             attributes={"ensemble.channel": channel,
+                                         "ensemble.notification_id": message.idempotency_key})
 
 
 class Provider(Protocol):
@@ -223,8 +234,9 @@ class SmtpEmail:
                             return
                     clean = False
                     try:
-                        await client.sendmail(self.envelope_from, [to], payload,
-                                              mail_options=options)
+                        with sending("email", message):
+                            await client.sendmail(self.envelope_from, [to], payload,
+                                                  mail_options=options)
                         results[index] = str(email["Message-ID"])
                         clean = True
                         break
@@ -291,7 +303,8 @@ class TwilioSms:
         self.window = window
 
     async def send(self, message: Outgoing) -> str:
-        return await self.client.send(message.to, message.text, message.idempotency_key)
+        with sending("sms", message):
+            return await self.client.send(message.to, message.text, message.idempotency_key)
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Result]:
         return await send_concurrently(self, messages, self.window)

@@ -26,6 +26,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "announcement": (*EMAIL_PARTS, "sms"),
     "opt_out_confirmation": ("sms",),
     "opt_in_confirmation": ("sms",),
+    "partner_link": EMAIL_PARTS,  # to a partner's contact (en, es; others read English)
 }
 # kind -> the variables its templates may use (tests hold every template to this)
 KIND_VARIABLES: dict[str, frozenset[str]] = {
@@ -38,6 +39,7 @@ KIND_VARIABLES: dict[str, frozenset[str]] = {
     ),
     "announcement": frozenset({"title", "body", "school_name", "unsubscribe_url"}),
     "opt_out_confirmation": frozenset({"school_name"}),
+    "partner_link": frozenset({"partner_name", "need_label", "urgency_label", "url", "expires"}),
     "opt_in_confirmation": frozenset({"school_name"}),
 }
 

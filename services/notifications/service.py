@@ -45,9 +45,11 @@ def build(settings: Settings, districts: Districts | None = None, *,
     own = NotificationsSettings.of(settings)
     clock = clock or utcnow
     rt = ServiceRuntime(NAME, own, Base.metadata, districts)
-    dispatcher = Dispatcher(rt, providers(own), own, clock=clock)
+    sending = providers(own)
+    dispatcher = Dispatcher(rt, sending, own, clock=clock)
     rt.run_in_background(dispatcher.run)
-    rt.consume(handlers.HANDLERS, NotificationsDeps(dispatcher.holds, dispatcher.wake, clock))
+    rt.consume(handlers.HANDLERS, NotificationsDeps(dispatcher.holds, dispatcher.wake, clock,
+                                                    sending[Channel.email]))
     service = Service(rt, router, deps=NotificationsRoutes(rt, own, dispatcher, clock))
     service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks
     service.retention = retention_job(  # type: ignore[attr-defined]  # for tests

@@ -58,6 +58,15 @@ class Message(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
     delivered_at: Mapped[datetime | None]
+    # The W3C trace context of the work that asked for it (runtime/tracing.py): the send, and
+    # every report or reply about the message, continue that trace. Empty when tracing is off.
+    traceparent: Mapped[str | None] = mapped_column(String(64))
+    tracestate: Mapped[str | None] = mapped_column(String(512))
+
+    def trace(self) -> dict[str, str]:
+        """The stored trace context, as ``runtime.tracing.continued`` reads it."""
+        return {k: v for k, v in (("traceparent", self.traceparent),
+                                  ("tracestate", self.tracestate)) if v}
 
 
 class OptOut(Base):

@@ -15,12 +15,13 @@ from sqlalchemy import select
 from contracts.events import CapacityChanged
 from contracts.taxonomy import Need
 from runtime.districts import District
-from runtime.errors import NotFound
+from runtime.errors import Conflict, NotFound
 from runtime.tenancy import current_scope
 from runtime.uow import UnitOfWork
 from services.partners import directory, gaps, hsds
 from services.partners.capacity import set_capacity
 from services.partners.deps import PartnersDeps, Wired
+from services.partners.links_api import RESPONSES, partner_link, partner_link_use
 from services.partners.schemas import (
     PartnerView,
     RegisterPartner,
@@ -31,6 +32,9 @@ from services.partners.schemas import (
 from services.partners.tables import Partner, PartnerService, PartnerStats, ServiceCapacity
 
 router = APIRouter()
+# The partner-link routes (services/partners/links_api.py; public: the link is the credential).
+router.get("/partner-links/{token}", responses=RESPONSES["get"])(partner_link)
+router.post("/partner-links/{token}/use", responses=RESPONSES["use"])(partner_link_use)
 
 ALREADY_APPLIED = {200: {"headers": {"Already-Applied": {
     "description": "true when the slots were already these: nothing changed",
@@ -68,13 +72,16 @@ def period(start: date | datetime | None, end: date | datetime | None,
 @router.post("/partners", status_code=201, response_model=PartnerView)
 async def register(deps: Wired, body: RegisterPartner) -> PartnerView:
     district = district_of(deps, body.district_id)
-    unknown = [s for s in body.schools if district.school(s) is None]
+    unknown = [s for s in dict.fromkeys([*body.schools, *filter(None, [body.in_school_of])])
+               if district.school(s) is None]
     if unknown:
         raise NotFound(f"schools not in district {body.district_id}: {', '.join(unknown)}")
     async with deps.runtime.unit_of_work() as uow:
         partner, services = await directory.register(
             uow.session, body.district_id, body.name, [n.value for n in body.needs],
-            list(body.schools), list(body.languages), list(body.grades), body.capacity)
+            list(body.schools), list(body.languages), list(body.grades), body.capacity,
+            in_school_of=body.in_school_of)
+        partner.email = body.email
         capacity = await directory.capacity_by_service(uow.session, [s.id for s in services])
     return PartnerView.of(partner, services, capacity, None)
 
@@ -204,6 +211,9 @@ async def _add_school(uow: UnitOfWork, service: PartnerService, body: SetCapacit
     partner = await uow.session.get(Partner, service.partner_id)
     if partner is None:  # the foreign key keeps it; said plainly if ever not
         raise NotFound(f"organization of service {service.id} not found")
+    if partner.in_school_of is not None:
+        raise Conflict(f"{partner.name} is an in-school support of {partner.in_school_of}: "
+                       f"it serves no other school")
     directory.copy_service(row, service, partner)
     uow.session.add(row)
     service.schools = [*service.schools, body.school_id]

@@ -83,7 +83,8 @@ def _rows(top: Any) -> Select[Any]:
                top.c.partner_id, _org.c.name, top.c.need, top.c.languages_key,
                top.c.grades_key, top.c.service_status, _org.c.status,
                func.coalesce(_stats.c.accepted, 0), func.coalesce(_stats.c.declined, 0),
-               func.coalesce(_stats.c.accept_seconds, 0.0), func.coalesce(_stats.c.active, 0))
+               func.coalesce(_stats.c.accept_seconds, 0.0), func.coalesce(_stats.c.active, 0),
+               top.c.in_school)
         .select_from(top.join(_org, _org.c.id == top.c.partner_id)
                      .outerjoin(_stats, _stats.c.partner_id == top.c.partner_id))
     )
@@ -103,17 +104,22 @@ _ELIGIBLE = (
 _NOT_TRIED = _cap.c.partner_id.not_in(bindparam("tried", expanding=True))
 
 
-def _best(*where: Any) -> Select[Any]:
+def _best(*where: Any, in_school_first: bool = False) -> Select[Any]:
+    """The best rows by matching.order: with ``in_school_first``, the in-school ones first."""
+    first = (_cap.c.in_school.desc(),) if in_school_first else ()
     return _rows(
         select(_cap).where(*where)
-        .order_by(_sql_score().desc(), _cap.c.service_id)
+        .order_by(*first, _sql_score().desc(), _cap.c.service_id)
         .limit(bindparam("best", type_=Integer))
         .subquery("best"))
 
 
 _ALL_HERE = _rows(_cap).where(*_HERE)
 _ALL_ELIGIBLE = (_rows(_cap).where(*_ELIGIBLE), _rows(_cap).where(*_ELIGIBLE, _NOT_TRIED))
-_BEST = (_best(*_ELIGIBLE), _best(*_ELIGIBLE, _NOT_TRIED))
+# By [in_school_first][tried]
+_BEST = ((_best(*_ELIGIBLE), _best(*_ELIGIBLE, _NOT_TRIED)),
+         (_best(*_ELIGIBLE, in_school_first=True),
+          _best(*_ELIGIBLE, _NOT_TRIED, in_school_first=True)))
 _LANGUAGE = select(_family.c.language).where(_family.c.district_id == bindparam("district"),
                                              _family.c.family_id == bindparam("family"))
 _OFFERED = select(func.count()).select_from(_svc).where(
@@ -141,7 +147,8 @@ async def candidate_rows(session: AsyncSession, request: Request,
     if best is None:
         result = await connection.execute(_ALL_ELIGIBLE[tried], params)
     else:
-        result = await connection.execute(_BEST[tried], {**params, "best": best})
+        first = 1 if request.in_school_first else 0
+        result = await connection.execute(_BEST[first][tried], {**params, "best": best})
     return [Row._make(r) for r in result]
 
 
@@ -163,10 +170,12 @@ async def why_none(session: AsyncSession, request: Request) -> tuple[str, int]:
             f"eligible: {summary}")[:200], len(rows)
 
 
-def as_request(request: ReferralRequest, language: str | None) -> Request:
+def as_request(request: ReferralRequest, language: str | None,
+               in_school_first: bool = False) -> Request:
     return Request(district_id=request.district_id, school_id=request.school_id,
                    need=request.need, grade=request.grade, language=language,
-                   tried_partners=tuple(request.tried_partners))
+                   tried_partners=tuple(request.tried_partners),
+                   in_school_first=in_school_first)
 
 
 _COUNTS = ("matched", "accepted", "declined", "accept_seconds", "active")
@@ -191,14 +200,16 @@ async def add_to_stats(uow: UnitOfWork, partner_id: str, district_id: str,
         await uow.session.flush()
 
 
-async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime) -> None:
+async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime, *,
+                in_school_first: bool = False) -> None:
     """Reserve the best eligible service and emit PartnerMatched, or NoPartnerAvailable;
-    ``now`` (the handler's clock) is when it was matched. Called when the lifecycle's move
-    says ``match``; the request ends matched or no_partner."""
+    ``now`` (the handler's clock) is when it was matched; ``in_school_first`` is the district's
+    match_in_school_first. Called when the lifecycle's move says ``match``; the request ends
+    matched or no_partner."""
     connection = await uow.session.connection()
     language = (await connection.execute(
         _LANGUAGE, {"district": request.district_id, "family": request.family_id})).scalar()
-    wanted = as_request(request, language)
+    wanted = as_request(request, language, in_school_first)
     request.updated_at = now
     for _ in range(3):  # a fresh look if others took every one of the best meanwhile
         ranked = rank(wanted, await candidate_rows(uow.session, wanted, best=BEST))

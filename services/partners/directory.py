@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import utcnow
 from runtime.districts import District
-from services.partners.hsds import ExportService, Plan, Problem
+from services.partners.hsds import ExportService, Plan, Problem, ServiceSpec
 from services.partners.matching import grades_for_ages, grades_key, languages_key
 from services.partners.tables import Partner, PartnerService, PartnerStats, ServiceCapacity
 
@@ -91,6 +91,7 @@ def copy_service(row: ServiceCapacity, service: PartnerService, partner: Partner
     row.partner_status = partner.status
     row.languages_key = service.languages_key
     row.grades_key = service.grades_key
+    row.in_school = partner.in_school_of == row.school_id
 
 
 def _stats(partner_id: str, district_id: str) -> PartnerStats:
@@ -106,6 +107,19 @@ class ImportResult:
     services_created: int = 0
     services_updated: int = 0
     services_without_school: int = 0
+
+
+def no_school(district: District, spec: ServiceSpec, service_id: str) -> Problem:
+    """Why a service is in no school of the district, and how to place it: loaded, but matching
+    (which looks for a service at the family's school) can never use it until then."""
+    named = ", ".join(repr(a) for a in spec.areas[:5]) or "none"
+    example = ", ".join(repr(s.name) for s in district.schools[:2])
+    return Problem(spec.file, spec.row, f"{spec.path}service_areas", (
+        f"service {spec.hsds_id} ({spec.name}) is in no school of {district.name}: its service "
+        f"areas and locations ({named}) name none, so no referral can be matched to it. To "
+        f"place it: give it a service area (or a location) named like a school, by its id or "
+        f"name (e.g. {example}), or 'all' for every school, and import again; or set its slots "
+        f"at each school with PUT /api/v1/partners/services/{service_id}/capacity"))
 
 
 async def apply_plan(session: AsyncSession, district: District, plan: Plan,
@@ -158,6 +172,7 @@ async def apply_plan(session: AsyncSession, district: District, plan: Plan,
         schools = schools_for_areas(district, spec.areas)
         if not schools:
             result.services_without_school += 1
+            plan.warnings.append(no_school(district, spec, sid))
         grades = grades_for_ages(spec.min_age, spec.max_age)
         service.partner_id = partner.id
         service.need = spec.need
@@ -180,10 +195,13 @@ async def apply_plan(session: AsyncSession, district: District, plan: Plan,
 
 async def register(session: AsyncSession, district_id: str, name: str, needs: list[str],
                    schools: list[str], languages: list[str], grades: list[int],
-                   capacity: int) -> tuple[Partner, list[PartnerService]]:
-    """The simple registration: one service per need, ``capacity`` slots at each school."""
+                   capacity: int, in_school_of: str | None = None
+                   ) -> tuple[Partner, list[PartnerService]]:
+    """The simple registration: one service per need, ``capacity`` slots at each school.
+    ``in_school_of``: the school whose own staff support it is (its only school)."""
     partner = Partner(id=str(uuid.uuid4()), district_id=district_id, name=name,
-                      languages=languages, status="active", created_at=utcnow(), source="api")
+                      languages=languages, status="active", created_at=utcnow(), source="api",
+                      in_school_of=in_school_of)
     session.add(partner)
     session.add(_stats(partner.id, district_id))
     await session.flush()

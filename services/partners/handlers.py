@@ -37,6 +37,7 @@ from services.partners.lifecycle import (
     Unchanged,
     decide,
 )
+from services.partners.links import issue_link
 from services.partners.tables import FamilyLanguage, ReferralRequest
 
 
@@ -56,16 +57,25 @@ def _decide(request: ReferralRequest, fact: Fact) -> Move | None:
         return None
 
 
-async def _carry_out(uow: UnitOfWork, request: ReferralRequest, move: Move, *,
-                     released_at: datetime, now: datetime) -> None:
+def in_school_first(deps: PartnersDeps, district_id: str) -> bool:
+    """The district file's match_in_school_first (False for a district it does not list)."""
+    district = deps.runtime.districts.get(district_id)
+    return bool(district and district.match_in_school_first)
+
+
+async def _carry_out(uow: UnitOfWork, request: ReferralRequest, move: Move, deps: PartnersDeps,
+                     *, released_at: datetime, now: datetime) -> None:
     """Do what the lifecycle decided: free the partner's slot (as of ``released_at``), record
-    an acceptance, then match (as of ``now``) or take the state it named."""
+    an acceptance, then match (as of ``now``: the matched partner's contact is e-mailed a link
+    to the referral) or take the state it named."""
     if move.release:
         await release_slot(uow, request, at=released_at, declined=move.declined)
     if move.accepted:
         request.accepted = True
-    if move.match:
-        await match(uow, request, now)  # the state becomes matched or no_partner
+    if move.match:  # the state becomes matched or no_partner
+        await match(uow, request, now,
+                    in_school_first=in_school_first(deps, request.district_id))
+        await issue_link(uow, request, deps.links, now)
     else:
         request.state = move.to
 
@@ -85,7 +95,7 @@ async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened,
     uow.session.add(request)
     # It waits for consent; the consent it was opened with is its first change.
     move = decide(State(Status.awaiting_consent), ConsentChanged(ev.consent))
-    await _carry_out(uow, request, move, released_at=now, now=now)
+    await _carry_out(uow, request, move, deps, released_at=now, now=now)
 
 
 async def on_consent(uow: UnitOfWork, env: Envelope, ev: ConsentRecorded,
@@ -96,7 +106,7 @@ async def on_consent(uow: UnitOfWork, env: Envelope, ev: ConsentRecorded,
     if move is None:
         return  # the referral ended
     request.consent = ev.consent
-    await _carry_out(uow, request, move, released_at=ev.recorded_at, now=deps.clock())
+    await _carry_out(uow, request, move, deps, released_at=ev.recorded_at, now=deps.clock())
 
 
 async def on_declined(uow: UnitOfWork, env: Envelope, ev: ReferralDeclined,
@@ -107,7 +117,7 @@ async def on_declined(uow: UnitOfWork, env: Envelope, ev: ReferralDeclined,
         return  # an old partner's late answer: the referral has moved on
     now = deps.clock()
     request.declines += 1
-    await _carry_out(uow, request, move, released_at=now, now=now)  # tried ones skipped
+    await _carry_out(uow, request, move, deps, released_at=now, now=now)  # tried ones skipped
 
 
 async def on_accepted(uow: UnitOfWork, env: Envelope, ev: ReferralAccepted,
@@ -117,7 +127,7 @@ async def on_accepted(uow: UnitOfWork, env: Envelope, ev: ReferralAccepted,
     if move is None:
         return  # another partner's, or already counted
     now = deps.clock()
-    await _carry_out(uow, request, move, released_at=now, now=now)
+    await _carry_out(uow, request, move, deps, released_at=now, now=now)
     waited = (env.time - request.matched_at).total_seconds() if request.matched_at else 0.0
     await add_to_stats(uow, ev.partner_id, request.district_id, accepted=1,
                        accept_seconds=max(0.0, waited))
@@ -130,7 +140,7 @@ async def on_referral_closed(uow: UnitOfWork, env: Envelope, ev: ReferralClosed,
     request.closed_at = ev.closed_at
     move = _decide(request, Ended())
     if move is not None:
-        await _carry_out(uow, request, move, released_at=ev.closed_at, now=deps.clock())
+        await _carry_out(uow, request, move, deps, released_at=ev.closed_at, now=deps.clock())
 
 
 async def on_referral_cancelled(uow: UnitOfWork, env: Envelope, ev: ReferralCancelled,
@@ -140,7 +150,7 @@ async def on_referral_cancelled(uow: UnitOfWork, env: Envelope, ev: ReferralCanc
     move = _decide(request, Ended())
     if move is not None:
         now = deps.clock()
-        await _carry_out(uow, request, move, released_at=now, now=now)
+        await _carry_out(uow, request, move, deps, released_at=now, now=now)
 
 
 async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered,

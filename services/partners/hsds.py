@@ -43,6 +43,7 @@ import io
 import json
 import math
 import re
+import uuid
 import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -133,8 +134,6 @@ SLOT_UNIT = re.compile(
     r"clients?|persons?|people|individuals?|famil(y|ies)|households?|child(ren)?|kids?|youths?|"
     r"students?|participants?|patients?|cases?|enrol(l)?(ment|ments)?|visits?|sessions?)\b",
     re.IGNORECASE)
-SLOT_UNIT_OF_ENSEMBLE = {"id": "ensemble-unit-referral-slot", "name": "Referral slot",
-                         "scheme": "ensemble", "identifier": "referral-slot"}
 
 
 @dataclass(frozen=True)
@@ -174,6 +173,9 @@ class ServiceSpec:
     areas: list[str]  # service area and location names: matched to schools by the directory
     detail: dict[str, Any]  # HSDS-shaped, given back on export
     slots: int | None = None  # open slots over all its schools, from service_capacity
+    file: str = ""  # where it came from, for what the directory reports about it
+    row: int | None = None
+    path: str = ""
 
 
 @dataclass
@@ -242,24 +244,37 @@ def _upload_failed(message: str) -> Plan:
 
 def read_csv_tables(files: dict[str, bytes]) -> Plan:
     plan = Plan()
-    tables: dict[str, list[Row]] = {}
+    parsed: dict[str, list[Row]] = {}
     for raw_name, content in files.items():
         name = ALIASES.get(raw_name, raw_name)
         if name not in COLUMNS:
-            plan.warnings.append(Problem(raw_name, None, None, "not an HSDS table Ensemble "
-                                         "keeps; ignored"))
             continue
         try:
-            tables[name] = _parse_csv(raw_name, name, content)
-            plan.rows_read[raw_name] = len(tables[name])
+            parsed[raw_name] = _parse_csv(raw_name, name, content)
         except FileFailed as exc:
             plan.failed_files.append(raw_name)
             plan.errors.append(Problem(raw_name, None, None, f"file not loaded: {exc}"))
-    for required in REQUIRED_FILES:
-        if required not in files and required not in plan.failed_files:
-            plan.failed_files.append(required)
-            plan.errors.append(Problem(required, None, None, "file not loaded: missing"))
+    tables = _collect(plan, parsed, files, lambda name: name)
     return _build(plan, tables, lambda table: table)
+
+
+def _collect(plan: Plan, parsed: dict[str, list[Row]], present: Iterable[str],
+             file_of: Any) -> dict[str, list[Row]]:
+    """The tables by their HSDS name, with a warning for each file Ensemble does not keep and an
+    error for each required one missing."""
+    tables: dict[str, list[Row]] = {}
+    for raw_name in present:
+        if ALIASES.get(raw_name, raw_name) not in COLUMNS:
+            plan.warnings.append(Problem(file_of(raw_name), None, None,
+                                         "not an HSDS table Ensemble keeps; ignored"))
+    for raw_name, rows in parsed.items():
+        tables[ALIASES.get(raw_name, raw_name)] = rows
+        plan.rows_read[file_of(raw_name)] = len(rows)
+    for required in REQUIRED_FILES:
+        if required not in tables and file_of(required) not in plan.failed_files:
+            plan.failed_files.append(file_of(required))
+            plan.errors.append(Problem(file_of(required), None, None, "file not loaded: missing"))
+    return tables
 
 
 def _parse_csv(raw_name: str, name: str, content: bytes) -> list[Row]:
@@ -289,81 +304,219 @@ def _parse_csv(raw_name: str, name: str, content: bytes) -> list[Row]:
         raise FileFailed(f"not CSV: {exc}") from exc
 
 
+# What the JSON shapes Open Referral publishes look like (examples/*.json of the specification):
+# the keys that tell one kind of object from another when it is not a service.
+ORGANIZATION_KEYS = {"services", "tax_status", "tax_id", "year_incorporated", "legal_status",
+                     "logo", "parent_organization_id", "organization_identifiers", "programs",
+                     "website", "funding", "locations"}
+LOCATION_KEYS = {"location_type", "latitude", "longitude", "addresses", "accessibility",
+                 "external_identifier", "transportation"}
+TERM_KEYS = {"taxonomy", "parent_id", "term_uri", "taxonomy_detail", "taxonomy_id"}
+SERVICE_KEYS = {"status", "organization", "organization_id", "service_areas",
+                "service_at_locations", "capacities", "eligibility_description", "minimum_age",
+                "maximum_age", "program", "program_id", "interpretation_services",
+                "application_process", "cost_options", "required_documents"}
+KIND_NAMES = {"location": "an HSDS location", "taxonomy_term": "an HSDS taxonomy term",
+              "taxonomy": "an HSDS taxonomy", "base": "the HSDS API's base document",
+              "not an object": "not an object"}
+KIND_PLURALS = {"location": "HSDS locations", "taxonomy_term": "HSDS taxonomy terms",
+                "taxonomy": "HSDS taxonomies", "base": "HSDS API base documents",
+                "not an object": "values that are not objects"}
+WHAT_IMPORTS = ("Ensemble imports HSDS services: a service object, a list or an API page "
+                "('contents') of services, an organization with its 'services', services at "
+                "locations, or the tabular form")
+
+
+def _kind(obj: Any) -> str:
+    """service | organization | service_at_location, or another HSDS kind (KIND_NAMES)."""
+    if not isinstance(obj, dict):
+        return "not an object"
+    keys = set(obj)
+    if isinstance(obj.get("service"), dict):
+        return "service_at_location"
+    if keys & SERVICE_KEYS:
+        return "service"
+    if keys & ORGANIZATION_KEYS:
+        return "organization"
+    if keys & LOCATION_KEYS:
+        return "location"
+    if keys & TERM_KEYS or ("code" in keys and "name" in keys):
+        return "taxonomy_term"
+    if "openapi_url" in keys or "profile" in keys:
+        return "base"
+    if "version" in keys:
+        return "taxonomy"
+    return "service"
+
+
 def read_json(data: bytes, file_name: str = "services.json") -> Plan:
-    """Compiled HSDS services: a list, or an API page with ``contents``."""
+    """HSDS JSON in any shape the specification shows: a service, a service at a location, an
+    organization with its services, a list or an API page (``contents``) of those, or the
+    tabular form (``{"services.csv": [...], ...}``)."""
     try:
         payload = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        plan = Plan(failed_files=[file_name])
-        plan.errors.append(Problem(file_name, None, None, f"file not loaded: not JSON: {exc}"))
-        return plan
-    if isinstance(payload, dict):
-        payload = payload.get("contents", payload.get("services"))
-    if not isinstance(payload, list):
-        plan = Plan(failed_files=[file_name])
-        plan.errors.append(Problem(file_name, None, None, "file not loaded: expected a list of "
-                                   "services or an object with 'contents'"))
-        return plan
+        return _file_failed(file_name, f"not JSON: {exc}")
+    if isinstance(payload, dict) and payload and all(
+            isinstance(k, str) and k.endswith(".csv") for k in payload):
+        return _read_tabular_json(payload, file_name)
+    plan = Plan()
+    if isinstance(payload, dict) and isinstance(payload.get("contents"), list):
+        _warn_partial_page(plan, payload, file_name)
+        items = payload["contents"]
+    elif isinstance(payload, dict) and isinstance(payload.get("services"), list) \
+            and not {"id", "name"} & set(payload):
+        items = payload["services"]  # Ensemble's own earlier shape
+    elif isinstance(payload, list):
+        items = payload
+    elif isinstance(payload, dict):
+        items = [payload]  # one object: a service, an organization, a service at a location
+    else:
+        return _file_failed(file_name, f"a JSON {type(payload).__name__}. {WHAT_IMPORTS}")
+    kinds = [_kind(item) for item in items]
+    if items and not set(kinds) & {"service", "organization", "service_at_location"}:
+        kind = max(set(kinds), key=kinds.count)
+        one = len(items) == 1 and isinstance(payload, dict) and "contents" not in payload
+        what = KIND_NAMES[kind] if one else f"a list of {KIND_PLURALS[kind]}"
+        return _file_failed(file_name, f"this is {what}, not services. {WHAT_IMPORTS}")
     tables: dict[str, list[Row]] = {name: [] for name in COLUMNS}
-    plan = Plan(rows_read={file_name: len(payload)})
-    for index, item in enumerate(payload, start=1):
-        if not isinstance(item, dict):
-            tables["services.csv"].append({"_row": index, "_path": "", "_bad": "not an object"})
-            continue
-        _flatten_service(tables, item, index)
+    plan.rows_read[file_name] = len(items)
+    for index, (item, kind) in enumerate(zip(items, kinds, strict=True), start=1):
+        if kind == "service":
+            _flatten_service(tables, item, index, "")
+        elif kind == "organization":
+            _flatten_organization(tables, item, index)
+        elif kind == "service_at_location":
+            at = {k: v for k, v in item.items() if k != "service"}
+            _flatten_service(tables, item["service"], index, "service.", at=[(at, "")])
+        else:
+            tables["services.csv"].append({"_row": index, "_path": "", "_bad": (
+                f"{KIND_NAMES[kind]}, not a service or an organization; left out")})
     return _build(plan, tables, lambda table: file_name)
 
 
-def _flatten_service(tables: dict[str, list[Row]], item: dict[str, Any], index: int) -> None:
-    def add(table: str, obj: Any, path: str, **links: Any) -> Row | None:
-        if not isinstance(obj, dict):
-            tables[table].append({"_row": index, "_path": path, "_bad": "not an object"})
-            return None
-        row: Row = {"_row": index, "_path": path}
-        for column in COLUMNS[table]:
-            value = obj.get(column)
-            row[column] = None if value in (None, "") else value
-        for key, value in links.items():
-            if row.get(key) is None:
-                row[key] = value
-        tables[table].append(row)
-        return row
+def _file_failed(file_name: str, message: str) -> Plan:
+    plan = Plan(failed_files=[file_name])
+    plan.errors.append(Problem(file_name, None, None, f"file not loaded: {message}"))
+    return plan
 
+
+def _warn_partial_page(plan: Plan, page: dict[str, Any], file_name: str) -> None:
+    pages = page.get("total_pages")
+    if page.get("last_page") is False or (isinstance(pages, int) and pages > 1):
+        plan.warnings.append(Problem(file_name, None, "contents", (
+            f"page {page.get('page_number', '?')} of {pages or '?'} ({page.get('total_items', '?')}"
+            " items in all): only this page's items are in the file; import every page, or ask "
+            "the directory for all of them in one page")))
+
+
+def _read_tabular_json(payload: dict[str, Any], file_name: str) -> Plan:
+    """HSDS's tabular JSON (examples/tabular.json): each table as a list of row objects."""
+    plan = Plan()
+    parsed: dict[str, list[Row]] = {}
+    for raw_name, objects in payload.items():
+        name = ALIASES.get(raw_name, raw_name)
+        if name not in COLUMNS:
+            continue
+        if not isinstance(objects, list):
+            plan.failed_files.append(f"{file_name}/{raw_name}")
+            plan.errors.append(Problem(f"{file_name}/{raw_name}", None, None,
+                                       "file not loaded: not a list of rows"))
+            continue
+        rows: list[Row] = []
+        for number, obj in enumerate(objects, start=1):
+            if not isinstance(obj, dict):
+                rows.append({"_row": number, "_path": "", "_bad": "not an object"})
+                continue
+            row: Row = {"_row": number, "_path": ""}
+            for column in COLUMNS[name]:
+                value = obj.get(column)
+                row[column] = None if value in (None, "") else value
+            rows.append(row)
+        parsed[raw_name] = rows
+    tables = _collect(plan, parsed, payload, lambda name: f"{file_name}/{name}")
+    return _build(plan, tables, lambda table: f"{file_name}/{table}")
+
+
+def _add(tables: dict[str, list[Row]], table: str, obj: Any, index: int, path: str,
+         shared: bool = False, **links: Any) -> Row | None:
+    """One JSON object as a row of ``table``. ``shared`` rows (an organization or a location
+    nested in each of its services...) are repeated by JSON and kept once."""
+    if not isinstance(obj, dict):
+        tables[table].append({"_row": index, "_path": path, "_bad": "not an object"})
+        return None
+    row: Row = {"_row": index, "_path": path, "_shared": shared}
+    for column in COLUMNS[table]:
+        value = obj.get(column)
+        row[column] = None if value in (None, "") else value
+    for key, value in links.items():
+        if row.get(key) is None:
+            row[key] = value
+    tables[table].append(row)
+    return row
+
+
+def _flatten_organization(tables: dict[str, list[Row]], org: dict[str, Any], index: int) -> None:
+    """An organization (organization_full.json): its row, and its services nested under it."""
+    _add(tables, "organizations.csv", org, index, "")
+    for i, service in enumerate(_list(org.get("services"))):
+        path = f"services[{i}]."
+        if not isinstance(service, dict):
+            tables["services.csv"].append({"_row": index, "_path": path, "_bad": "not an object"})
+            continue
+        _flatten_service(tables, service, index, path, organization_id=org.get("id"))
+
+
+def _flatten_service(tables: dict[str, list[Row]], item: dict[str, Any], index: int, prefix: str,
+                     organization_id: Any = None,
+                     at: list[tuple[Any, str]] | None = None) -> None:
     org = item.get("organization")
     org_id = org.get("id") if isinstance(org, dict) else item.get("organization_id")
     if isinstance(org, dict):  # repeated for each of its services; kept once
-        add("organizations.csv", org, "organization.")
-    service = add("services.csv", item, "", organization_id=org_id)
+        _add(tables, "organizations.csv", org, index, f"{prefix}organization.", shared=True)
+    service = _add(tables, "services.csv", item, index, prefix,
+                   organization_id=org_id or organization_id)
     service_id = service.get("id") if service else None
-    for key, table in [("service_areas", "service_areas.csv"), ("languages", "languages.csv"),
-                       ("schedules", "schedules.csv"), ("cost_options", "cost_options.csv"),
-                       ("contacts", "contacts.csv"), ("phones", "phones.csv")]:
+    for key, table in CHILDREN:
         for i, child in enumerate(_list(item.get(key))):
-            add(table, child, f"{key}[{i}].", service_id=service_id)
-    for i, sal in enumerate(_list(item.get("service_at_locations"))):
-        location = sal.get("location") if isinstance(sal, dict) else None
-        location_id = location.get("id") if isinstance(location, dict) else None
-        add("service_at_location.csv", sal, f"service_at_locations[{i}].", service_id=service_id,
-            location_id=location_id)
-        if isinstance(location, dict):
-            add("locations.csv", location, f"service_at_locations[{i}].location.")
-            for j, address in enumerate(_list(location.get("addresses"))):
-                add("addresses.csv", address,
-                    f"service_at_locations[{i}].location.addresses[{j}].", location_id=location_id)
+            _add(tables, table, child, index, f"{prefix}{key}[{i}].", service_id=service_id)
+    places = [(sal, f"{prefix}service_at_locations[{i}].")
+              for i, sal in enumerate(_list(item.get("service_at_locations")))]
+    for sal, path in [*(at or []), *places]:
+        _flatten_at_location(tables, sal, index, path, service_id)
     for i, capacity in enumerate(_list(item.get("capacities"))):
         unit = capacity.get("unit") if isinstance(capacity, dict) else None
         unit_id = unit.get("id") if isinstance(unit, dict) else None
-        add("service_capacity.csv", capacity, f"capacities[{i}].", service_id=service_id,
-            unit_id=unit_id)
+        _add(tables, "service_capacity.csv", capacity, index, f"{prefix}capacities[{i}].",
+             service_id=service_id, unit_id=unit_id)
         if isinstance(unit, dict):
-            add("units.csv", unit, f"capacities[{i}].unit.")
+            _add(tables, "units.csv", unit, index, f"{prefix}capacities[{i}].unit.", shared=True)
     for i, attribute in enumerate(_list(item.get("attributes"))):
         term = attribute.get("taxonomy_term") if isinstance(attribute, dict) else None
         term_id = term.get("id") if isinstance(term, dict) else None
-        add("attributes.csv", attribute, f"attributes[{i}].", link_id=service_id,
-            link_entity="service", taxonomy_term_id=term_id)
+        _add(tables, "attributes.csv", attribute, index, f"{prefix}attributes[{i}].",
+             link_id=service_id, link_entity="service", taxonomy_term_id=term_id)
         if isinstance(term, dict):
-            add("taxonomy_terms.csv", term, f"attributes[{i}].taxonomy_term.")
+            _add(tables, "taxonomy_terms.csv", term, index,
+                 f"{prefix}attributes[{i}].taxonomy_term.", shared=True)
+
+
+CHILDREN = [("service_areas", "service_areas.csv"), ("languages", "languages.csv"),
+            ("schedules", "schedules.csv"), ("cost_options", "cost_options.csv"),
+            ("contacts", "contacts.csv"), ("phones", "phones.csv")]
+
+
+def _flatten_at_location(tables: dict[str, list[Row]], sal: Any, index: int, path: str,
+                         service_id: Any) -> None:
+    location = sal.get("location") if isinstance(sal, dict) else None
+    location_id = location.get("id") if isinstance(location, dict) else None
+    _add(tables, "service_at_location.csv", sal, index, path, service_id=service_id,
+         location_id=location_id)
+    if isinstance(location, dict):
+        _add(tables, "locations.csv", location, index, f"{path}location.", shared=True)
+        for j, address in enumerate(_list(location.get("addresses"))):
+            _add(tables, "addresses.csv", address, index, f"{path}location.addresses[{j}].",
+                 shared=True, location_id=location_id)
 
 
 def _list(value: Any) -> list[Any]:
@@ -373,118 +526,186 @@ def _list(value: Any) -> list[Any]:
 # --- checking and building -----------------------------------------------------------------
 
 
-def _build(plan: Plan, tables: dict[str, list[Row]], file_of: Any) -> Plan:
-    """Check every row, drop the bad ones with a Problem each, and assemble the specs."""
+# Columns the schema types as numbers: CSV gives text, JSON may too; kept as numbers.
+NUMBERS: dict[str, list[str]] = {
+    "organizations.csv": ["year_incorporated"],
+    "services.csv": ["minimum_age", "maximum_age"],
+    "locations.csv": ["latitude", "longitude"],
+    "schedules.csv": ["timezone", "count", "interval"],
+    "cost_options.csv": ["amount"],
+    "phones.csv": ["extension"],
+    "service_capacity.csv": ["available", "maximum"],
+}
 
-    def problem(table: str, row: Row, column: str | None, message: str) -> None:
+
+class _Rows:
+    """The rows of every table, checked once: bad ones reported (with their file, row and field)
+    and left out."""
+
+    def __init__(self, plan: Plan, tables: dict[str, list[Row]], file_of: Any) -> None:
+        self.plan, self.tables, self.file_of = plan, tables, file_of
+
+    def problem(self, table: str, row: Row, column: str | None, message: str) -> None:
         path = f"{row['_path']}{column}" if column else (row["_path"].rstrip(".") or None)
-        plan.errors.append(Problem(file_of(table), row["_row"], path, message))
+        self.plan.errors.append(Problem(self.file_of(table), row["_row"], path, message))
 
-    def good_rows(table: str) -> list[Row]:
+    def warn(self, table: str, row: Row, column: str, message: str) -> None:
+        self.plan.warnings.append(Problem(self.file_of(table), row["_row"],
+                                          f"{row['_path']}{column}", message))
+
+    def good(self, table: str) -> list[Row]:
         kept: list[Row] = []
         seen: set[Any] = set()
-        for row in tables.get(table, []):
+        for row in self.tables.get(table, []):
             if "_bad" in row:
-                problem(table, row, None, row["_bad"])
+                self.problem(table, row, None, row["_bad"])
                 continue
             failure = _check(table, row)
             if failure:
-                problem(table, row, *failure)
+                self.problem(table, row, *failure)
                 continue
-            if row["id"] in seen:
-                if row["_path"] == "":
-                    problem(table, row, "id", f"duplicate id {row['id']}")
-                continue  # JSON repeats shared rows (a location of two services): kept once
-            seen.add(row["id"])
+            # JSON nests a service's children in it: the same child id under two services is
+            # two rows; a shared row (an organization, a location) is kept once.
+            key = (row["id"], None if row.get("_shared") or not row["_path"]
+                   else row.get("service_id"))
+            if key in seen:
+                if not row.get("_shared"):
+                    self.problem(table, row, "id", f"duplicate id {row['id']}")
+                continue
+            seen.add(key)
+            self._numbers(table, row)
             kept.append(row)
         return kept
 
-    organizations = {row["id"]: row for row in good_rows("organizations.csv")}
-    services: dict[str, Row] = {}
-    failed_orgs = "organizations.csv" in plan.failed_files
-    for row in good_rows("services.csv"):
-        if row["organization_id"] not in organizations:
-            why = "its file failed" if failed_orgs else "no such organization loaded"
-            problem("services.csv", row, "organization_id",
-                    f"organization {row['organization_id']} not loaded ({why})")
-            continue
-        services[row["id"]] = row
+    def _numbers(self, table: str, row: Row) -> None:
+        for column in NUMBERS.get(table, []):
+            if row.get(column) is None:
+                continue
+            number = _number(row[column])
+            if number is None:
+                self.warn(table, row, column, f"{row[column]!r} is not a number; left out")
+            row[column] = _plain(number)
 
-    def children(table: str, link: str = "service_id") -> dict[str, list[Row]]:
+    def linked(self, table: str, services: dict[str, Row],
+               link: str = "service_id") -> dict[str, list[Row]]:
+        """The good rows of a service's child table, by service."""
         by_service: dict[str, list[Row]] = {}
-        for row in good_rows(table):
+        for row in self.good(table):
             target = row.get(link)
             if target is None:
                 continue  # about a location or organization only: not kept
             if target not in services:
-                problem(table, row, link, f"service {target} not loaded")
+                self.problem(table, row, link, f"service {target} not loaded")
                 continue
-            by_service.setdefault(target, []).append(_public(row))
+            by_service.setdefault(target, []).append(row)
         return by_service
 
-    areas = children("service_areas.csv")
-    languages = children("languages.csv")
-    schedules = children("schedules.csv")
-    costs = children("cost_options.csv")
-    contacts = children("contacts.csv")
-    phones = children("phones.csv")
-    locations = {row["id"]: _public(row) for row in good_rows("locations.csv")}
-    for row in good_rows("addresses.csv"):
+
+def _build(plan: Plan, tables: dict[str, list[Row]], file_of: Any) -> Plan:
+    """Check every row, drop the bad ones with a Problem each, and assemble the specs."""
+    rows = _Rows(plan, tables, file_of)
+    organizations = {row["id"]: row for row in rows.good("organizations.csv")}
+    services: dict[str, Row] = {}
+    failed_orgs = file_of("organizations.csv") in plan.failed_files
+    for row in rows.good("services.csv"):
+        if row["organization_id"] not in organizations:
+            why = "its file failed" if failed_orgs else "no such organization loaded"
+            rows.problem("services.csv", row, "organization_id",
+                         f"organization {row['organization_id']} not loaded ({why})")
+            continue
+        services[row["id"]] = row
+    details = {key: {sid: [_public(r) for r in found]
+                     for sid, found in rows.linked(table, services).items()}
+               for key, table in CHILDREN}
+    details["service_at_locations"] = _places(rows, services)
+    details["taxonomy_terms"] = _terms(rows, services)
+    capacity = _Capacity(rows, services)
+    for service_id, row in services.items():
+        plan.services.append(_spec(plan, file_of("services.csv"), row,
+                                   {k: v.get(service_id, []) for k, v in details.items()},
+                                   capacity.slots_of(service_id)))
+    for org_id, row in organizations.items():
+        plan.organizations.append(OrganizationSpec(
+            hsds_id=org_id, name=row["name"], alternate_name=row.get("alternate_name"),
+            description=row.get("description"), email=row.get("email"),
+            website=row.get("website")))
+    return plan
+
+
+def _places(rows: _Rows, services: dict[str, Row]) -> dict[str, list[dict[str, Any]]]:
+    """Each service's service-at-location rows (their own id kept), each with its location and
+    the location's addresses."""
+    locations = {row["id"]: _public(row) for row in rows.good("locations.csv")}
+    for row in rows.good("addresses.csv"):
         if row["location_id"] in locations:
-            locations[row["location_id"]].setdefault("addresses", []).append(_public(row))
+            address = {k: v for k, v in _public(row).items() if k != "location_id"}
+            locations[row["location_id"]].setdefault("addresses", []).append(address)
     at_locations: dict[str, list[dict[str, Any]]] = {}
-    for row in good_rows("service_at_location.csv"):
+    for row in rows.good("service_at_location.csv"):
         if row["service_id"] not in services:
-            problem("service_at_location.csv", row, "service_id",
-                    f"service {row['service_id']} not loaded")
+            rows.problem("service_at_location.csv", row, "service_id",
+                         f"service {row['service_id']} not loaded")
         elif row["location_id"] not in locations:
-            problem("service_at_location.csv", row, "location_id",
-                    f"location {row['location_id']} not loaded")
+            rows.problem("service_at_location.csv", row, "location_id",
+                         f"location {row['location_id']} not loaded")
         else:
-            at_locations.setdefault(row["service_id"], []).append(locations[row["location_id"]])
-    terms = {row["id"]: row for row in good_rows("taxonomy_terms.csv")}
+            own = {k: v for k, v in _public(row).items() if k not in ("service_id", "location_id")}
+            at_locations.setdefault(row["service_id"], []).append(
+                {**own, "location_id": row["location_id"],
+                 "location": locations[row["location_id"]]})
+    return at_locations
+
+
+def _terms(rows: _Rows, services: dict[str, Row]) -> dict[str, list[dict[str, Any]]]:
+    terms = {row["id"]: row for row in rows.good("taxonomy_terms.csv")}
     service_terms: dict[str, list[dict[str, Any]]] = {}
-    for row in good_rows("attributes.csv"):
+    for row in rows.good("attributes.csv"):
         if (row.get("link_entity") or "service") != "service":
             continue
         if row["link_id"] not in services:
-            problem("attributes.csv", row, "link_id", f"service {row['link_id']} not loaded")
+            rows.problem("attributes.csv", row, "link_id", f"service {row['link_id']} not loaded")
         elif row["taxonomy_term_id"] not in terms:
-            problem("attributes.csv", row, "taxonomy_term_id",
-                    f"taxonomy term {row['taxonomy_term_id']} not loaded")
+            rows.problem("attributes.csv", row, "taxonomy_term_id",
+                         f"taxonomy term {row['taxonomy_term_id']} not loaded")
         else:
             service_terms.setdefault(row["link_id"], []).append(
                 _public(terms[row["taxonomy_term_id"]]))
+    return service_terms
 
-    units = {row["id"]: _public(row) for row in good_rows("units.csv")}
-    capacities: dict[str, list[Row]] = {}
-    for row in good_rows("service_capacity.csv"):
-        if row["service_id"] not in services:
-            problem("service_capacity.csv", row, "service_id",
-                    f"service {row['service_id']} not loaded")
-        elif row["unit_id"] not in units:
-            why = "its file failed" if "units.csv" in plan.failed_files else "no such unit loaded"
-            problem("service_capacity.csv", row, "unit_id",
-                    f"unit {row['unit_id']} not loaded ({why})")
-        else:
-            capacities.setdefault(row["service_id"], []).append(row)
 
-    def slots_of(service_id: str) -> tuple[int | None, str | None, list[dict[str, Any]]]:
+class _Capacity:
+    """HSDS 3.1 service_capacity rows with their units, and the open slots they give."""
+
+    def __init__(self, rows: _Rows, services: dict[str, Row]) -> None:
+        self.rows = rows
+        plan = rows.plan
+        self.units = {row["id"]: _public(row) for row in rows.good("units.csv")}
+        self.by_service: dict[str, list[Row]] = {}
+        for row in rows.good("service_capacity.csv"):
+            if row["service_id"] not in services:
+                rows.problem("service_capacity.csv", row, "service_id",
+                             f"service {row['service_id']} not loaded")
+            elif row["unit_id"] not in self.units:
+                failed = rows.file_of("units.csv") in plan.failed_files
+                why = "its file failed" if failed else "no such unit loaded"
+                rows.problem("service_capacity.csv", row, "unit_id",
+                             f"unit {row['unit_id']} not loaded ({why})")
+            else:
+                self.by_service.setdefault(row["service_id"], []).append(row)
+
+    def slots_of(self, service_id: str) -> tuple[int | None, str | None, list[dict[str, Any]]]:
         """Open slots, the id of the capacity row they come from, and every capacity row in
         HSDS's compiled shape (with its unit)."""
-        rows = capacities.get(service_id, [])
+        rows = self.by_service.get(service_id, [])
         shaped = [{**{k: v for k, v in _public(r).items() if k not in ("service_id", "unit_id")},
-                   **{k: _plain(_number(r[k])) for k in ("available", "maximum")
-                      if r.get(k) is not None},
-                   "unit": units[r["unit_id"]]} for r in rows]
+                   "unit": self.units[r["unit_id"]]} for r in rows]
         countable = []
         for r, c in zip(rows, shaped, strict=True):
             unit = c["unit"]
             if SLOT_UNIT.search(f"{unit.get('name', '')} {unit.get('identifier') or ''}"):
                 countable.append((r, c))
             else:
-                plan.warnings.append(Problem(
-                    file_of("service_capacity.csv"), r["_row"], f"{r['_path']}unit_id",
+                self.rows.warn("service_capacity.csv", r, "unit_id", (
                     f"unit {unit.get('name')!r} does not count people or places; kept, sets "
                     "no slots"))
         if not countable:
@@ -494,64 +715,57 @@ def _build(plan: Plan, tables: dict[str, list[Row]], file_of: Any) -> Plan:
         available = math.floor(_number(r["available"]) or 0)
         maximum = _number(r.get("maximum"))
         if maximum is not None and available > maximum:
-            plan.warnings.append(Problem(
-                file_of("service_capacity.csv"), r["_row"], f"{r['_path']}available",
+            self.rows.warn("service_capacity.csv", r, "available", (
                 f"available {r['available']} is above maximum {r['maximum']}; "
                 f"{math.floor(maximum)} used"))
             available = math.floor(maximum)
         return available, str(c["id"]), shaped
 
-    used_orgs: set[str] = set()
-    for service_id, row in services.items():
-        found = service_terms.get(service_id, [])
-        need, rule = need_for(
-            [Term(str(t.get("code") or ""), str(t.get("name") or ""), str(t.get("taxonomy") or ""))
-             for t in found],
-            row.get("name") or "", row.get("description") or "")
-        if rule.startswith("no "):
-            plan.warnings.append(Problem(file_of("services.csv"), row["_row"], "need",
-                                         f"service {service_id}: {rule}; filed as other"))
-        langs = [str(x.get("code") or x.get("name")) for x in languages.get(service_id, [])]
-        names = [str(a["name"]) for a in areas.get(service_id, []) if a.get("name")]
-        names += [str(loc["name"]) for loc in at_locations.get(service_id, []) if loc.get("name")]
-        extra = {k: v for k, v in _public(row).items()
-                 if k not in ("id", "organization_id", "name", "description", "status",
-                              "minimum_age", "maximum_age")}
-        slots, slots_from, capacity_rows = slots_of(service_id)
-        plan.services.append(ServiceSpec(
-            hsds_id=service_id,
-            organization_hsds_id=row["organization_id"],
-            name=row["name"],
-            description=row.get("description"),
-            status=(row.get("status") or "active").lower(),
-            need=need.value,
-            need_rule=rule,
-            min_age=_int(row.get("minimum_age")),
-            max_age=_int(row.get("maximum_age")),
-            languages=[lang for lang in langs if LANGUAGE.match(lang)],
-            areas=names,
-            detail={
-                "service": extra,
-                "service_areas": areas.get(service_id, []),
-                "languages": languages.get(service_id, []),
-                "schedules": schedules.get(service_id, []),
-                "cost_options": costs.get(service_id, []),
-                "contacts": contacts.get(service_id, []),
-                "phones": phones.get(service_id, []),
-                "locations": at_locations.get(service_id, []),
-                "taxonomy_terms": [t for t in found if t.get("taxonomy") != OWN_TAXONOMY],
-                "capacities": capacity_rows,
-                "slots_from": slots_from,
-            },
-            slots=slots,
-        ))
-        used_orgs.add(row["organization_id"])
-    for org_id, row in organizations.items():
-        plan.organizations.append(OrganizationSpec(
-            hsds_id=org_id, name=row["name"], alternate_name=row.get("alternate_name"),
-            description=row.get("description"), email=row.get("email"),
-            website=row.get("website")))
-    return plan
+
+def _spec(plan: Plan, file: str, row: Row, detail: dict[str, list[dict[str, Any]]],
+          capacity: tuple[int | None, str | None, list[dict[str, Any]]]) -> ServiceSpec:
+    service_id = row["id"]
+    found = detail["taxonomy_terms"]
+    need, rule = need_for(
+        [Term(str(t.get("code") or ""), str(t.get("name") or ""), str(t.get("taxonomy") or ""))
+         for t in found],
+        row.get("name") or "", row.get("description") or "")
+    if rule.startswith("no "):
+        plan.warnings.append(Problem(file, row["_row"], f"{row['_path']}need",
+                                     f"service {service_id}: {rule}; filed as other"))
+    langs = [str(x.get("code") or x.get("name")) for x in detail["languages"]]
+    names = [str(a["name"]) for a in detail["service_areas"] if a.get("name")]
+    names += [str(sal["location"]["name"]) for sal in detail["service_at_locations"]
+              if sal["location"].get("name")]
+    extra = {k: v for k, v in _public(row).items()
+             if k not in ("id", "organization_id", "name", "description", "status",
+                          "minimum_age", "maximum_age")}
+    slots, slots_from, capacity_rows = capacity
+    return ServiceSpec(
+        hsds_id=service_id,
+        organization_hsds_id=row["organization_id"],
+        name=row["name"],
+        description=row.get("description"),
+        status=(row.get("status") or "active").lower(),
+        need=need.value,
+        need_rule=rule,
+        min_age=_int(row.get("minimum_age")),
+        max_age=_int(row.get("maximum_age")),
+        languages=[lang for lang in langs if LANGUAGE.match(lang)],
+        areas=names,
+        detail={
+            "service": extra,
+            **{key: detail[key] for key, _ in CHILDREN},
+            "service_at_locations": detail["service_at_locations"],
+            "taxonomy_terms": [t for t in found if t.get("taxonomy") != OWN_TAXONOMY],
+            "capacities": capacity_rows,
+            "slots_from": slots_from,
+        },
+        slots=slots,
+        file=file,
+        row=row["_row"],
+        path=row["_path"],
+    )
 
 
 def _check(table: str, row: Row) -> tuple[str, str] | None:
@@ -661,6 +875,44 @@ def _public(row: Row) -> dict[str, Any]:
 
 # --- writing -------------------------------------------------------------------------------
 
+# HSDS ids are UUIDs. A source id that is not one (a county's "svc-0001") is written as a UUID
+# derived from it, the same on every export; ids Ensemble makes for rows it adds are derived
+# from the service's id and what the row is, so they too are the same on every export.
+EXPORT_NAMESPACE = uuid.UUID("0d1c9d8e-5f0b-4c61-9f4e-2f2a8e51b7a3")
+
+
+def export_id(value: Any) -> str:
+    """The HSDS id written for a source id: itself when it is a UUID, else one derived from it."""
+    text = str(value)
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return str(uuid.uuid5(EXPORT_NAMESPACE, text))
+
+
+def _made_id(*parts: Any) -> str:
+    return str(uuid.uuid5(EXPORT_NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def _is_id(key: str) -> bool:
+    return key == "id" or key.endswith("_id")
+
+
+def _hsds_shaped(value: Any) -> Any:
+    """What HSDS accepts: no nulls (a value or the key left out), every id a UUID."""
+    if isinstance(value, dict):
+        return {k: export_id(v) if _is_id(k) and isinstance(v, str | int)
+                and not isinstance(v, bool) else _hsds_shaped(v)
+                for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_hsds_shaped(v) for v in value]
+    return value
+
+
+SLOT_UNIT_OF_ENSEMBLE = {"id": _made_id("ensemble", "unit", "referral-slot"),
+                         "name": "Referral slot", "scheme": "ensemble",
+                         "identifier": "referral-slot"}
+
 
 @dataclass
 class ExportService:
@@ -690,48 +942,66 @@ def capacities(s: ExportService) -> list[dict[str, Any]]:
     live = {"available": s.open, "maximum": s.slots, "updated": s.as_of}
     out = [{**c, **live} if c.get("id") == slots_from else c for c in imported]
     if slots_from is None:
-        out.append({"id": f"{s.id}-capacity", "unit": SLOT_UNIT_OF_ENSEMBLE,
+        out.append({"id": _made_id(s.id, "capacity"), "unit": SLOT_UNIT_OF_ENSEMBLE,
                     "description": "Open referral slots over the schools it serves", **live})
     return out
+
+
+def _at_locations(s: ExportService) -> list[dict[str, Any]]:
+    """Service-at-location rows with their own ids (an import before they were kept held the
+    locations only: those get an id derived from the service and the location)."""
+    if "service_at_locations" in s.detail:
+        rows = s.detail["service_at_locations"]
+    else:
+        rows = [{"id": _made_id(s.id, "at", loc["id"]), "location_id": loc["id"],
+                 "location": loc} for loc in s.detail.get("locations") or []]
+    return [{**sal, "service_id": s.id,
+             "location": {"location_type": "physical", **sal["location"]}} for sal in rows]
+
+
+def _term(term: dict[str, Any]) -> dict[str, Any]:
+    """A taxonomy term as HSDS requires it (id, name and description)."""
+    return {**term, "description": term.get("description") or term.get("name")}
 
 
 def compiled_service(s: ExportService) -> dict[str, Any]:
     """The HSDS 3.0 compiled ``service`` object, with 3.1's ``capacities``."""
     detail = s.detail
     languages = detail.get("languages") or [
-        {"id": f"{s.id}-lang-{code}", "service_id": s.id, "code": code} for code in s.languages]
+        {"id": _made_id(s.id, "language", code), "service_id": s.id, "code": code}
+        for code in s.languages]
     areas = detail.get("service_areas") or [
-        {"id": f"{s.id}-area-{school}", "service_id": s.id, "name": school,
+        {"id": _made_id(s.id, "area", school), "service_id": s.id, "name": school,
          "extent_type": "school"} for school in s.schools]
-    need_term = {"id": f"ensemble-need-{s.need}", "code": s.need, "name": s.need.replace("_", " "),
+    need_term = {"id": _made_id("ensemble", "need", s.need), "code": s.need,
+                 "name": s.need.replace("_", " "),
                  "description": f"Ensemble need category {s.need}", "taxonomy": OWN_TAXONOMY}
-    terms = [*(detail.get("taxonomy_terms") or []), need_term]
-    return {
+    terms = [*(_term(t) for t in detail.get("taxonomy_terms") or []), need_term]
+    organization = {**s.organization,
+                    "description": s.organization.get("description") or s.organization["name"]}
+    return _hsds_shaped({
         "id": s.id,
-        "organization_id": s.organization["id"],
+        "organization_id": organization["id"],
         **(detail.get("service") or {}),
         "name": s.name,
         "description": s.description,
         "status": s.status,
         "minimum_age": s.min_age,
         "maximum_age": s.max_age,
-        "organization": s.organization,
+        "organization": organization,
         "service_areas": areas,
         "languages": languages,
         "schedules": detail.get("schedules") or [],
         "cost_options": detail.get("cost_options") or [],
         "contacts": detail.get("contacts") or [],
         "phones": detail.get("phones") or [],
-        "service_at_locations": [
-            {"id": f"{s.id}-at-{loc['id']}", "service_id": s.id, "location_id": loc["id"],
-             "location": loc}
-            for loc in detail.get("locations") or []],
+        "service_at_locations": _at_locations(s),
         "capacities": capacities(s),
         "attributes": [
-            {"id": f"{s.id}-attr-{t['id']}", "link_id": s.id, "link_type": "service",
+            {"id": _made_id(s.id, "attribute", t["id"]), "link_id": s.id, "link_type": "service",
              "link_entity": "service", "taxonomy_term_id": t["id"], "taxonomy_term": t}
             for t in terms],
-    }
+    })
 
 
 def to_json(services: Iterable[ExportService]) -> dict[str, Any]:
@@ -743,7 +1013,8 @@ def to_json(services: Iterable[ExportService]) -> dict[str, Any]:
 
 
 def to_csv_zip(services: Iterable[ExportService]) -> bytes:
-    """The HSDS tabular form: one CSV per table, in a zip."""
+    """The HSDS tabular form: one CSV per table, in a zip. Numbers are written as numbers
+    (12, 2.5: never "12.0"), an absent value as an empty cell."""
     tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in COLUMNS}
 
     def put(table: str, row: dict[str, Any]) -> None:
@@ -751,13 +1022,12 @@ def to_csv_zip(services: Iterable[ExportService]) -> bytes:
 
     for s in services:
         item = compiled_service(s)
+        sid = item["id"]
         put("organizations.csv", item["organization"])
         put("services.csv", item)
-        for key, table in [("service_areas", "service_areas.csv"), ("languages", "languages.csv"),
-                           ("schedules", "schedules.csv"), ("cost_options", "cost_options.csv"),
-                           ("contacts", "contacts.csv"), ("phones", "phones.csv")]:
-            for child in item[key]:
-                put(table, {**child, "service_id": s.id})
+        for key, table in CHILDREN:
+            for child in item.get(key, []):
+                put(table, {**child, "service_id": sid})
         for sal in item["service_at_locations"]:
             location = sal["location"]
             put("service_at_location.csv", sal)
@@ -768,7 +1038,7 @@ def to_csv_zip(services: Iterable[ExportService]) -> bytes:
             put("attributes.csv", attribute)
             put("taxonomy_terms.csv", attribute["taxonomy_term"])
         for capacity in item["capacities"]:
-            put("service_capacity.csv", {**capacity, "service_id": s.id,
+            put("service_capacity.csv", {**capacity, "service_id": sid,
                                          "unit_id": capacity["unit"]["id"]})
             put("units.csv", capacity["unit"])
     buffer = io.BytesIO()
@@ -778,6 +1048,12 @@ def to_csv_zip(services: Iterable[ExportService]) -> bytes:
             writer = csv.DictWriter(out, fieldnames=COLUMNS[name], extrasaction="ignore",
                                     lineterminator="\n")
             writer.writeheader()
-            writer.writerows(rows.values())
+            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows.values())
             archive.writestr(name, out.getvalue())
     return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return _plain(value)
+    return value

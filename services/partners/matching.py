@@ -12,6 +12,12 @@ The score (0..1) orders the eligible ones:
     0.10 x load       1 / (1 + referrals it holds now)
 Ties go to the service id, so the same directory always gives the same answer.
 
+In-school supports (a school's own counselor, psychologist, nurse, social worker, registered with
+``in_school_of``) are ranked like any partner, unless the district matches in-school first
+(``match_in_school_first`` in the districts file, ``Request.in_school_first``): then every
+eligible in-school support of the school comes before every outside partner, and the reasons
+say which it was and why.
+
 Ranking only computes numbers; the reasons (the rules passed and the score's parts, in words)
 are written for a candidate when asked, which in practice is only for the one chosen.
 """
@@ -33,6 +39,7 @@ class Request:
     grade: int | None
     language: str | None
     tried_partners: tuple[str, ...] = ()
+    in_school_first: bool = False  # the district's match_in_school_first
 
 
 class Row(NamedTuple):
@@ -53,6 +60,7 @@ class Row(NamedTuple):
     declined: int = 0
     accept_seconds: float = 0.0
     active: int = 0
+    in_school: bool = False  # the school's own staff support
 
     @property
     def open(self) -> int:
@@ -168,11 +176,30 @@ class Candidate:
         )
         passed = [f"need {request.need} offered", f"school {request.school_id} served",
                   grade_rule, "open slot", "consent given", "not tried before"]
-        return [*passed, *score(request, row)[2]]
+        return [*passed, *in_school_reasons(request, row), *score(request, row)[2]]
 
     @property
     def parts(self) -> dict[str, float]:
         return score(self.request, self.row)[1]
+
+
+def in_school_reasons(request: Request, row: Row) -> list[str]:
+    """Why an in-school support or an outside partner was chosen, in words; nothing when
+    neither the row nor the district's setting makes it matter."""
+    first = " (the district matches in-school supports first)" if request.in_school_first else ""
+    if row.in_school:
+        return [f"in-school support of {request.school_id}{first}"]
+    if request.in_school_first:
+        return [f"outside partner: no in-school support of {request.school_id} eligible "
+                "(the district matches in-school supports first)"]
+    return []
+
+
+def order(candidate: Candidate) -> tuple[bool, float, str]:
+    """The sort key of ``rank``: in-school first when the district says so, then the score,
+    then the service id."""
+    first = candidate.request.in_school_first and candidate.row.in_school
+    return (not first, -candidate.score, candidate.row.service_id)
 
 
 def rank(request: Request, rows: list[Row]) -> list[Candidate]:
@@ -181,5 +208,5 @@ def rank(request: Request, rows: list[Row]) -> list[Candidate]:
     grade = None if request.grade is None else f",{request.grade},"
     candidates = [Candidate(row, total(parts(language, row)), request)
                   for row in rows if _eligible(request, grade, row)]
-    candidates.sort(key=lambda c: (-c.score, c.row.service_id))
+    candidates.sort(key=order)
     return candidates

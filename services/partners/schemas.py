@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 from contracts.taxonomy import Need
 from services.partners.tables import Partner, PartnerService, PartnerStats, ServiceCapacity
@@ -20,10 +20,29 @@ class RegisterPartner(BaseModel):
     district_id: Token
     name: Annotated[str, Field(min_length=1, max_length=200)]
     needs: Annotated[list[Need], Field(min_length=1)]
-    schools: Annotated[list[Token], Field(min_length=1)]
+    in_school_of: Token | None = Field(None, description=(
+        "an in-school support (the school's own counselor, psychologist, nurse, social "
+        "worker...): the one school whose staff it is; it serves that school only"))
+    schools: Annotated[list[Token], Field(validate_default=True, description=(
+        "the schools it serves; for an in-school support, its school (the default)"))] = []
     languages: Annotated[list[Language], Field(min_length=1)] = ["en"]
     grades: list[Annotated[int, Field(ge=-1, le=12)]] = []
     capacity: Annotated[int, Field(ge=0, le=100_000, description="open slots at each school")]
+    email: EmailStr | None = Field(None, description="the contact e-mailed a link to each "
+                                                     "referral matched to the partner")
+
+    @field_validator("schools")
+    @classmethod
+    def _schools(cls, schools: list[str], info: ValidationInfo) -> list[str]:
+        own = info.data.get("in_school_of")
+        if own is None:
+            if not schools and "in_school_of" in info.data:
+                raise ValueError("name at least one school (or in_school_of for an in-school "
+                                 "support)")
+            return schools
+        if schools and schools != [own]:
+            raise ValueError(f"an in-school support serves its own school only: [{own!r}]")
+        return [own]
 
 
 class SetCapacity(BaseModel):
@@ -92,6 +111,7 @@ class PartnerView(BaseModel):
     status: str
     source: str
     hsds_id: str | None
+    in_school_of: str | None = Field(description="the school whose own staff support it is")
     created_at: datetime
     services: list[ServiceView]
     answers: PartnerAnswers
@@ -104,7 +124,8 @@ class PartnerView(BaseModel):
         and what matching has learnt of it (``stats``, None for a partner never matched)."""
         return cls(id=partner.id, district_id=partner.district_id, name=partner.name,
                    languages=partner.languages, status=partner.status, source=partner.source,
-                   hsds_id=partner.hsds_id, created_at=partner.created_at,
+                   hsds_id=partner.hsds_id, in_school_of=partner.in_school_of,
+                   created_at=partner.created_at,
                    services=[ServiceView.of(s, partner, capacity.get(s.id, []))
                              for s in services],
                    answers=PartnerAnswers.model_validate(stats, from_attributes=True)

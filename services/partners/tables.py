@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from runtime.db import UTCDateTime
 
@@ -50,6 +51,10 @@ class Partner(Base):
     email: Mapped[str | None] = mapped_column(String(200))
     website: Mapped[str | None] = mapped_column(String(500))
     source: Mapped[str] = mapped_column(String(16), default="api")  # api | hsds
+    # An in-school support (the school's own counselor, psychologist, nurse, social worker:
+    # its Coordination of Services Team): the one school whose staff it is, which it alone
+    # serves. None for a community partner.
+    in_school_of: Mapped[str | None] = mapped_column(String(64))
 
 
 class PartnerService(Base):
@@ -89,7 +94,7 @@ class ServiceCapacity(Base):
         # query reads from this table, so the range is read from the index alone.
         Index("ix_capacity_match", "district_id", "need", "school_id", "service_status",
               "partner_status", "reserved", "capacity", "partner_id", "languages_key",
-              "grades_key", "service_id"),
+              "grades_key", "service_id", "in_school"),
     )
 
     service_id: Mapped[str] = mapped_column(ForeignKey("partner_services.id"), primary_key=True)
@@ -105,6 +110,8 @@ class ServiceCapacity(Base):
     grades_key: Mapped[str] = mapped_column(String(64), default="")
     capacity: Mapped[int] = mapped_column(Integer)
     reserved: Mapped[int] = mapped_column(Integer, default=0)
+    # The organization is this school's own staff support (Partner.in_school_of == school_id).
+    in_school: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class PartnerStats(Base):
@@ -159,3 +166,20 @@ class FamilyLanguage(Base):
     district_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     family_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     language: Mapped[str] = mapped_column(String(16))
+
+
+class PartnerLink(Base):
+    """A link emailed to a matched partner's contact: to that referral in the partner's view,
+    for one answer (accept, decline, in service), until it expires or the match ends."""
+
+    __tablename__ = "partner_links"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the token's jti
+    district_id: Mapped[str] = mapped_column(String(64))
+    referral_id: Mapped[str] = mapped_column(String(64), index=True)
+    partner_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)  # the match it was sent for
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_for: Mapped[str | None] = mapped_column(String(16))  # accept | decline | in_service

@@ -26,6 +26,7 @@ from contracts.taxonomy import Consent, Need, Urgency
 from runtime.auth import Forbidden, Role
 from runtime.errors import Conflict, NotFound
 from runtime.tenancy import beyond_partner
+from services.referrals.cost_review import select_for_review, week_start
 from services.referrals.deps import ReferralsDeps, Wired
 from services.referrals.follow_up import needs_follow_up
 from services.referrals.handlers import family_is_known
@@ -53,6 +54,8 @@ from services.referrals.schemas import (
     AddNote,
     CancelReferral,
     CloseReferral,
+    CostReview,
+    CostReviewItem,
     Counts,
     DeclineReferral,
     FollowUpList,
@@ -66,6 +69,7 @@ from services.referrals.schemas import (
     SchoolFollowUps,
     TimelineView,
     Token,
+    follow_up_state,
 )
 from services.referrals.tables import Referral, ReferralNote, TimelineEntry
 
@@ -208,6 +212,38 @@ async def follow_ups(deps: Wired, district_id: Token,
                                                                    None), referrals=items)
                  for s, items in schools.items()],
     )
+
+
+@router.get("/schools/{school_id}/cost-review", response_model=CostReview)
+async def cost_review(deps: Wired, school_id: Token, district_id: Token) -> CostReview:
+    """The school's Coordination of Services Team list for its weekly meeting: referrals
+    opened this week and open ones stuck (no partner, declined twice, family unreachable,
+    overdue follow-up), with the support holding each (services/referrals/cost_review.py)."""
+    now = deps.desk.clock()
+    school = deps.runtime.districts.school(district_of(deps.desk, district_id), school_id)
+    if school is None:
+        raise NotFound(f"school {school_id} not found in district {district_id}")
+    since = week_start(now, school.timezone or deps.desk.district(district_id).timezone)
+    here = (Referral.district_id == district_id, Referral.school_id == school_id,
+            (Referral.opened_at >= since) | Referral.status.in_([s.value for s in OPEN]))
+    async with deps.runtime.unit_of_work() as uow:
+        rows = (await uow.session.scalars(select(Referral).where(*here))).all()
+        declines: dict[str, int] = {rid: n for rid, n in (await uow.session.execute(
+            select(TimelineEntry.referral_id, func.count())
+            .join(Referral, Referral.id == TimelineEntry.referral_id)
+            .where(*here, TimelineEntry.event_type == ReferralDeclined.__name__)
+            .group_by(TimelineEntry.referral_id))).all()}
+    entries = select_for_review(rows, declines, now, since)
+    items = [CostReviewItem(
+        referral_id=e.referral.id, declines=e.declines, opened_this_week=e.opened_this_week,
+        stuck=list(e.stuck), follow_up=follow_up_state(e.referral, now),
+        **{k: getattr(e.referral, k) for k in (
+            "student_ref", "family_id", "need", "urgency", "status", "consent", "opened_at",
+            "partner_id", "match_attempt", "follow_up_reason")}) for e in entries]
+    return CostReview(district_id=district_id, school_id=school_id, school_name=school.name,
+                      as_of=now, week_start=since,
+                      opened_this_week=sum(e.opened_this_week for e in entries),
+                      stuck=sum(1 for e in entries if e.stuck), referrals=items)
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralDetail)

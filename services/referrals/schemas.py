@@ -181,3 +181,40 @@ class AuditView(BaseModel):
     actor: str
     role: str
     action: str
+
+
+class CostReviewItem(BaseModel):
+    """One referral on a school's COST review list (ids and categories: no names)."""
+
+    referral_id: str
+    student_ref: str
+    family_id: str
+    need: str
+    urgency: str
+    status: str
+    consent: str
+    opened_at: datetime
+    partner_id: str | None = Field(description=(
+        "the support holding it now (a partner or the school's in-school support); null "
+        "while it waits for one"))
+    match_attempt: int
+    declines: int = Field(description="partners that declined it so far")
+    follow_up: str | None
+    follow_up_reason: str | None
+    opened_this_week: bool
+    stuck: list[str] = Field(description=(
+        "why the team should look at it: no_partner, declined_twice, family_unreachable, "
+        "overdue; empty when it is on the list only as opened this week"))
+
+
+class CostReview(BaseModel):
+    """A school's Coordination of Services Team list for its weekly meeting."""
+
+    district_id: str
+    school_id: str
+    school_name: str
+    as_of: datetime
+    week_start: datetime = Field(description="Monday 00:00 at the school, in UTC")
+    opened_this_week: int
+    stuck: int
+    referrals: list[CostReviewItem]

@@ -18,10 +18,12 @@ from datetime import datetime, timedelta
 from uuid import uuid4
 
 import httpx
+from opentelemetry.trace import SpanKind
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.envelope import CONTENT_TYPE
+from runtime import tracing
 from runtime.db import Clock, utcnow
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
@@ -136,6 +138,20 @@ class Dispatcher:
         return attempts
 
     async def _post(self, client: httpx.AsyncClient, attempt: Attempt) -> Result:
+        """One delivery, a client span in the event's trace (the traceparent it carries); the
+        endpoint receives that span's context as traceparent/tracestate headers."""
+        with tracing.span(f"webhook {attempt.event_type}",
+                          parent=tracing.payload_context(attempt.payload), kind=SpanKind.CLIENT,
+                          attributes={"ensemble.delivery_id": attempt.delivery_id,
+                                      "cloudevents.event_id": attempt.event_id,
+                                      "cloudevents.event_type": attempt.event_type,
+                                      "ensemble.attempt": attempt.attempt}) as made:
+            result = await self._attempt(client, attempt)
+            if result.status is not None:
+                made.set_attribute("http.response.status_code", result.status)
+            return result
+
+    async def _attempt(self, client: httpx.AsyncClient, attempt: Attempt) -> Result:
         headers = {
             "Content-Type": CONTENT_TYPE,
             "Ensemble-Delivery-Id": attempt.delivery_id,
@@ -143,6 +159,7 @@ class Dispatcher:
             "Ensemble-Event-Type": attempt.event_type,
             "Ensemble-Attempt": str(attempt.attempt),
             HEADER: sign(attempt.secret, attempt.payload),
+            **tracing.current_fields(),
         }
         try:
             response = await client.post(attempt.url, content=attempt.payload, headers=headers)

@@ -38,6 +38,7 @@ from runtime.streams import STREAMS, stream_for_subject
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
+CONSOLE_JWKS = "http://console:8000/.well-known/jwks.json"
 NATS_SERVER = shutil.which("nats-server", path=sysconfig.get_path("scripts"))
 
 
@@ -172,6 +173,12 @@ def test_compose_services_two_copies_each(compose: dict[str, Any]) -> None:
             assert deps["nats-streams"]["condition"] == "service_completed_successfully", name
             # A service refuses a database behind its code: the migrate step has run.
             assert deps["migrate"]["condition"] == "service_completed_successfully", name
+            # Tokens are checked against the console's public keys; no shared secret. The
+            # services read them lazily, so they do not wait for the console (which waits
+            # for them): no start-order cycle.
+            assert "ENSEMBLE_JWT_SECRET" not in env, name
+            assert compose_default(env["ENSEMBLE_JWKS_URL"]) == CONSOLE_JWKS, name
+            assert not {d for d in deps if d.startswith(("console", "signing-keys"))}, name
     notif = next(iter(copies_of(compose, "notifications").values()))["environment"]
     assert compose_default(notif["SMTP_URL"]) == "smtp://mailpit:1025"
     assert {"SMS_API_URL", "SMS_ACCOUNT_SID", "SMS_AUTH_TOKEN", "SMS_FROM_NUMBER"} <= set(notif)
@@ -226,7 +233,24 @@ def test_compose_console_two_copies_without_database_or_nats(compose: dict[str, 
         env = spec["environment"]
         assert not {"NATS_URL", "NATS_USER", "NATS_PASSWORD"} & set(env), name
         assert not any(k.endswith("_DATABASE_URL") for k in env), name
-        assert "ENSEMBLE_JWT_SECRET" in env and "ENSEMBLE_CONSOLE_SESSION_SECRET" in env
+        assert "ENSEMBLE_CONSOLE_SESSION_SECRET" in env
+        # It signs API tokens with its own keys, made once by the signing-keys step in a
+        # volume it mounts, and is reachable as "console" where the services read them.
+        assert "ENSEMBLE_JWT_SECRET" not in env, name
+        keys_file = Path(env["ENSEMBLE_SIGNING_KEYS_FILE"])
+        volume, mount = next(v.split(":")[:2] for v in spec["volumes"]
+                             if v.split(":")[1] == str(keys_file.parent))
+        assert volume in compose["volumes"], (name, volume)  # a named volume, kept
+        assert "console" in spec["networks"]["default"]["aliases"], name
+        assert urlsplit(CONSOLE_JWKS).hostname == "console"
+        assert spec["depends_on"]["signing-keys"]["condition"] == \
+            "service_completed_successfully", name
+        maker = compose["services"]["signing-keys"]
+        assert f"{volume}:{mount}" in maker["volumes"]
+        assert maker.get("restart") == "no" and maker["image"] == spec["image"]
+        script = " ".join([*maker["entrypoint"], *maker["command"]])
+        # Made only when missing: a later `up` keeps (and never rotates) the keys.
+        assert f"test -s {keys_file} || ensemble keys new {keys_file}" in script
         assert compose_default(env["ENSEMBLE_DEV_SIGN_IN"]) == "false"  # never by default
         urls = json.loads(env["ENSEMBLE_CONSOLE_SERVICE_URLS"])
         assert "/health/ready" in " ".join(spec["healthcheck"]["test"])
@@ -251,6 +275,28 @@ def test_compose_postgres_and_observability(compose: dict[str, Any]) -> None:
     grafana_volumes = services["grafana"]["volumes"]
     assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana_volumes
     assert "./deploy/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana_volumes
+
+
+def test_compose_sends_traces_to_jaeger_which_grafana_reads(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert "16686:16686" in jaeger["ports"]  # the UI
+    # Every copy of every service and of the console exports over OTLP/HTTP to it.
+    for svc in (*SERVICES, "console"):
+        copies = copies_of(compose, svc)
+        assert len(copies) == 2, svc
+        for name, copy in copies.items():
+            env = copy["environment"]
+            endpoint = urlsplit(compose_default(env["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            assert (endpoint.hostname, endpoint.port) == ("jaeger", 4318), name
+            assert compose_default(env["OTEL_SDK_DISABLED"]) == "false", name
+    # Grafana's trace data source is that Jaeger, by its query port.
+    assert "jaeger" in services["grafana"]["depends_on"]
+    [source] = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" /
+                         "jaeger.yml")["datasources"]
+    assert source["type"] == "jaeger" and source["url"] == "http://jaeger:16686"
 
 
 def test_dockerfile() -> None:
@@ -342,12 +388,17 @@ def test_service_users_get_only_the_jetstream_api_their_consumers_use(tmp_path: 
         for subject in publish_allowed(service.name)
         if ".CONSUMER." in subject and ".ENSEMBLE_INTERNAL." in subject
     }
-    assert readers == {"engagement", "notifications", "referrals"}
+    assert readers == {"engagement", "notifications", "partners", "referrals"}
     # referrals reads it through one durable only, for FamilyErased (ids only)
     assert {subject.split(".ENSEMBLE_INTERNAL.")[1].split(".")[0]
             for subject in publish_allowed("referrals")
             if ".CONSUMER." in subject and ".ENSEMBLE_INTERNAL." in subject} == {
         "referrals-engagement-family-erased"}
+    # partners only its own partner-link requests, after a restore (its restore check)
+    assert {subject.split(".ENSEMBLE_INTERNAL.")[1]
+            for subject in publish_allowed("partners")
+            if ".CONSUMER.CREATE." in subject and ".ENSEMBLE_INTERNAL." in subject} == {
+        "partners-restore-check.ensemble_internal.*.partners.>"}
     assert not any(
         ".ENSEMBLE_DLQ." in subject for s in services for subject in publish_allowed(s.name)
     )
@@ -746,9 +797,37 @@ def test_k8s_nats_statefulset_and_secrets_match_the_config() -> None:
     assert needed == set(secrets["nats-passwords"]["stringData"])
     for svc in SERVICES:
         keys = set(secrets[f"ensemble-{svc}"]["stringData"])
-        assert {"NATS_PASSWORD", f"{svc.upper()}_DATABASE_URL", "ENSEMBLE_JWT_SECRET"} <= keys
-    assert set(secrets["ensemble-console"]["stringData"]) == {
-        "ENSEMBLE_JWT_SECRET", "ENSEMBLE_CONSOLE_SESSION_SECRET"}
+        assert {"NATS_PASSWORD", f"{svc.upper()}_DATABASE_URL"} <= keys
+    assert "ENSEMBLE_PARTNER_LINK_SECRET" in secrets["ensemble-partners"]["stringData"]
+    assert set(secrets["ensemble-console"]["stringData"]) == {"ENSEMBLE_CONSOLE_SESSION_SECRET"}
+    # No secret shared between services: nothing carries ENSEMBLE_JWT_SECRET; every service
+    # checks tokens against the console's published keys (config.yaml, read by all of them).
+    for name, secret in secrets.items():
+        assert "ENSEMBLE_JWT_SECRET" not in secret["stringData"], name
+    for path, d in docs:
+        assert "ENSEMBLE_JWT_SECRET" not in json.dumps(d), path
+    assert config["data"]["ENSEMBLE_JWKS_URL"] == CONSOLE_JWKS
+    assert set(secrets["ensemble-console-keys"]["stringData"]) == {"signing.jwks"}
+
+
+def test_k8s_console_signs_with_keys_from_its_secret() -> None:
+    """The console's private keys come from the ensemble-console-keys Secret, mounted as a
+    directory (a subPath mount would never see the Secret's updates, i.e. rotations)."""
+    docs = k8s_docs()
+    (console,) = [d for _, d in docs if d["kind"] == "Deployment"
+                  and d["metadata"]["name"] == "console"]
+    pod = console["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    keys_file = Path(env["ENSEMBLE_SIGNING_KEYS_FILE"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(keys_file.parent)]
+    assert mount["readOnly"] is True and "subPath" not in mount
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "ensemble-console-keys"
+    assert keys_file.name == "signing.jwks"  # the Secret's key (from --from-file=signing.jwks)
+    # The services find the console by its Service's name.
+    services = {d["metadata"]["name"] for _, d in docs if d["kind"] == "Service"}
+    assert urlsplit(CONSOLE_JWKS).hostname in services
 
 
 def test_k8s_streams_job_runs_as_the_nats_admin() -> None:

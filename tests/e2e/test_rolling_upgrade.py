@@ -2,7 +2,7 @@
 of partners run side by side across one additive migration.
 
 The new release is this checkout plus one migration, `0003_rolling_probe`, that adds a nullable
-column and declares `compatible_from = "0002_consumer_positions"` (this code's head). The new
+column and declares `compatible_from` this code's head (HEAD). The new
 release's `ensemble migrate partners` expands the database while the old copy serves; the old
 copy keeps working on it, starts on it again (a pod restarted mid-rollout), and serves side by
 side with a new copy; then the old copy goes away. Every referral through all of it reaches its
@@ -19,20 +19,24 @@ from support.ledger import make_cases
 from support.processes import SOURCE, ProcessSystem, ServiceProcess
 from support.scenario import assert_clean, scenario
 
+from runtime.migrations import head
+
+HEAD = head("partners")  # this code's partners head, which the probe follows
+
 PROBE = '''"""A new release's additive migration (tests/e2e/test_rolling_upgrade.py).
 
 Revision ID: 0003_rolling_probe
-Revises: 0002_consumer_positions
+Revises: HEAD
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_rolling_probe"
-down_revision = "0002_consumer_positions"
+down_revision = "HEAD"
 branch_labels = None
 depends_on = None
-compatible_from = "0002_consumer_positions"
+compatible_from = "HEAD"
 
 
 def upgrade() -> None:
@@ -50,7 +54,7 @@ def new_release(root: Path) -> Path:
         shutil.copytree(SOURCE / package, root / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     versions = root / "services" / "partners" / "migrations" / "versions"
-    (versions / "0003_rolling_probe.py").write_text(PROBE)
+    (versions / "0003_rolling_probe.py").write_text(PROBE.replace("HEAD", HEAD))
     return root
 
 
@@ -86,13 +90,12 @@ async def test_an_old_and_a_new_copy_serve_side_by_side_across_an_additive_migra
 
         # Expand: the new release migrates while the old copy serves, and it goes on serving.
         said = migrate(system, release)
-        assert "partners: at 0003_rolling_probe (was 0002_consumer_positions)" in said, said
+        assert f"partners: at 0003_rolling_probe (was {HEAD})" in said, said
         await ledger.drive(cases[10:20])
         await ledger.wait_done(cases[10:20])
         # An old copy that restarts during the rollout starts on the expanded database.
         await system.restart("partners")
-        assert "declares itself compatible with code from 0002_consumer_positions" in \
-            old.log.read_text()
+        assert f"declares itself compatible with code from {HEAD}" in old.log.read_text()
 
         # Side by side: a copy of the new release joins the old one on the same durables.
         new = ServiceProcess("partners", 1, old.env, system.root / "services" / "partners-1.log",

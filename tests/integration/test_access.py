@@ -122,9 +122,13 @@ WRITES: list[tuple[str, str, str, dict[str, Any], int]] = [
      403),
     ("coordinator", "POST", "/partners", OUTSIDE | {"schools": ["lincoln-es"],
                                                     "name": "Lincoln Clinic"}, 201),
+    ("coordinator", "POST", "/partners", OUTSIDE | {"in_school_of": "roosevelt-ms",
+                                                    "schools": []}, 403),
     ("coordinator", "PUT", "/partners/services/{service_id}/capacity",
      {"school_id": "roosevelt-ms", "capacity": 3}, 403),
     ("coordinator", "POST", "/partners/import/hsds", {}, 403),  # the district's directory
+    ("coordinator", "POST", "/rosters/import", {}, 403),  # the district's SIS roster
+    ("admin_d002", "POST", "/rosters/import", {}, 403),
     ("coordinator", "POST", "/referrals", {"school_id": "roosevelt-ms", "student_ref": "s9",
                                            "family_id": "{roosevelt_family}",
                                            "need": "dental"}, 403),
@@ -176,7 +180,7 @@ async def test_every_write_stays_in_the_callers_scope(system: System,
         named = {k: v.format(**ids) if isinstance(v, str) else v for k, v in body.items()}
         response = await system.http.request(
             method, f"/api/v1{concrete}", json={"district_id": "d001"} | named,
-            params={"district_id": "d001"} if method == "PATCH" or "hsds" in path else None,
+            params={"district_id": "d001"} if method == "PATCH" or "import" in path else None,
             headers={"Authorization": f"Bearer {callers[who]}"})
         assert response.status_code == expected, (who, method, path, body, response.text)
     names = {p["name"] for p in (await system.http.get(

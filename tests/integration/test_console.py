@@ -114,7 +114,7 @@ async def test_development_sign_in_signs_in_and_out(tmp_path: Any) -> None:
 
 def test_session_cookie_is_signed_and_expires() -> None:
     who = Principal("c1", Role.coordinator, "d001", frozenset({"lincoln-es"}))
-    session = sessions.signed_in(who, "api-token", hours=1)
+    session = sessions.signed_in(who, hours=1)
     value = sessions.encode(SECRET, session)
     assert sessions.decode(SECRET, value).principal == who
     assert sessions.decode("another-secret-of-the-same-length-0123456789", value).principal \
@@ -122,7 +122,7 @@ def test_session_cookie_is_signed_and_expires() -> None:
     tampered = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
     assert sessions.decode(SECRET, tampered).principal is None
     ended = sessions.encode(SECRET, sessions.Session(
-        csrf="x", principal=who, api_token="t", expires=datetime.now(UTC) - timedelta(1)))
+        csrf="x", principal=who, expires=datetime.now(UTC) - timedelta(1)))
     gone = sessions.decode(SECRET, ended)
     assert gone.principal is None and gone.expired
     assert sessions.csrf_ok(session, session.csrf)

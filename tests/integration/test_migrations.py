@@ -118,6 +118,15 @@ async def test_a_database_made_before_migrations_is_adopted_as_the_baseline(
         async with db.transaction() as session:
             # ... whose models had no consumer_positions yet (0002 adds it)
             await session.execute(text("DROP TABLE consumer_positions"))
+            await session.execute(text("DROP TABLE partner_links"))  # 0006
+            # ... nor the in-school columns (0007 adds them, and in_school to the index)
+            await session.execute(text("DROP INDEX ix_capacity_match"))
+            await session.execute(text("ALTER TABLE service_capacity DROP COLUMN in_school"))
+            await session.execute(text("ALTER TABLE partners DROP COLUMN in_school_of"))
+            await session.execute(text(
+                "CREATE INDEX ix_capacity_match ON service_capacity (district_id, need, "
+                "school_id, service_status, partner_status, reserved, capacity, partner_id, "
+                "languages_key, grades_key, service_id)"))
             await session.execute(text(
                 "INSERT INTO family_languages (district_id, family_id, language) "
                 "VALUES ('d001', 'f-1', 'es')"))
@@ -170,7 +179,7 @@ async def test_a_database_ahead_by_migrations_declared_compatible_serves_the_old
         async with db.transaction() as session:
             assert (await session.execute(text(
                 f"SELECT revision, compatible_from FROM {COMPAT_TABLE}"))).all() == [
-                (head("partners"), "0001_baseline")]
+                (head("partners"), "0002_consumer_positions")]  # 0007_in_school's
         # A newer release migrated it with an additive migration: this code keeps serving.
         await newer(db, "0003_newer", compatible=head("partners"))
         assert await check(db_settings, "partners") is None

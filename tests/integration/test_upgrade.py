@@ -15,7 +15,17 @@ checkout). Each migration adds its own data-carrying case here:
   twice).
 - 0003_erasure (engagement, notifications, referrals): no family counts as erased (the new
   columns are empty), no daily job has run, nothing is in `erased_families`; erasure itself on
-  upgraded rows is tests/integration/test_erasure_migration.py."""
+  upgraded rows is tests/integration/test_erasure_migration.py.
+- 0004_rosters (engagement): the families are as they were, none retired (``retired_at``
+  NULL), and there are no roster records.
+- 0005_trace (engagement's outreach, notifications' messages: the referral's correlation id and
+  trace context, nullable): empty for every row written before; the message in flight is sent
+  and answered without them, its events in the chain the message row kept.
+- 0006_signin (partners): a new table, `partner_links`, empty until a partner with a contact
+  e-mail is matched; links themselves are tests/integration/test_partner_links.py.
+
+- 0007_in_school (partners): no organization is an in-school support (``in_school_of`` NULL)
+  and no capacity row is one (``in_school`` false, its server default)."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -74,8 +84,16 @@ async def contents(db: Database) -> dict[str, list[dict[str, Any]]]:
 
 # What each migration after the baseline adds, empty right after the upgrade: new tables, and
 # new columns of old tables (None in every row kept).
-ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families"}
-ADDED_COLUMNS = {"families": {"erased_at", "erased_by"}}
+ADDED_TABLES = {"consumer_positions", "job_runs", "erased_families", "roster_records",
+                "partner_links"}
+ADDED_COLUMNS = {"families": {"erased_at", "erased_by", "retired_at"},
+                 # 0005_trace: the referral's chain and trace, on outreach and messages
+                 "outreach": {"correlation_id", "traceparent", "tracestate"},
+                 "messages": {"traceparent", "tracestate"},
+                 # 0007_in_school: an organization's school, a capacity row's flag
+                 "partners": {"in_school_of"}, "service_capacity": {"in_school"}}
+# An added column with a server default has it in every row kept (the others: None).
+ADDED_DEFAULTS: dict[str, Any] = {"in_school": False}
 
 
 def kept(name: str, held: dict[str, list[dict[str, Any]]],
@@ -89,7 +107,8 @@ def kept(name: str, held: dict[str, list[dict[str, Any]]],
         added = ADDED_COLUMNS.get(table, set())
         assert [{k: v for k, v in r.items() if k not in added} for r in now[table]] == rows, (
             name, table)
-        assert all(r[c] is None for r in now[table] for c in added if c in r), (name, table)
+        assert all(r[c] == ADDED_DEFAULTS.get(c) for r in now[table] for c in added if c in r), (
+            name, table)
 
 
 async def post(system: System, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +131,8 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
-    known = {"0002_consumer_positions", "0003_erasure"}
+    known = {"0002_consumer_positions", "0003_erasure", "0004_rosters", "0005_trace",
+             "0006_signin", "0007_in_school"}
     assert all(head(s) in known for s in SERVICES), (
         "a new migration: add its data-carrying case to this test (and fill with the release "
         "before it if it is not additive)")
@@ -176,7 +196,8 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         assert [d.after for d in done] == [head(s) for s in SERVICES]
         for name, db in dbs.items():
             assert await current(db) == head(name)
-            kept(name, held[name], await contents(db))  # 0002: no positions; 0003: no erasure
+            kept(name, held[name], await contents(db))  # 0002: no positions; 0003: no erasure;
+            # 0004: no roster records, no family retired; 0005: no in-school support
 
         # 3. The loop goes on.
         inbox.refuse = None

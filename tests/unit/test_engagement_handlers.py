@@ -286,3 +286,27 @@ async def _all(bench: HandlerBench, entity: type[Any]) -> AsyncIterator[Any]:
         rows = (await session.scalars(select(entity))).all()
     for row in rows:
         yield row
+
+
+async def test_every_event_about_an_outreach_carries_its_referrals_chain_and_subject(
+        bench: HandlerBench, deps: EngagementDeps) -> None:
+    """Issue 21: the outreach keeps the match's correlation id; what later happens to it (a
+    reply that came in another chain, e.g. a text to the last message at a shared phone)
+    stays in the referral's chain, with the referral as the subject."""
+    await add(bench, family())
+    match = bench.envelope(matched())
+    [request] = await bench.deliver(handlers.on_partner_matched, match, deps)
+    assert isinstance(request, OutreachRequested)
+    [requested] = bench.emitted
+    assert (requested.correlationid, requested.causationid, requested.subject) == (
+        match.correlationid, match.id, "ref-1")
+    row = await bench.get(Outreach, request.outreach_id)
+    assert row.correlation_id == match.correlationid
+
+    other_chain = bench.envelope(replied("sí", outreach_id=request.outreach_id))
+    assert other_chain.correlationid != match.correlationid
+    [contacted] = await bench.deliver(handlers.on_family_replied, other_chain, deps)
+    assert isinstance(contacted, FamilyContacted)
+    announced = bench.emitted[-1]
+    assert (announced.correlationid, announced.causationid, announced.subject) == (
+        match.correlationid, other_chain.id, "ref-1")

@@ -1,7 +1,7 @@
 """Engagement's routes are module-level functions on module-level routers (api.py,
-family_events_api.py, announcements_api.py, replies_api.py, erasure_api.py); the service serves
-exactly those, with what it was built with (``EngagementRoutes``) reaching them through
-``Depends(wired("engagement"))``. The last tests call routes over HTTP in-process, on an
+family_events_api.py, announcements_api.py, replies_api.py, erasure_api.py, roster_api.py); the
+service serves exactly those, with what it was built with (``EngagementRoutes``) reaching them
+through ``Depends(wired("engagement"))``. The last tests call routes over HTTP in-process, on an
 in-memory database: no NATS, no server."""
 
 import inspect
@@ -29,13 +29,14 @@ from services.engagement import (
     erasure_api,
     family_events_api,
     replies_api,
+    roster_api,
 )
 from services.engagement.deps import NAME, EngagementRoutes
 from services.engagement.service import build
 from services.engagement.settings import EngagementSettings
 from services.engagement.tables import Base, Outreach
 
-MODULES = (api, family_events_api, announcements_api, replies_api, erasure_api)
+MODULES = (api, family_events_api, announcements_api, replies_api, erasure_api, roster_api)
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
 
 
@@ -73,13 +74,13 @@ def test_the_routers_list_every_engagement_path_the_service_serves() -> None:
         "/family-events", "/family-events/{event_id}", "/family-events/{event_id}/invitations",
         "/family-events/{event_id}/attendance", "/rsvp/{invitation_id}",
         "/announcements", "/announcements/{announcement_id}",
-        "/unassigned-replies", "/unassigned-replies/{reply_id}/assign"}
+        "/unassigned-replies", "/unassigned-replies/{reply_id}/assign", "/rosters/import"}
     answered = served()
     assert {(m, "/api/v1" + p) for m, p, _ in declared} == {(m, p) for m, p, _ in answered}
     for method, path, name in declared:  # FastAPI's operationId starts with the function name
         operation = next(o for m, p, o in answered if (m, p) == (method, "/api/v1" + path))
         assert operation.startswith(f"{name}_"), (operation, name)
-    assert len(declared) == 23  # DELETE /families/{family_id} is erasure_api's
+    assert len(declared) == 24  # with erasure_api's DELETE and roster_api's import
 
 
 def test_the_service_hands_its_runtime_settings_clock_and_fan_out_to_the_routes() -> None:

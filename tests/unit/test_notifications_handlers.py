@@ -14,6 +14,7 @@ from contracts.events import (
     BulkRecipient,
     FamilyErased,
     OutreachRequested,
+    PartnerLinkRequested,
 )
 from contracts.taxonomy import Channel, Urgency
 from runtime.districts import load_districts
@@ -21,6 +22,7 @@ from runtime.settings import Settings
 from services.notifications import handlers
 from services.notifications.deps import NotificationsDeps
 from services.notifications.policy import Holds
+from services.notifications.providers import Outgoing
 from services.notifications.settings import NotificationsSettings
 from services.notifications.tables import Base, Message
 
@@ -160,4 +162,60 @@ def test_every_consumed_event_has_its_handler_in_the_map() -> None:
     consumed = handlers.HANDLERS
     assert consumed == {OutreachRequested: handlers.on_outreach_requested,
                         BulkOutreachRequested: handlers.on_bulk,
-                        FamilyErased: handlers.on_family_erased}
+                        FamilyErased: handlers.on_family_erased,
+                        PartnerLinkRequested: handlers.on_partner_link_requested}
+
+
+async def test_what_becomes_of_a_message_stays_in_its_referrals_chain(
+        bench: HandlerBench, deps: NotificationsDeps) -> None:
+    """Issue 21: the message row keeps the request's correlation id; the provider's reports and
+    the family's opt-out, which come in over HTTP with no chain of their own, carry it (with
+    the request as their cause) and name the referral as their subject."""
+    from services.notifications.delivery import apply_status
+    from services.notifications.opt_outs import record_opt_out
+
+    request = bench.envelope(requested())
+    await bench.deliver(handlers.on_outreach_requested, request, deps)
+    [message] = await messages(bench)
+    assert (message.correlation_id, message.causation_id) == (request.correlationid, request.id)
+    message.status, message.provider_id = "sent", "SM1"
+    async with bench.unit_of_work() as uow:  # no cause: a provider's webhook
+        row = await uow.session.merge(message)
+        await apply_status(uow, lambda: None, row, "delivered", None, MORNING)
+        await record_opt_out(uow, "d001", Channel.sms, "+14155550134", [row], MORNING)
+    delivered, opted_out = bench.emitted
+    assert delivered.type == "org.ensemble.notifications.delivered.v1"
+    assert opted_out.type == "org.ensemble.notifications.family_opted_out.v1"
+    for envelope in (delivered, opted_out):
+        assert (envelope.correlationid, envelope.causationid) == (
+            request.correlationid, request.id)
+    assert (delivered.subject, opted_out.subject) == ("ref-1", "fam-1")
+
+
+class Recording:
+    """An e-mail provider that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[Outgoing] = []
+
+    async def send(self, message: Outgoing) -> str:
+        self.sent.append(message)
+        return f"id-{len(self.sent)}"
+
+
+async def test_a_partner_link_is_emailed_to_the_partner_in_its_language(
+        bench: HandlerBench, deps: NotificationsDeps) -> None:
+    provider = Recording()
+    deps.email = provider  # type: ignore[assignment]
+    event = PartnerLinkRequested(
+        link_id="l-1", referral_id="ref-1", partner_id="p-1", partner_name="Sonrisa Dental",
+        email="intake@sonrisa.example", language="es", need="dental", urgency=Urgency.urgent,
+        url="https://ensemble.example/p/token-123", expires_at=MORNING)
+    await bench.handle(handlers.on_partner_link_requested, event, deps)
+    [mail] = provider.sent
+    assert mail.to == "intake@sonrisa.example"
+    assert mail.subject.startswith("Nueva derivación para Sonrisa Dental")
+    assert "https://ensemble.example/p/token-123" in mail.text and "urgente" in mail.text
+    assert mail.html and 'href="https://ensemble.example/p/token-123"' in mail.html
+    assert mail.idempotency_key == "partner-link-l-1"
+    assert await bench.get(Message, "l-1") is None  # no family message is queued for it

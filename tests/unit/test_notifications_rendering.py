@@ -34,6 +34,9 @@ SAMPLE = {
     "place": "School library, Room 104",
     "rsvp_url": "https://ensemble.example.org/r/8kQ2xZ",
     "reply_code": "12",  # several outreach open at one phone: the longest code
+    "urgency_label": "urgent",
+    "url": "https://ensemble.example.org/p/eyJhbGciOiJIUzI1NiJ9.e30.sig",
+    "expires": "2026-12-06 14:00",
     "body": (
         "Join us to play math games with your kids. Dinner will be served and childcare is "
         "available for younger siblings.\nPlease bring a friend!"

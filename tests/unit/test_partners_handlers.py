@@ -2,6 +2,7 @@
 milliseconds each."""
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from contracts.events import (
     ConsentRecorded,
     FamilyRegistered,
     NoPartnerAvailable,
+    PartnerLinkRequested,
     PartnerMatched,
     ReferralAccepted,
     ReferralCancelled,
@@ -25,10 +27,13 @@ from runtime.errors import RetryLater
 from runtime.settings import Settings
 from services.partners import directory, handlers
 from services.partners.deps import PartnersDeps
+from services.partners.links import LinkIssuer, LinkRefused, open_link, use_link
 from services.partners.service import build
 from services.partners.tables import (
     Base,
     FamilyLanguage,
+    Partner,
+    PartnerLink,
     PartnerStats,
     ReferralRequest,
     ServiceCapacity,
@@ -327,3 +332,52 @@ def test_every_consumed_event_has_its_handler_in_the_map(tmp_path: Path) -> None
         "partners-referrals-declined", "partners-referrals-accepted",
         "partners-referrals-closed", "partners-referrals-cancelled",
         "partners-engagement-family-registered"]
+
+
+async def test_a_match_emails_the_partners_contact_a_link_that_answers_once(
+        bench: HandlerBench, deps: PartnersDeps) -> None:
+    """The partner has a contact e-mail: the match also asks notifications to e-mail it a
+    signed link, which opens the referral until it is used, and not after the match ends."""
+    partner_id, _service = await partner(bench, "Sonrisa")
+    async with bench.db.transaction() as session:
+        found = await session.get(Partner, partner_id)
+        found.email, found.languages = "intake@sonrisa.example", ["es", "en"]
+    issuer = LinkIssuer("a-partner-link-secret-for-tests-0123456789", "https://e.example", 72)
+    deps = replace(deps, links=issuer)
+    matched, asked = await bench.handle(handlers.on_referral_opened, opened(), deps)
+    assert isinstance(matched, PartnerMatched)
+    assert isinstance(asked, PartnerLinkRequested)
+    assert (asked.email, asked.language, asked.partner_id) == (
+        "intake@sonrisa.example", "es", partner_id)
+    assert asked.url.startswith("https://e.example/p/") and asked.expires_at == NOW + \
+        timedelta(hours=72)
+    token = asked.url.rsplit("/", 1)[1]
+    link = await bench.get(PartnerLink, asked.link_id)
+    assert (link.referral_id, link.attempt, link.used_at) == ("r1", 1, None)
+    async with bench.unit_of_work() as uow:
+        assert (await open_link(uow, issuer, token, NOW)).id == asked.link_id
+        await use_link(uow, issuer, token, "accept", NOW)
+    async with bench.unit_of_work() as uow:
+        with pytest.raises(LinkRefused, match="used"):
+            await use_link(uow, issuer, token, "decline", NOW)
+        with pytest.raises(LinkRefused, match="expired"):
+            await open_link(uow, issuer, token, NOW + timedelta(hours=73))
+    # Declined by the partner (elsewhere): a link for the next match would be new; this one
+    # is spent and, once the match ended, refused for that reason too.
+    async with bench.db.transaction() as session:
+        (await session.get(PartnerLink, asked.link_id)).used_at = None
+    await bench.handle(handlers.on_declined, ReferralDeclined(
+        referral_id="r1", partner_id=partner_id, reason="no_capacity",
+        declined_at=NOW), deps)
+    async with bench.unit_of_work() as uow:
+        with pytest.raises(LinkRefused, match="match_ended"):
+            await open_link(uow, issuer, token, NOW)
+
+
+async def test_no_link_without_a_contact_email(bench: HandlerBench,
+                                              deps: PartnersDeps) -> None:
+    await partner(bench, "No Email Dental")
+    issuer = LinkIssuer("a-partner-link-secret-for-tests-0123456789", "https://e.example", 72)
+    emitted = await bench.handle(handlers.on_referral_opened, opened(),
+                                 replace(deps, links=issuer))
+    assert [type(e) for e in emitted] == [PartnerMatched]

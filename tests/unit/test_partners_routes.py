@@ -16,7 +16,8 @@ from services.partners.service import build
 
 
 def routes() -> set[tuple[str, str, str]]:
-    """(method, path, function name) of each route declared on the router."""
+    """(method, path, function name) of each route declared on the router (the partner-link
+    routes come from services.partners.links_api, included in it)."""
     return {(method, route.path, route.endpoint.__name__)
             for route in router.routes if isinstance(route, APIRoute)
             for method in route.methods}
@@ -46,7 +47,9 @@ def test_the_router_lists_every_partners_path_the_service_serves() -> None:
         ("GET", "/partners/export/hsds", "export_hsds"),
         ("GET", "/partners/gaps", "gap_map"),
         ("PUT", "/partners/services/{service_id}/capacity", "put_capacity"),
-        ("GET", "/partners/{partner_id}", "detail")}
+        ("GET", "/partners/{partner_id}", "detail"),
+        ("GET", "/partner-links/{token}", "partner_link"),
+        ("POST", "/partner-links/{token}/use", "partner_link_use")}
     # What the service answers is exactly what the router declares, each operation named
     # after its function (FastAPI's operationId starts with the function's name).
     answered = served()

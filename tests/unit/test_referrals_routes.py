@@ -45,7 +45,8 @@ def test_the_routers_list_every_referrals_path_the_service_serves() -> None:
         "/referrals/{referral_id}/accept", "/referrals/{referral_id}/decline",
         "/referrals/{referral_id}/in-service", "/referrals/{referral_id}/cancel",
         "/referrals/{referral_id}/close", "/referrals/{referral_id}/consent",
-        "/referrals/{referral_id}/notes", "/referrals/{referral_id}/audit"}
+        "/referrals/{referral_id}/notes", "/referrals/{referral_id}/audit",
+        "/schools/{school_id}/cost-review"}
     assert ("POST", "/referrals", "open_") in declared
     assert ("GET", "/referrals/{referral_id}/audit", "trail") in declared
     # What the service answers is exactly what the two routers declare, each operation named
@@ -55,7 +56,7 @@ def test_the_routers_list_every_referrals_path_the_service_serves() -> None:
     for method, path, name in declared:
         operation = next(o for m, p, o in answered if (m, p) == (method, "/api/v1" + path))
         assert operation.startswith(f"{name}_"), (operation, name)
-    assert len(declared) == 13  # GET and POST /referrals, and one method on each other path
+    assert len(declared) == 14  # GET and POST /referrals, and one method on each other path
 
 
 def test_the_service_hands_its_runtime_and_desk_to_the_routes() -> None:

@@ -1,0 +1,68 @@
+"""In-school supports through the real loop: a district that matches in-school first gets its
+school's counselor before a better-scoring community partner, and the outside partner once the
+counselor is full; the PartnerMatched reasons say which and why."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import System
+
+from runtime.settings import DEFAULT_DISTRICTS_FILE, Settings
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The deployment's districts, d001 matching in-school supports first."""
+    text = DEFAULT_DISTRICTS_FILE.read_text()
+    first_district = 'id = "d001"\n'
+    assert first_district in text
+    path = tmp_path / "districts.toml"
+    path.write_text(text.replace(first_district,
+                                 first_district + "match_in_school_first = true\n", 1))
+    return settings.model_copy(update={"districts_file": path})
+
+
+async def _match(system: System, referral_id: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        detail = await system.referral(referral_id)
+        found = [e for e in detail["timeline"] if e["event"] == "PartnerMatched"]
+        return found[-1]["data"] if found else None
+
+    return await system.eventually(check, timeout=30, what="a match")
+
+
+async def test_the_schools_own_counselor_is_matched_first_then_the_outside_partner(
+        system: System) -> None:
+    outside = await system.register_partner(
+        name="Riverside Family Counseling", needs=["mental_health"], languages=["en", "es"],
+        capacity=5)
+    registered = await system.http.post("/api/v1/partners", json={
+        "district_id": "d001", "name": "Lincoln school counselor", "needs": ["mental_health"],
+        "languages": ["en"], "capacity": 1, "in_school_of": "lincoln-es"})
+    assert registered.status_code == 201, registered.text
+    counselor = registered.json()
+    assert counselor["in_school_of"] == "lincoln-es" and outside["in_school_of"] is None
+    assert counselor["services"][0]["schools"] == ["lincoln-es"]
+
+    family = await system.register_family(preferred_language="es")
+    first = await system.open_referral(family, need="mental_health")
+    match = await _match(system, first["id"])
+    # The outside partner speaks Spanish and has more room: it would score higher.
+    assert match["partner_id"] == counselor["id"], match
+    assert ("in-school support of lincoln-es (the district matches in-school supports first)"
+            in match["reasons"])
+
+    second = await system.open_referral(family, need="mental_health")  # another student
+    match = await _match(system, second["id"])
+    assert match["partner_id"] == outside["id"], match
+    assert any(r.startswith("outside partner: no in-school support of lincoln-es eligible")
+               for r in match["reasons"])
+
+    # An in-school support serves its own school only.
+    service_id = counselor["services"][0]["id"]
+    refused = await system.http.put(
+        f"/api/v1/partners/services/{service_id}/capacity",
+        json={"district_id": "d001", "school_id": "roosevelt-ms", "capacity": 3})
+    assert refused.status_code == 409, refused.text
+    assert "in-school support of lincoln-es" in refused.text
