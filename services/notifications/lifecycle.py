@@ -65,7 +65,12 @@ class NotDelivered:
     other_channel: bool
 
 
-Fact = Claimed | Sent | Requeued | GaveUp | Delivered | NotDelivered
+@dataclass(frozen=True)
+class FamilyErased:
+    """The family was erased: a message not yet sent never goes (failed)."""
+
+
+Fact = Claimed | Sent | Requeued | GaveUp | Delivered | NotDelivered | FamilyErased
 
 
 # --- outcomes other than a new status --------------------------------------------------------
@@ -102,6 +107,10 @@ def decide(status: MessageStatus, fact: Fact) -> MessageStatus:
             if status != MessageStatus.sent:
                 raise Unchanged  # reported before, or the message moved on
             return MessageStatus.delivered
+        case FamilyErased():
+            if status not in PENDING:
+                raise Unchanged  # sent, delivered or failed before: it stays what it was
+            return MessageStatus.failed
         case NotDelivered(other_channel=other):
             if status != MessageStatus.sent:
                 raise Unchanged  # reported before (failed, then undelivered), or moved on

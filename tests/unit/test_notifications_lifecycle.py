@@ -10,6 +10,7 @@ from services.notifications.lifecycle import (
     Claimed,
     Delivered,
     Fact,
+    FamilyErased,
     GaveUp,
     IllegalMove,
     MessageStatus,
@@ -43,6 +44,8 @@ def test_a_new_message_is_queued_unless_no_channel_may_be_used() -> None:
     (S.sent, Delivered(), S.delivered),
     (S.sent, NotDelivered(other_channel=True), S.queued),
     (S.sent, NotDelivered(other_channel=False), S.failed),
+    (S.queued, FamilyErased(), S.failed),  # an erased family's message never goes
+    (S.sending, FamilyErased(), S.failed),
 ])
 def test_allowed_moves(status: MessageStatus, fact: Fact, after: MessageStatus) -> None:
     assert decide(status, fact) is after
@@ -67,6 +70,12 @@ def test_only_a_pending_message_is_claimed(status: MessageStatus) -> None:
 def test_facts_that_come_too_late_change_nothing(status: MessageStatus, fact: Fact) -> None:
     with pytest.raises(Unchanged):
         decide(status, fact)
+
+
+@pytest.mark.parametrize("status", [S.sent, S.delivered, S.failed])
+def test_an_erasure_leaves_a_finished_message_as_it_was(status: MessageStatus) -> None:
+    with pytest.raises(Unchanged):
+        decide(status, FamilyErased())
 
 
 def test_not_a_fact() -> None:
