@@ -28,12 +28,11 @@ from benchmarks.harness import Result, free_port, render_table
 from contracts.taxonomy import Channel
 from runtime.host import run as run_loop
 from runtime.service import ServiceRuntime
-from runtime.settings import Settings
-from services.notifications.config import NotificationsConfig
 from services.notifications.dev_sms import DevSmsServer, create_dev_sms_app
 from services.notifications.dispatch import Dispatcher
 from services.notifications.handlers import new_message
 from services.notifications.providers import SmtpEmail, TwilioSms
+from services.notifications.settings import NotificationsSettings
 from services.notifications.tables import Base, Message
 from services.notifications.twilio import TwilioSmsClient
 
@@ -100,12 +99,11 @@ async def providers_process(sms_store: Path) -> AsyncIterator[Providers]:
 
 async def _one(channel: Channel, families: int, tmp: Path) -> list[Result]:
     async with providers_process(tmp / f"sms-{channel}-{families}.jsonl") as sinks:
-        settings = Settings(data_dir=tmp / f"{channel}-{families}",
-                            smtp_url=sinks.smtp_url,
-                            sms_api_url=sinks.sms_url, sms_auth_token=TOKEN,
-                            sms_account_sid="ACbench", public_base_url="http://127.0.0.1:9")
-        config = NotificationsConfig(quiet_start=clock_time(0), quiet_end=clock_time(0),
-                                     daily_cap=10, batch=500)
+        settings = config = NotificationsSettings(
+            data_dir=tmp / f"{channel}-{families}", smtp_url=sinks.smtp_url,
+            sms_api_url=sinks.sms_url, sms_auth_token=TOKEN, sms_account_sid="ACbench",
+            public_base_url="http://127.0.0.1:9", quiet_hours_start=clock_time(0),
+            quiet_hours_end=clock_time(0), daily_message_cap=10, dispatch_batch=500)
         client = TwilioSmsClient(sinks.sms_url, "ACbench", TOKEN, "+15005550006")
         providers = {
             Channel.email: SmtpEmail(settings.smtp_url, settings.email_from,

@@ -1,4 +1,10 @@
-"""A service's runtime: its database, broker connection, consumers and outbox relay."""
+"""A service's runtime: its database, broker connection, consumers and outbox relay.
+
+FastStream's ``NatsBroker`` opens and closes the NATS connection through its public API
+(``connect()`` gives back the nats-py ``Client``; ``stop()`` drains it), with its reconnect
+logging and its refusal to retry credentials the server rejected. Everything done on the
+connection (JetStream streams, pull consumers, publishing) is nats-py's public API on that
+client; no FastStream internals (docs/architecture.md, "FastStream")."""
 
 import asyncio
 import logging
@@ -85,6 +91,8 @@ class ServiceRuntime:
             max_reconnect_attempts=-1,
             graceful_timeout=20.0,
         )
+        self._nc: Client | None = None  # what broker.connect() gave, while started
+        self._js: JetStreamContext | None = None
         self.consumers: list[EventConsumer] = []
         self.relay = OutboxRelay(self)
         self.background: list[Callable[[], Any]] = []
@@ -93,15 +101,13 @@ class ServiceRuntime:
 
     @property
     def jetstream(self) -> JetStreamContext:
-        js = self.broker.config.connection_state.stream
-        assert js is not None, "broker not connected"
-        return js
+        assert self._js is not None, "broker not connected"
+        return self._js
 
     @property
     def nats(self) -> Client:
-        nc = self.broker.config.connection_state.connection
-        assert nc is not None, "broker not connected"
-        return nc
+        assert self._nc is not None, "broker not connected"
+        return self._nc
 
     def consume(self, handlers: Mapping[type[Event], Callable[..., Awaitable[None]]],
                 deps: object) -> None:
@@ -140,7 +146,8 @@ class ServiceRuntime:
         # The schema is `ensemble migrate`'s to change: a database behind or ahead of this
         # code is refused, with the command to run (runtime/migrations.py).
         await require_current(self.db, self.name)
-        await self.broker.connect()
+        self._nc = await self.broker.connect()
+        self._js = self._nc.jetstream()
         await self._ensure_streams()
         await self.broker.start()
         for consumer in self.consumers:
@@ -188,7 +195,8 @@ class ServiceRuntime:
         except Exception as exc:
             log.warning("%s: outbox not flushed at stop (%s); it is sent at next start",
                         self.name, type(exc).__name__)
-        await self.broker.stop()
+        await self.broker.stop()  # drains the connection
+        self._nc = self._js = None
         await self.db.dispose()
         log.info("%s stopped: consumers drained, outbox flushed", self.name)
 
@@ -199,8 +207,7 @@ class ServiceRuntime:
             checks["database"] = True
         except Exception:
             pass
-        conn = self.broker.config.connection_state
-        checks["nats"] = bool(self.started and conn.connection and conn.connection.is_connected)
+        checks["nats"] = bool(self.started and self._nc is not None and self._nc.is_connected)
         if checks["nats"]:
             checks["streams"] = await streams_exist(self.jetstream)
             checks["consumers"] = await self._consumers_exist()

@@ -1,6 +1,9 @@
-"""Settings from the environment. One database URL per service; SQLite files by default."""
+"""Settings from the environment, shared by every service. One database URL per service; SQLite
+files by default. A service with its own variables extends them in services/<name>/settings.py
+(``<Name>Settings(Settings)``, built from these with ``<Name>Settings.of(settings)``)."""
 
 from pathlib import Path
+from typing import Any, Self
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,14 +55,9 @@ class Settings(BaseSettings):
     fetch_batch: int = Field(100, ge=1, le=1000, alias="ENSEMBLE_FETCH_BATCH")
     fetch_wait_seconds: float = Field(0.005, gt=0, alias="ENSEMBLE_FETCH_WAIT_SECONDS")
     outbox_poll_seconds: float = Field(0.5, gt=0, alias="ENSEMBLE_OUTBOX_POLL_SECONDS")
-    follow_up_scan_seconds: float = Field(30, gt=0, alias="ENSEMBLE_FOLLOW_UP_SCAN_SECONDS")
-    referral_metrics_seconds: float = Field(5, gt=0, alias="ENSEMBLE_REFERRAL_METRICS_SECONDS")
     # How often each copy checks whether its service's daily retention job is due (it runs once
     # a day across copies, runtime/daily.py).
     retention_check_seconds: float = Field(600, gt=0, alias="ENSEMBLE_RETENTION_CHECK_SECONDS")
-    # POST /referrals waits this long for a family registered a moment ago (FamilyRegistered
-    # still on its way) before answering 409.
-    family_wait_seconds: float = Field(5, ge=0, le=60, alias="ENSEMBLE_FAMILY_WAIT_SECONDS")
 
     # Outreach
     smtp_url: str = Field("smtp://127.0.0.1:8025", alias="SMTP_URL")
@@ -74,6 +72,14 @@ class Settings(BaseSettings):
     partner_link_secret: str = Field(DEV_PARTNER_LINK_SECRET, min_length=32,
                                      alias="ENSEMBLE_PARTNER_LINK_SECRET")
     partner_link_hours: float = Field(72, gt=0, le=24 * 30, alias="ENSEMBLE_PARTNER_LINK_HOURS")
+
+    @classmethod
+    def of(cls, settings: "Settings", **overrides: Any) -> Self:
+        """``settings`` as ``cls`` (a service's own ``<Name>Settings``): the shared values kept,
+        the service's own read from the environment unless ``overrides`` gives them."""
+        if isinstance(settings, cls) and not overrides:
+            return settings
+        return cls(**(settings.model_dump() | overrides))
 
     def database_url(self, service: str) -> str:
         url = getattr(self, f"{service}_database_url")

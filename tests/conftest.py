@@ -28,6 +28,7 @@ from ensemble.system import build_services
 from runtime.auth import issue_token
 from runtime.host import Service, create_app
 from runtime.settings import SERVICES, Settings
+from services.referrals.settings import ReferralsSettings
 
 # Fixtures kept in tests/support/, loaded for every test module.
 pytest_plugins = ["support.outreach"]
@@ -157,7 +158,9 @@ def no_quiet_hours(monkeypatch: pytest.MonkeyPatch) -> None:
 def settings(tmp_path: Path, nats_url: str, backend: dict[str, str],
              smtp: tuple[Inbox, str]) -> Settings:
     port = free_port()
-    return Settings(
+    # Referrals' own settings (a Settings: every other service reads its own from it, and
+    # referrals takes this one as it is).
+    return ReferralsSettings(
         public_base_url=f"http://127.0.0.1:{port}",
         nats_url=nats_url,
         data_dir=tmp_path / "data",

@@ -1,7 +1,6 @@
 """Announcements fanned out to every family of a school or district, chunk by chunk: each chunk
 commits with its cursor, so a restart resumes where it stopped and no family hears it twice."""
 
-from prometheus_client import Counter
 from sqlalchemy import select
 
 from contracts.taxonomy import Urgency
@@ -9,23 +8,22 @@ from runtime.db import Clock
 from runtime.erasure import erasure_barrier
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
-from services.engagement.config import EngagementConfig
 from services.engagement.contacts import emit_bulk, recipient
+from services.engagement.metrics import ANNOUNCED
+from services.engagement.settings import EngagementSettings
 from services.engagement.tables import Announcement, Family
-
-ANNOUNCED = Counter("ensemble_announcement_families", "Families an announcement was queued for",
-                    ["district", "result"])
 
 
 class AnnouncementFanOut:
     """``wake()`` after an announcement commits: its first chunk goes out without waiting for
     the next round."""
 
-    def __init__(self, rt: ServiceRuntime, config: EngagementConfig, clock: Clock) -> None:
+    def __init__(self, rt: ServiceRuntime, settings: EngagementSettings, clock: Clock) -> None:
         self.rt = rt
-        self.config = config
+        self.settings = settings
         self.clock = clock
-        self.worker = Periodic("announcement fan-out", self.fan_out_chunk, config.timer_seconds)
+        self.worker = Periodic("announcement fan-out", self.fan_out_chunk,
+                               settings.engagement_timer_seconds)
 
     def wake(self) -> None:
         self.worker.wake()
@@ -35,7 +33,7 @@ class AnnouncementFanOut:
 
     async def fan_out_chunk(self) -> bool:
         """One chunk of one announcement; True while there may be more."""
-        chunk = self.config.bulk_chunk
+        chunk = self.settings.bulk_chunk
         async with self.rt.unit_of_work() as uow:
             await erasure_barrier(uow)  # the families' details as an erasure left them
             announcement = await uow.session.scalar(

@@ -18,10 +18,20 @@ from contracts.events import (
 from contracts.taxonomy import Channel, ContactKind, Urgency
 from runtime.districts import Districts
 from runtime.outbox import UnitOfWork
+from services.engagement.lifecycle import (
+    OPEN,
+    Answered,
+    AttemptRequested,
+    AttemptSent,
+    Fact,
+    GaveUp,
+    OutreachStatus,
+    Unchanged,
+    decide,
+)
 from services.engagement.tables import ContactLogEntry, Family, Outreach
 
 REACHED = "reached"
-OPEN = ("requested", "awaiting_reply")  # outreach awaiting the family's answer
 CODES = [str(n) for n in range(1, 100)]  # reply codes: one or two digits, on any keypad
 
 
@@ -76,7 +86,7 @@ async def open_at_phone(session: AsyncSession, district_id: str, phone: str,
     if family_id:  # the family we wrote to, even if its record now has another number
         match = or_(match, Family.id == family_id)
     query = (select(Outreach).join(Family, Family.id == Outreach.family_id)
-             .where(Family.district_id == district_id, match, Outreach.status.in_(OPEN))
+             .where(Family.district_id == district_id, match, Outreach.status.in_(sorted(OPEN)))
              .order_by(Outreach.created_at.desc(), Outreach.id))
     if lock:
         query = query.with_for_update(of=Outreach)
@@ -106,10 +116,9 @@ async def request_attempt(uow: UnitOfWork, districts: Districts, outreach: Outre
         mark_unreachable(uow, outreach, now)
         return False
     code = await reply_code(uow.session, outreach, family) if Channel.sms in channels else None
+    move(outreach, AttemptRequested(), now)
     outreach.attempts += 1
-    outreach.status = "requested"
     outreach.next_check_at = None
-    outreach.updated_at = now
     school = districts.school(family.district_id, family.school_id)
     uow.emit(
         OutreachRequested(
@@ -135,20 +144,36 @@ async def request_attempt(uow: UnitOfWork, districts: Districts, outreach: Outre
     return True
 
 
-def awaiting_reply(outreach: Outreach, now: datetime, wait_seconds: float) -> None:
-    if outreach.status in ("contacted", "unreachable"):
-        return
-    outreach.status = "awaiting_reply"
-    outreach.next_check_at = now + timedelta(seconds=wait_seconds)
+def move(outreach: Outreach, fact: Fact, now: datetime) -> bool:
+    """``fact`` applied to the outreach through its lifecycle (``lifecycle.decide``); False
+    when it changes nothing."""
+    try:
+        outreach.status = decide(OutreachStatus(outreach.status), fact)
+    except Unchanged:
+        return False
     outreach.updated_at = now
+    return True
+
+
+def awaiting_reply(outreach: Outreach, now: datetime, wait_seconds: float) -> None:
+    """An attempt was sent: the family has ``wait_seconds`` to answer."""
+    if move(outreach, AttemptSent(), now):
+        outreach.next_check_at = now + timedelta(seconds=wait_seconds)
+
+
+def answered(outreach: Outreach, at: datetime) -> bool:
+    """The family answered or was reached (also after it was given up on); False when it had
+    answered before."""
+    if not move(outreach, Answered(), at):
+        return False
+    outreach.next_check_at = None
+    return True
 
 
 def mark_unreachable(uow: UnitOfWork, outreach: Outreach, now: datetime) -> None:
-    if outreach.status in ("contacted", "unreachable"):
+    if not move(outreach, GaveUp(), now):
         return
-    outreach.status = "unreachable"
     outreach.next_check_at = None
-    outreach.updated_at = now
     uow.emit(FamilyUnreachable(family_id=outreach.family_id, referral_id=outreach.referral_id,
                                outreach_id=outreach.id, attempts=outreach.attempts),
              district=outreach.district_id, correlation=outreach.correlation_id)

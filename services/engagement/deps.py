@@ -1,7 +1,10 @@
-"""What engagement's handlers need, in one object (``rt.consume(HANDLERS, deps)``), and what
-its module-level routes receive as ``Service.deps`` (``Wired``)."""
+"""What engagement's handlers and routes are given, built once in service.py.
 
-from contextlib import AbstractAsyncContextManager
+Handlers take ``EngagementDeps`` (``rt.consume(HANDLERS, deps)``: they already have their unit
+of work); routes take ``EngagementRoutes``, ``Service.deps``, through ``Wired``
+(``Depends(wired("engagement"))``)."""
+
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -11,21 +14,28 @@ from runtime.db import Clock, utcnow
 from runtime.districts import Districts
 from runtime.host import wired
 from runtime.service import ServiceRuntime
-from runtime.uow import UnitOfWork
-from services.engagement.config import EngagementConfig
+from services.engagement.settings import EngagementSettings
+
+NAME = "engagement"
 
 
 @dataclass
 class EngagementDeps:
     districts: Districts  # schools' names and zones, for the messages
-    config: EngagementConfig = field(default_factory=EngagementConfig)
+    settings: EngagementSettings = field(default_factory=EngagementSettings)
     clock: Clock = utcnow  # tests fix time with their own
-    runtime: ServiceRuntime | None = None  # units of work, for the module-level routes
-
-    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        assert self.runtime is not None, "built without its runtime"
-        return self.runtime.unit_of_work()
 
 
-NAME = "engagement"
-Wired = Annotated[EngagementDeps, Depends(wired(NAME))]
+@dataclass(frozen=True)
+class EngagementRoutes:
+    runtime: ServiceRuntime  # units of work, the districts
+    settings: EngagementSettings
+    clock: Clock
+    wake_fan_out: Callable[[], None]  # once an announcement has committed
+
+    @property
+    def districts(self) -> Districts:
+        return self.runtime.districts
+
+
+Wired = Annotated[EngagementRoutes, Depends(wired(NAME))]

@@ -5,9 +5,10 @@ from fastapi import APIRouter, Request
 
 from runtime.erasure import erasure_barrier
 from runtime.errors import NotFound
-from services.engagement.api import FamilyView, Token, caller
+from services.engagement.api import caller
 from services.engagement.deps import Wired
 from services.engagement.erasure import erase_family
+from services.engagement.schemas import FamilyView, Token
 from services.engagement.tables import Family
 
 router = APIRouter()
@@ -18,7 +19,7 @@ async def erase(deps: Wired, family_id: str, district_id: Token, request: Reques
     """Erase the family's personal data here and, through the internal FamilyErased event, in
     every service that holds it (docs/privacy.md). The record stays with its ids, blanked,
     with who erased it and when; erasing again is harmless."""
-    async with deps.unit_of_work() as uow:
+    async with deps.runtime.unit_of_work() as uow:
         await erasure_barrier(uow, exclusive=True)
         family = await uow.session.get(Family, family_id)
         if family is None or family.district_id != district_id:

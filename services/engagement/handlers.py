@@ -19,12 +19,14 @@ from runtime.errors import RetryLater
 from runtime.tracing import current_fields
 from runtime.uow import UnitOfWork
 from services.engagement.contacts import (
+    answered,
     awaiting_reply,
     log_contact,
     mark_unreachable,
     request_attempt,
 )
 from services.engagement.deps import EngagementDeps
+from services.engagement.lifecycle import OutreachStatus
 from services.engagement.replies import attribute_text
 from services.engagement.rsvp import parse_rsvp, record_rsvp
 from services.engagement.tables import Family, Invitation, Outreach
@@ -43,7 +45,7 @@ async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
     # Derived from the PartnerMatched applied: a replay after a restore makes the same outreach.
     outreach = Outreach(id=uow.new_id("outreach"), district_id=family.district_id,
                         family_id=family.id, referral_id=ev.referral_id, kind="partner_matched",
-                        status="requested", attempts=0, urgency=ev.urgency.value,
+                        status=OutreachStatus.requested, attempts=0, urgency=ev.urgency.value,
                         variables={"partner_name": ev.partner_name, "need": ev.need.value},
                         correlation_id=env.correlationid, created_at=now, updated_at=now,
                         **current_fields())
@@ -57,16 +59,14 @@ async def on_notification_sent(uow: UnitOfWork, env: Envelope, ev: NotificationS
     if outreach is None:
         return  # not a referral's outreach
     # An attempt, not a contact: wait for the family's answer before trying again.
-    awaiting_reply(outreach, deps.clock(), deps.config.reply_wait_seconds)
+    awaiting_reply(outreach, deps.clock(), deps.settings.outreach_reply_wait_seconds)
 
 
 async def on_notification_failed(uow: UnitOfWork, env: Envelope, ev: NotificationFailed,
                                  deps: EngagementDeps) -> None:
     outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
-    if outreach is None or outreach.status in ("contacted", "unreachable"):
-        return
-    if ev.permanent:  # every channel the family allows failed for good
-        mark_unreachable(uow, outreach, deps.clock())
+    if outreach is not None and ev.permanent:  # every channel the family allows failed for good
+        mark_unreachable(uow, outreach, deps.clock())  # unless it ended meanwhile
 
 
 async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
@@ -81,11 +81,8 @@ async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
     kind = ContactKind(ev.channel.value)
     outreach = (await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
                 if ev.outreach_id else None)
-    if outreach is not None and outreach.status != "contacted":
+    if outreach is not None and answered(outreach, ev.received_at):
         # Even after it was given up on: an answer is an answer.
-        outreach.status = "contacted"
-        outreach.next_check_at = None
-        outreach.updated_at = ev.received_at
         log_contact(uow, family, kind=kind, at=ev.received_at, by="family",
                     referral_id=outreach.referral_id, outreach_id=outreach.id, note=ev.text,
                     correlation=outreach.correlation_id)

@@ -81,7 +81,7 @@ class Outreach(Base):
     family_id: Mapped[str] = mapped_column(String(64), index=True)
     referral_id: Mapped[str | None] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(32))
-    # requested | awaiting_reply | contacted | unreachable
+    # lifecycle.OutreachStatus: requested | awaiting_reply | contacted | unreachable
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # messages asked for, calls logged
     urgency: Mapped[str] = mapped_column(String(16), default="routine")

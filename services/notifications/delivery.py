@@ -12,6 +12,14 @@ from contracts.taxonomy import Channel
 from runtime import tracing
 from runtime.db import advisory_locks
 from runtime.uow import UnitOfWork
+from services.notifications.lifecycle import (
+    Delivered,
+    Fact,
+    MessageStatus,
+    NotDelivered,
+    Unchanged,
+    decide,
+)
 from services.notifications.opt_outs import record_opt_out
 from services.notifications.tables import Message
 from services.notifications.twilio import KNOWN_ERRORS, TWILIO_UNSUBSCRIBED
@@ -21,6 +29,16 @@ async def lock_provider_ids(session: AsyncSession, sids: list[str]) -> None:
     """Serialise the recording of sends with early delivery reports for the same ids, so that
     neither misses the other's rows on PostgreSQL."""
     await advisory_locks(session, sids)
+
+
+def move(message: Message, fact: Fact) -> bool:
+    """``fact`` applied to the message through its lifecycle (``lifecycle.decide``); False
+    when it came too late to change anything."""
+    try:
+        message.status = decide(MessageStatus(message.status), fact)
+    except Unchanged:
+        return False
+    return True
 
 
 def emit_about(uow: UnitOfWork, message: Message, event: Event) -> None:
@@ -35,8 +53,7 @@ def emit_about(uow: UnitOfWork, message: Message, event: Event) -> None:
 async def apply_status(uow: UnitOfWork, wake: Callable[[], None], message: Message, status: str,
                        error_code: str | None, now: datetime) -> str:
     if status == "delivered":
-        if message.status == "sent":
-            message.status = "delivered"
+        if move(message, Delivered()):
             message.delivered_at = now
             if message.batch_id is None:
                 emit_about(uow, message, NotificationDelivered(
@@ -47,17 +64,17 @@ async def apply_status(uow: UnitOfWork, wake: Callable[[], None], message: Messa
     code = int(error_code) if error_code and error_code.isdigit() else None
     if code == TWILIO_UNSUBSCRIBED and message.phone:
         await record_opt_out(uow, message.district_id, Channel.sms, message.phone, [message], now)
+    remaining = [c for c in message.channels if c != Channel.sms.value]
+    if not move(message, NotDelivered(other_channel=bool(remaining))):
+        return "ignored"  # reported before (failed, then undelivered), or it moved on
     reason = (f"twilio error {code}: {KNOWN_ERRORS.get(code, 'not delivered')}" if code
               else f"twilio status {status}")
     message.last_error = reason
-    remaining = [c for c in message.channels if c != Channel.sms.value]
     if remaining:  # the handset never got it: try the family's other channel
         message.channels = remaining
-        message.status = "queued"
         message.next_attempt_at = now
         uow.after_commit.append(wake)
         return "failed_fallback"
-    message.status = "failed"
     emit_about(uow, message, NotificationFailed(
         notification_id=message.id, outreach_id=message.outreach_id, family_id=message.family_id,
         referral_id=message.referral_id, channel=Channel.sms, reason=reason[:200],

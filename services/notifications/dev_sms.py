@@ -16,13 +16,14 @@ import re
 import secrets
 import socket
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
 import uvicorn
-from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi import APIRouter, BackgroundTasks, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.notifications.sms_segments import count_segments
@@ -103,6 +104,23 @@ async def _status_callback(client: httpx.AsyncClient, url: str, record: dict[str
         log.warning("dev sms: status callback failed: %s", type(exc).__name__)
 
 
+@dataclass
+class _Provider:
+    """What the routes share: the store, the accounts' secrets and the one HTTP client for
+    every callback (a new one per message costs an SSL context each time)."""
+
+    store_path: Path
+    auth_token: str
+    account_sid: str
+    service_number: str
+    client: httpx.AsyncClient
+    lock: asyncio.Lock
+    by_token: dict[str, dict[str, Any]]  # accepted messages by idempotency token
+
+
+router = APIRouter()
+
+
 def create_dev_sms_app(
     store_path: Path,
     auth_token: str,
@@ -112,7 +130,6 @@ def create_dev_sms_app(
     service_number: str = DEV_SERVICE_NUMBER,
 ) -> FastAPI:
     """``app.state.failing`` and ``app.state.webhook_url`` may be changed while it runs."""
-    # One client for every callback: a new one per message costs an SSL context each time.
     client = httpx.AsyncClient(timeout=10.0)
 
     @contextlib.asynccontextmanager
@@ -124,113 +141,132 @@ def create_dev_sms_app(
                   lifespan=lifespan)
     app.state.failing = None
     app.state.webhook_url = webhook_url
-    lock = asyncio.Lock()
-    by_token: dict[str, dict[str, Any]] = {
-        r["idempotency_token"]: r for r in read_dev_sms(store_path) if r.get("idempotency_token")
+    app.state.provider = _Provider(
+        store_path, auth_token, account_sid, service_number, client, asyncio.Lock(),
+        {r["idempotency_token"]: r for r in read_dev_sms(store_path)
+         if r.get("idempotency_token")})
+    app.include_router(router)
+    return app
+
+
+@router.post(f"/{API_VERSION}/Accounts/{{sid}}/Messages.json")
+async def create_message(sid: str, request: Request, background: BackgroundTasks
+                         ) -> JSONResponse:
+    dev: _Provider = request.app.state.provider
+    if _basic_auth(request) != (sid, dev.auth_token):
+        return _error(401, 20003, "Authenticate")
+    form = await _form_or_refusal(request)
+    if isinstance(form, JSONResponse):
+        return form
+    to, sender, body = form
+    token = request.headers.get(IDEMPOTENCY_HEADER)
+    callback = str((await request.form()).get("StatusCallback") or "")
+    async with dev.lock:
+        record = dev.by_token.get(token) if token else None
+        if record is None:
+            length = count_segments(body)
+            record = {
+                "sid": _sid("SM"),
+                "account_sid": sid,
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "from": sender,
+                "to": to,
+                "body": body,
+                "num_segments": length.segments,
+                "encoding": length.encoding,
+                "idempotency_token": token,
+                "status_callback": callback or None,
+            }
+            _append(dev.store_path, record)  # one short local append: not worth a thread
+            if token:
+                dev.by_token[token] = record
+            if callback:
+                background.add_task(_status_callback, dev.client, callback, record,
+                                    dev.auth_token)
+    return JSONResponse(_reply(sid, record), status_code=201)
+
+
+async def _form_or_refusal(request: Request) -> tuple[str, str, str] | JSONResponse:
+    """(To, From, Body) of a message the provider takes, or its error as Twilio answers it
+    (a simulated outage or refusal first, when ``app.state.failing`` says so)."""
+    failing = request.app.state.failing
+    if failing == "transient":
+        return _error(503, 20503, "Service unavailable (simulated outage)")
+    if failing == "permanent":
+        return _error(400, 21211, "Invalid 'To' Phone Number (simulated)")
+    form = await request.form()
+    to, sender, body = (str(form.get(k, "")) for k in ("To", "From", "Body"))
+    if not to:
+        return _error(400, 21604, "A 'To' phone number is required.")
+    if not _E164.fullmatch(to):
+        return _error(400, 21211, "Invalid 'To' Phone Number")
+    if not sender:
+        return _error(400, 21603, "A 'From' phone number is required.")
+    if not body:
+        return _error(400, 21602, "Message body is required.")
+    return to, sender, body
+
+
+def _reply(sid: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sid": record["sid"],
+        "account_sid": record["account_sid"],
+        "from": record["from"],
+        "to": record["to"],
+        "body": record["body"],
+        "status": "queued",
+        "direction": "outbound-api",
+        "num_segments": str(record["num_segments"]),
+        "date_created": record["date"],
+        "api_version": API_VERSION,
+        "error_code": None,
+        "error_message": None,
+        "uri": f"/{API_VERSION}/Accounts/{sid}/Messages/{record['sid']}.json",
     }
 
-    @app.post(f"/{API_VERSION}/Accounts/{{sid}}/Messages.json")
-    async def create_message(
-        sid: str, request: Request, background: BackgroundTasks
-    ) -> JSONResponse:
-        if _basic_auth(request) != (sid, auth_token):
-            return _error(401, 20003, "Authenticate")
-        if app.state.failing == "transient":
-            return _error(503, 20503, "Service unavailable (simulated outage)")
-        if app.state.failing == "permanent":
-            return _error(400, 21211, "Invalid 'To' Phone Number (simulated)")
-        form = await request.form()
-        to, sender, body = (str(form.get(k, "")) for k in ("To", "From", "Body"))
-        if not to:
-            return _error(400, 21604, "A 'To' phone number is required.")
-        if not _E164.fullmatch(to):
-            return _error(400, 21211, "Invalid 'To' Phone Number")
-        if not sender:
-            return _error(400, 21603, "A 'From' phone number is required.")
-        if not body:
-            return _error(400, 21602, "Message body is required.")
-        token = request.headers.get(IDEMPOTENCY_HEADER)
-        callback = str(form.get("StatusCallback") or "")
-        async with lock:
-            record = by_token.get(token) if token else None
-            if record is None:
-                length = count_segments(body)
-                record = {
-                    "sid": _sid("SM"),
-                    "account_sid": sid,
-                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "from": sender,
-                    "to": to,
-                    "body": body,
-                    "num_segments": length.segments,
-                    "encoding": length.encoding,
-                    "idempotency_token": token,
-                    "status_callback": callback or None,
-                }
-                _append(store_path, record)  # one short local append: not worth a thread
-                if token:
-                    by_token[token] = record
-                if callback:
-                    background.add_task(_status_callback, client, callback, record, auth_token)
-        reply = {
-            "sid": record["sid"],
-            "account_sid": record["account_sid"],
-            "from": record["from"],
-            "to": record["to"],
-            "body": record["body"],
-            "status": "queued",
-            "direction": "outbound-api",
-            "num_segments": str(record["num_segments"]),
-            "date_created": record["date"],
-            "api_version": API_VERSION,
-            "error_code": None,
-            "error_message": None,
-            "uri": f"/{API_VERSION}/Accounts/{sid}/Messages/{record['sid']}.json",
-        }
-        return JSONResponse(reply, status_code=201)
 
-    @app.post("/_dev/inbound")
-    async def simulate_reply(request: Request) -> JSONResponse:
-        """A family's reply: form or JSON with From, Body (To optional)."""
-        if request.headers.get("content-type", "").startswith("application/json"):
-            raw = await request.json()
-            if not isinstance(raw, dict):
-                return JSONResponse({"detail": "expected a JSON object"}, status_code=400)
-            data = {str(k): str(v) for k, v in raw.items()}
-        else:
-            data = {k: str(v) for k, v in (await request.form()).items()}
-        url = app.state.webhook_url
-        if not url:
-            return JSONResponse({"detail": "no webhook_url configured"}, status_code=409)
-        body = data.get("Body", "")
-        message_sid = _sid("SM")
-        params = {
-            "AccountSid": account_sid,
-            "ApiVersion": API_VERSION,
-            "MessageSid": message_sid,
-            "SmsMessageSid": message_sid,
-            "SmsSid": message_sid,
-            "SmsStatus": "received",
-            "From": data.get("From", ""),
-            "To": data.get("To") or service_number,
-            "Body": body,
-            "NumMedia": "0",
-            "NumSegments": str(max(count_segments(body).segments, 1)),
-        }
-        try:
-            status = await _post_signed(client, url, params, auth_token, _sid("inbound-"))
-        except httpx.HTTPError as exc:
-            return JSONResponse(
-                {"sid": message_sid, "forwarded": False, "error": type(exc).__name__},
-                status_code=502,
-            )
-        return JSONResponse({"sid": message_sid, "forwarded": True, "webhook_status": status})
+@router.post("/_dev/inbound")
+async def simulate_reply(request: Request) -> JSONResponse:
+    """A family's reply: form or JSON with From, Body (To optional)."""
+    dev: _Provider = request.app.state.provider
+    if request.headers.get("content-type", "").startswith("application/json"):
+        raw = await request.json()
+        if not isinstance(raw, dict):
+            return JSONResponse({"detail": "expected a JSON object"}, status_code=400)
+        data = {str(k): str(v) for k, v in raw.items()}
+    else:
+        data = {k: str(v) for k, v in (await request.form()).items()}
+    url = request.app.state.webhook_url
+    if not url:
+        return JSONResponse({"detail": "no webhook_url configured"}, status_code=409)
+    body = data.get("Body", "")
+    message_sid = _sid("SM")
+    params = {
+        "AccountSid": dev.account_sid,
+        "ApiVersion": API_VERSION,
+        "MessageSid": message_sid,
+        "SmsMessageSid": message_sid,
+        "SmsSid": message_sid,
+        "SmsStatus": "received",
+        "From": data.get("From", ""),
+        "To": data.get("To") or dev.service_number,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": str(max(count_segments(body).segments, 1)),
+    }
+    try:
+        status = await _post_signed(dev.client, url, params, dev.auth_token, _sid("inbound-"))
+    except httpx.HTTPError as exc:
+        return JSONResponse(
+            {"sid": message_sid, "forwarded": False, "error": type(exc).__name__},
+            status_code=502,
+        )
+    return JSONResponse({"sid": message_sid, "forwarded": True, "webhook_status": status})
 
-    @app.get("/_dev/messages")
-    async def list_messages() -> list[dict[str, Any]]:
-        return await asyncio.to_thread(read_dev_sms, store_path)
 
-    return app
+@router.get("/_dev/messages")
+async def list_messages(request: Request) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(read_dev_sms, request.app.state.provider.store_path)
 
 
 class _EmbeddedServer(uvicorn.Server):

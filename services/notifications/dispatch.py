@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from jinja2 import UndefinedError
-from sqlalchemy import delete, func, or_, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
 
 from contracts.events import NotificationFailed, NotificationSent
 from contracts.taxonomy import Channel
@@ -30,14 +30,22 @@ from runtime.logs import correlation
 from runtime.outbox import UnitOfWork
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
-from services.notifications.config import NotificationsConfig
-from services.notifications.delivery import apply_status, lock_provider_ids
+from services.notifications.delivery import apply_status, lock_provider_ids, move
 from services.notifications.errors import PermanentSendError, SendError, TransientSendError
+from services.notifications.lifecycle import (
+    PENDING,
+    Claimed,
+    GaveUp,
+    MessageStatus,
+    Requeued,
+)
+from services.notifications.lifecycle import Sent as SentFact
 from services.notifications.metrics import BACKLOG, NOTIFICATIONS
 from services.notifications.opt_outs import TRANSACTIONAL, record_opt_out
 from services.notifications.policy import Hold, Holds
 from services.notifications.providers import Outgoing, Provider
 from services.notifications.rendering import TemplateMissingError, render
+from services.notifications.settings import NotificationsSettings
 from services.notifications.sms_segments import count_segments
 from services.notifications.tables import EarlyStatus, InboundSeen, Message, OptOut
 from services.notifications.twilio import TWILIO_UNSUBSCRIBED
@@ -95,17 +103,17 @@ class Dispatcher:
         self,
         rt: ServiceRuntime,
         providers: dict[Channel, Provider],
-        config: NotificationsConfig | None = None,
+        settings: NotificationsSettings | None = None,
         *,
         clock: Clock = utcnow,
         lease: timedelta = timedelta(seconds=120),
     ) -> None:
         self.rt = rt
         self.providers = providers
-        self.config = config or NotificationsConfig()
+        self.settings = settings or NotificationsSettings.of(rt.settings)
         self.clock = clock
         self.lease = lease
-        self.holds = Holds(self.config, rt.districts)
+        self.holds = Holds(self.settings, rt.districts)
         self.worker = Periodic("notifications dispatch", self._round, POLL_SECONDS)
         self._last_gauge = self._last_prune = 0.0
         _, address = parseaddr(rt.settings.email_from)
@@ -126,7 +134,7 @@ class Dispatcher:
         """Due messages, a batch at a time (a full batch is followed by another at once); the
         backlog gauge every few seconds and the hourly pruning between batches."""
         loop = asyncio.get_running_loop()
-        full = await self.dispatch_due() == self.config.batch
+        full = await self.dispatch_due() == self.settings.dispatch_batch
         if loop.time() - self._last_gauge > GAUGE_SECONDS:
             self._last_gauge = loop.time()
             await self.update_backlog()
@@ -149,7 +157,7 @@ class Dispatcher:
     async def update_backlog(self) -> None:
         async with self.rt.unit_of_work() as uow:
             rows = (await uow.session.execute(
-                select(Message.kind, func.count()).where(Message.status.in_(("queued", "sending")))
+                select(Message.kind, func.count()).where(Message.status.in_(sorted(PENDING)))
                 .group_by(Message.kind))).all()
         for kind in ("partner_matched", "announcement", "family_event_invitation"):
             BACKLOG.labels(kind).set(0)
@@ -186,14 +194,14 @@ class Dispatcher:
         async with self.rt.unit_of_work() as uow:
             messages = list((await uow.session.scalars(
                 select(Message)
-                .where(or_(Message.status == "queued", Message.status == "sending"),
+                .where(Message.status.in_(sorted(PENDING)),
                        Message.next_attempt_at <= now)  # for 'sending': its lease ran out
                 .order_by(Message.next_attempt_at)
-                .limit(self.config.batch)
+                .limit(self.settings.dispatch_batch)
                 .with_for_update(skip_locked=True)
             )).all())
             for message in messages:
-                message.status = "sending"
+                move(message, Claimed())
                 message.next_attempt_at = now + self.lease
         return messages
 
@@ -327,14 +335,14 @@ class Dispatcher:
             by_id = {m.id: m for m in claimed}
             for row in rows:
                 outcome = outcomes.get(row.id)
-                if outcome is None or row.status != "sending":
-                    continue
+                if outcome is None or row.status != MessageStatus.sending:
+                    continue  # moved on meanwhile (a report): the outcome is too late
                 row.channels = by_id[row.id].channels  # the plan may have dropped opted-out ones
                 match outcome:
                     case Sent():
                         self._sent(uow, row, outcome, now)
                     case Hold():
-                        row.status = "queued"
+                        move(row, Requeued())
                         row.held_reason = outcome.reason
                         row.next_attempt_at = outcome.until
                     case Retry():
@@ -354,7 +362,8 @@ class Dispatcher:
                                     now: datetime) -> None:
         """Delivery reports that came in before this batch's sends were recorded."""
         sent = {row.provider_id: row for row in rows
-                if row.status == "sent" and row.provider_id and row.channel == Channel.sms}
+                if row.status == MessageStatus.sent and row.provider_id
+                and row.channel == Channel.sms}
         if not sent:
             return
         await lock_provider_ids(uow.session, sorted(sent))
@@ -371,7 +380,7 @@ class Dispatcher:
         return channel.value if channel else "none"
 
     def _sent(self, uow: UnitOfWork, row: Message, outcome: Sent, now: datetime) -> None:
-        row.status = "sent"
+        move(row, SentFact())
         row.channel = outcome.channel
         row.used_language = outcome.language
         row.fell_back = outcome.fell_back
@@ -389,12 +398,13 @@ class Dispatcher:
                 fell_back_to_english=outcome.fell_back))
 
     def _retry(self, uow: UnitOfWork, row: Message, outcome: Retry, now: datetime) -> bool:
-        if row.attempts + 1 >= self.config.max_attempts:
+        if row.attempts + 1 >= self.settings.send_max_attempts:
             return self._give_up(uow, row, GiveUp(
                 outcome.channel, f"gave up after {row.attempts + 1} tries: {outcome.reason}"), now)
-        delay = outcome.retry_after or min(self.config.retry_base_seconds * 2 ** row.attempts,
-                                           self.config.retry_max_seconds)
-        row.status = "queued"
+        own = self.settings
+        delay = outcome.retry_after or min(own.send_retry_base_seconds * 2 ** row.attempts,
+                                           own.send_retry_max_seconds)
+        move(row, Requeued())
         row.attempts += 1
         row.last_error = outcome.reason[:500]
         row.next_attempt_at = now + timedelta(seconds=delay * random.uniform(0.75, 1.25))
@@ -407,10 +417,10 @@ class Dispatcher:
         remaining = [c for c in row.channels if c != (outcome.channel or "")]
         if outcome.channel is not None and remaining:  # the family's other consented channel
             row.channels = remaining
-            row.status = "queued"
+            move(row, Requeued())
             row.next_attempt_at = now
             return True
-        row.status = "failed"
+        move(row, GaveUp())
         row.channel = outcome.channel  # the channel that failed for good, as the event says
         self._emit(uow, row, NotificationFailed(
             notification_id=row.id, outreach_id=row.outreach_id, family_id=row.family_id,

@@ -18,6 +18,8 @@ from contracts.taxonomy import Channel
 from runtime.districts import Districts
 from runtime.erasure import erasure_barrier, scrub_sent
 from runtime.uow import UnitOfWork, messaging_tables
+from services.notifications import lifecycle
+from services.notifications.delivery import move
 from services.notifications.deps import NotificationsDeps
 from services.notifications.tables import Base, ErasedFamily, Message, OptOut
 
@@ -41,8 +43,8 @@ async def on_family_erased(uow: UnitOfWork, env: Envelope, ev: FamilyErased,
         message.family_name, message.variables = "", {}
         if message.last_error != GIVEN_UP:
             message.last_error = None
-        if message.status in ("queued", "sending"):
-            message.status, message.held_reason, message.last_error = "failed", None, GIVEN_UP
+        if move(message, lifecycle.FamilyErased()):  # not yet sent: it never goes
+            message.held_reason, message.last_error = None, GIVEN_UP
     await scrub_sent(uow, messaging_tables(Base.metadata).outbox, [FamilyReplied.ce_type()],
                      lambda data: data | {"text": "", "phone": None}
                      if data.get("family_id") == ev.family_id else None)

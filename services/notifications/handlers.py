@@ -22,6 +22,7 @@ from runtime.tracing import current_fields
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.erasure import is_erased, on_family_erased
+from services.notifications.lifecycle import MessageStatus, initial
 from services.notifications.metrics import BULK_QUEUED
 from services.notifications.partner_links import on_partner_link_requested, send_or_retry
 from services.notifications.policy import Holding
@@ -36,7 +37,8 @@ def outreach_key(outreach_id: str, attempt: int) -> str:
 def new_message(holds: Holding, now: datetime, **fields: Any) -> dict[str, Any]:
     """A message row, already held to the end of quiet hours when it is a routine one."""
     row: dict[str, Any] = {
-        "id": str(uuid4()), "token": secrets.token_hex(16), "status": "queued", "attempts": 0,
+        "id": str(uuid4()), "token": secrets.token_hex(16), "status": MessageStatus.queued.value,
+        "attempts": 0,
         "fell_back": False, "next_attempt_at": now, "created_at": now, "held_reason": None,
         "batch_id": None, "referral_id": None, "causation_id": None, "email": None,
         "phone": None, "traceparent": None, "tracestate": None,
@@ -46,8 +48,7 @@ def new_message(holds: Holding, now: datetime, **fields: Any) -> dict[str, Any]:
     hold = holds.hold(probe, now)
     if hold:
         row["next_attempt_at"], row["held_reason"] = hold.until, hold.reason
-    if not row["channels"]:
-        row["status"] = "failed"
+    row["status"] = initial(row["channels"]).value
     return row
 
 

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 from contracts.taxonomy import Urgency
 from runtime.districts import Districts
-from services.notifications.config import NotificationsConfig
 from services.notifications.opt_outs import TRANSACTIONAL
+from services.notifications.settings import NotificationsSettings
 from services.notifications.tables import Message
 
 
@@ -34,19 +34,20 @@ class Holds:
     """Why and until when a routine message must wait; crisis messages and confirmations of
     an opt-out or opt-in never wait."""
 
-    config: NotificationsConfig
+    settings: NotificationsSettings
     districts: Districts
 
     def hold(self, message: Message, now: datetime,
              recent: dict[str, list[datetime]] | None = None) -> Hold | None:
         if message.urgency == Urgency.crisis or message.kind in TRANSACTIONAL:
             return None
-        until = quiet_until(now, self.zone(message), self.config.quiet_start,
-                            self.config.quiet_end)
+        until = quiet_until(now, self.zone(message), self.settings.quiet_hours_start,
+                            self.settings.quiet_hours_end)
         if until:
             return Hold(until, "quiet_hours")
         if recent is not None:
-            capped = cap_until(recent.get(message.family_id, []), self.config.daily_cap, now)
+            capped = cap_until(recent.get(message.family_id, []),
+                               self.settings.daily_message_cap, now)
             if capped:
                 # After the cap lifts, quiet hours may still apply; the next claim checks again.
                 return Hold(capped, "daily_cap")

@@ -42,7 +42,8 @@ class Message(Base):
     variables: Mapped[dict[str, Any]]
     # Random, unguessable: authenticates the unsubscribe link and the email reply address.
     token: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))  # queued|sending|sent|delivered|failed
+    # lifecycle.MessageStatus: queued | sending | sent | delivered | failed
+    status: Mapped[str] = mapped_column(String(16))
     # The channel that sent it, or the last one that failed for good.
     channel: Mapped[str | None] = mapped_column(String(8))
     used_language: Mapped[str | None] = mapped_column(String(16))

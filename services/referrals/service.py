@@ -15,10 +15,9 @@ from services.referrals.deps import NAME, ReferralsDeps
 from services.referrals.erasure import expire_referrals
 from services.referrals.follow_up import run_metrics, run_timers
 from services.referrals.referrals import Desk
+from services.referrals.settings import ReferralsSettings
 from services.referrals.tables import JOB_RUNS, Base
 
-FOLLOW_UP_SCAN_SECONDS = 30.0
-METRICS_SECONDS = 5.0
 # A partner answers the referrals it was matched to (tenancy hides the others); staff may
 # record an answer given on the phone. A partner also lists and reads those referrals (the
 # console's partner view), without the school's notes (api.detail).
@@ -38,16 +37,15 @@ def build(
     follow_up_scan_seconds: float | None = None,
     metrics_seconds: float | None = None,
 ) -> Service:
-    """``clock`` and the intervals are for tests; a deployment takes the defaults, or the
-    settings ``follow_up_scan_seconds`` / ``referral_metrics_seconds`` once Settings has them."""
-    rt = ServiceRuntime(NAME, settings, Base.metadata, districts)
-    desk = Desk(rt.districts, family_wait_seconds=settings.family_wait_seconds)
+    """``settings`` may be the shared ones (this service's own are then read from the
+    environment) or a ``ReferralsSettings``; ``clock`` and the intervals are for tests."""
+    own = ReferralsSettings.of(settings)
+    rt = ServiceRuntime(NAME, own, Base.metadata, districts)
+    desk = Desk(rt.districts, family_wait_seconds=own.family_wait_seconds)
     if clock:
         desk.clock = clock
-    scan = follow_up_scan_seconds or getattr(settings, "follow_up_scan_seconds", None) \
-        or FOLLOW_UP_SCAN_SECONDS
-    gauges = metrics_seconds or getattr(settings, "referral_metrics_seconds", None) \
-        or METRICS_SECONDS
+    scan = follow_up_scan_seconds or own.follow_up_scan_seconds
+    gauges = metrics_seconds or own.referral_metrics_seconds
     rt.consume(handlers.HANDLERS, desk)
     rt.run_in_background(lambda: run_timers(rt, desk, scan))
     rt.run_in_background(lambda: run_metrics(rt, desk, gauges))

@@ -10,8 +10,8 @@ from fastapi import Depends
 from runtime.db import Clock, utcnow
 from runtime.host import wired
 from runtime.service import ServiceRuntime
-from services.webhooks.config import WebhooksSettings
 from services.webhooks.dispatch import Dispatcher
+from services.webhooks.settings import WebhooksSettings
 
 NAME = "webhooks"
 

@@ -27,10 +27,10 @@ from runtime import tracing
 from runtime.db import Clock, utcnow
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
-from services.webhooks.config import WebhooksSettings
 from services.webhooks.destinations import GuardedBackend, GuardedTransport, RefusedDestination
 from services.webhooks.lifecycle import Delivered, Failed, IllegalMove, Status, decide
 from services.webhooks.metrics import BACKLOG, DELIVERIES
+from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import HEADER, sign
 from services.webhooks.tables import DeadLetter, Delivery, Endpoint
 

@@ -7,9 +7,9 @@ from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.webhooks import handlers
 from services.webhooks.api import POLICY, router
-from services.webhooks.config import webhooks_settings
 from services.webhooks.deps import NAME, WebhooksDeps
 from services.webhooks.dispatch import Dispatcher
+from services.webhooks.settings import webhooks_settings
 from services.webhooks.tables import Base
 
 

@@ -55,7 +55,7 @@ async def test_readiness_reports_each_dependency(system: System) -> None:
 
 async def test_readiness_fails_when_nats_is_gone(system: System) -> None:
     rt = system.services["partners"].runtime
-    await rt.broker.config.connection_state.connection.close()
+    await rt.nats.close()
     ready = await system.http.get("/health/ready")
     assert ready.status_code == 503
     assert ready.json()["checks"]["partners"]["nats"] is False

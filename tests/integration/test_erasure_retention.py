@@ -24,6 +24,7 @@ from runtime.districts import Retention
 from runtime.settings import Settings
 from runtime.uow import UnitOfWork
 from services.engagement.tables import ContactLogEntry
+from services.notifications.deps import NotificationsDeps
 from services.notifications.erasure import on_family_erased
 from services.notifications.handlers import on_outreach_requested
 from services.notifications.service import build as build_notifications
@@ -273,7 +274,9 @@ async def test_an_erasure_waits_for_a_request_that_copies_the_familys_details(
         pytest.skip("SQLite runs one writing transaction at a time")
     settings = Settings(data_dir=tmp_path / "data", **backend)
     service = build_notifications(settings)
-    rt, deps = service.runtime, service.deps
+    rt = service.runtime
+    # What the service's consumers are given (service.deps is what its routes are given).
+    deps = NotificationsDeps(service.dispatcher.holds, service.dispatcher.wake)  # type: ignore[attr-defined]
     await rt.migrate()
     request = OutreachRequested(
         outreach_id="o1", family_id="fam-1", kind="partner_matched", language="en",

@@ -16,13 +16,13 @@ from conftest import Inbox, System, running, token
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from services.webhooks.config import webhooks_settings
 from support.receiver import Receiver, Route, serve
 
 from ensemble.embedded import DevSmsServer
 from ensemble.system import build_services
 from runtime import tracing
 from runtime.settings import SERVICES, Settings
-from services.webhooks.config import webhooks_settings
 from services.webhooks.service import build as build_webhooks
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -37,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from ensemble.embedded import DevSmsServer
 from ensemble.system import build_services
 from runtime.settings import Settings
+from services.referrals.settings import ReferralsSettings
 
 DISTRICT = "d001"
 SCHOOLS = ("lincoln-es", "roosevelt-ms")
@@ -214,7 +215,7 @@ async def test_openapi_fuzz(settings: Settings, service: str, backend: dict[str,
     statuses: Counter[int] = Counter()
     # Random family ids never arrive: do not wait for them
     # (tests/integration/test_referrals_family_wait.py)
-    settings = settings.model_copy(update={"family_wait_seconds": 0.1})
+    settings = ReferralsSettings.of(settings, family_wait_seconds=0.1)
     async with deployment(settings) as urls:
         ids = await seed(urls, headers)
         failures = await fuzz_service(urls[service], headers, ids, examples, statuses)

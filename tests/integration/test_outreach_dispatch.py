@@ -16,12 +16,11 @@ from sqlalchemy import select
 
 from contracts.taxonomy import Channel
 from runtime.service import ServiceRuntime
-from runtime.settings import Settings
-from services.notifications.config import NotificationsConfig
 from services.notifications.dev_sms import DevSmsServer, create_dev_sms_app, read_dev_sms
 from services.notifications.dispatch import Dispatcher
 from services.notifications.handlers import new_message
 from services.notifications.service import providers
+from services.notifications.settings import NotificationsSettings
 from services.notifications.tables import Base, EarlyStatus, InboundSeen, Message, OptOut
 
 TOKEN = "test-token"
@@ -86,18 +85,18 @@ async def desk(tmp_path: Path, backend: dict[str, str], smtp: tuple[Inbox, str]
     store = tmp_path / "sms.jsonl"
     app = create_dev_sms_app(store, TOKEN)
     async with DevSmsServer(app) as server:
-        settings = Settings(data_dir=tmp_path, smtp_url=smtp[1], sms_api_url=server.base_url,
-                            sms_account_sid="ACtest", sms_auth_token=TOKEN,
-                            public_base_url="http://127.0.0.1:9", **backend)
         # The district's quiet hours as shipped (the suite turns them off for other tests).
-        config = NotificationsConfig(retry_base_seconds=60, daily_cap=2,
-                                     quiet_start=time(20, 0), quiet_end=time(8, 0))
+        settings = NotificationsSettings(
+            data_dir=tmp_path, smtp_url=smtp[1], sms_api_url=server.base_url,
+            sms_account_sid="ACtest", sms_auth_token=TOKEN, public_base_url="http://127.0.0.1:9",
+            send_retry_base_seconds=60, daily_message_cap=2, quiet_hours_start=time(20, 0),
+            quiet_hours_end=time(8, 0), **backend)
         clock = Clock(MORNING)
         rt = ServiceRuntime("notifications", settings, Base.metadata)
         await rt.db.create_schema()
-        sending = providers(settings, config)
+        sending = providers(settings)
         try:
-            yield Desk(rt, Dispatcher(rt, sending, config, clock=clock), clock, smtp[0], app,
+            yield Desk(rt, Dispatcher(rt, sending, settings, clock=clock), clock, smtp[0], app,
                        store)
         finally:
             for provider in sending.values():  # kept SMTP connections, the SMS client session
@@ -234,9 +233,8 @@ async def test_twilio_21610_means_the_family_opted_out(desk: Desk, tmp_path: Pat
         return JSONResponse({"code": 21610, "message": "unsubscribed", "status": 400}, 400)
 
     async with DevSmsServer(unsubscribed) as server:
-        settings = desk.rt.settings.model_copy(update={"sms_api_url": server.base_url})
-        dispatcher = Dispatcher(desk.rt, providers(settings, desk.dispatcher.config),
-                                desk.dispatcher.config, clock=desk.clock)
+        settings = desk.dispatcher.settings.model_copy(update={"sms_api_url": server.base_url})
+        dispatcher = Dispatcher(desk.rt, providers(settings), settings, clock=desk.clock)
         message = await desk.queue(channels=["sms", "email"])
         await dispatcher.dispatch_due()
         await dispatcher.dispatch_due()

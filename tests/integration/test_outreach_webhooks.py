@@ -8,8 +8,6 @@ import pytest
 from conftest import System
 from support.outreach import eventually_get, signed_post, text_back, texts
 
-from services.engagement.config import EngagementConfig
-
 PHONE = "+14155550134"
 
 
@@ -118,8 +116,9 @@ async def test_a_coordinators_call_that_reaches_the_family_is_the_contact(
     assert attempt["status"] == "contacted"
 
 
-@pytest.mark.parametrize("engagement_config", [
-    EngagementConfig(timer_seconds=0.2, reply_wait_seconds=0.5, outreach_max_attempts=2)])
+@pytest.mark.parametrize("engagement_overrides", [
+    {"engagement_timer_seconds": 0.2, "outreach_reply_wait_seconds": 0.5,
+     "outreach_max_attempts": 2}])
 async def test_silence_on_every_channel_makes_the_family_unreachable(outreach: System) -> None:
     family = await sms_family(outreach, email="quiet.family@example.org")
     referral = await matched_referral(outreach, family)

@@ -16,6 +16,7 @@ from contracts.subjects import subject_for
 from runtime.districts import load_districts
 from runtime.settings import Settings
 from services.referrals.service import build as build_referrals
+from services.referrals.settings import ReferralsSettings
 
 
 def referral_for(family_id: str) -> dict[str, str]:
@@ -64,7 +65,7 @@ async def test_the_referral_waits_for_a_registration_still_on_its_way(
 
 
 async def test_a_family_that_never_arrives_is_a_409_with_retry_after(settings: Settings) -> None:
-    settings = settings.model_copy(update={"family_wait_seconds": 0.3})
+    settings = ReferralsSettings.of(settings, family_wait_seconds=0.3)
     service = build_referrals(settings, load_districts(settings.districts_file))
     admin = {"Authorization": f"Bearer {token(settings, 'district_admin', 'd001')}"}
     async with running(settings, [service]) as url, \

@@ -42,6 +42,7 @@ from runtime.db import Database, utcnow
 from runtime.migrations import base, current, downgrade, head, migrate, upgrade
 from runtime.settings import SERVICES, Settings
 from runtime.uow import messaging_tables
+from services.referrals.settings import ReferralsSettings
 
 D = {"district_id": "d001"}
 
@@ -136,7 +137,7 @@ async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
     assert all(head(s) in known for s in SERVICES), (
         "a new migration: add its data-carrying case to this test (and fill with the release "
         "before it if it is not additive)")
-    settings = settings.model_copy(update={"follow_up_scan_seconds": 0.2})
+    settings = ReferralsSettings.of(settings, follow_up_scan_seconds=0.2)
     inbox = smtp[0]
     dbs = databases(settings)
     try:

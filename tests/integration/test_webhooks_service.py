@@ -27,10 +27,10 @@ from ensemble.system import build_services
 from runtime.db import utcnow
 from runtime.host import Service
 from runtime.settings import SERVICES, Settings
-from services.webhooks.config import WebhooksSettings, webhooks_settings
 from services.webhooks.destinations import system_resolve
 from services.webhooks.dispatch import Dispatcher
 from services.webhooks.service import build as build_webhooks
+from services.webhooks.settings import WebhooksSettings, webhooks_settings
 from services.webhooks.tables import Endpoint
 
 # --- the webhooks service, alone or with the other four -----------------------------------------

@@ -14,25 +14,26 @@ from conftest import Inbox, System, running, token
 from ensemble.embedded import DevSmsServer, free_port
 from runtime.districts import load_districts
 from runtime.settings import Settings
-from services.engagement.config import EngagementConfig
 from services.engagement.service import build as build_engagement
-from services.notifications.config import NotificationsConfig
+from services.engagement.settings import EngagementSettings
 from services.notifications.service import build as build_notifications
+from services.notifications.settings import NotificationsSettings
 from services.notifications.twilio import SIGNATURE_HEADER, compute_signature
 from services.partners.service import build as build_partners
 from services.referrals.service import build as build_referrals
 
-ALWAYS_OPEN = {"quiet_start": time(0, 0), "quiet_end": time(0, 0)}
+ALWAYS_OPEN = {"quiet_hours_start": time(0, 0), "quiet_hours_end": time(0, 0)}
 
 
 @pytest.fixture
-def engagement_config() -> EngagementConfig:
-    return EngagementConfig(timer_seconds=0.2, bulk_chunk=200)
+def engagement_overrides() -> dict[str, Any]:
+    """Engagement's own settings for the test (a test parametrizes it for others)."""
+    return {"engagement_timer_seconds": 0.2, "bulk_chunk": 200}
 
 
 @pytest.fixture
 async def outreach(settings: Settings, smtp: tuple[Inbox, str],
-                   engagement_config: EngagementConfig) -> AsyncIterator[System]:
+                   engagement_overrides: dict[str, Any]) -> AsyncIterator[System]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = settings.model_copy(update={"public_base_url": url})
@@ -40,9 +41,9 @@ async def outreach(settings: Settings, smtp: tuple[Inbox, str],
     services = [
         build_referrals(settings, districts),
         build_partners(settings, districts),
-        build_engagement(settings, districts, config=engagement_config),
-        build_notifications(settings, districts,
-                            config=NotificationsConfig(**ALWAYS_OPEN, retry_base_seconds=0.2)),
+        build_engagement(EngagementSettings.of(settings, **engagement_overrides), districts),
+        build_notifications(NotificationsSettings.of(settings, **ALWAYS_OPEN,
+                                                     send_retry_base_seconds=0.2), districts),
     ]
     sms_store = settings.data_dir / "sms" / "messages.jsonl"
     sms_port = int(str(settings.sms_api_url).rsplit(":", 1)[1])

@@ -26,8 +26,8 @@ from runtime.districts import load_districts
 from runtime.errors import RetryLater
 from runtime.settings import Settings
 from services.engagement import handlers
-from services.engagement.config import EngagementConfig
 from services.engagement.deps import EngagementDeps
+from services.engagement.settings import EngagementSettings
 from services.engagement.tables import (
     Base,
     ContactLogEntry,
@@ -51,7 +51,7 @@ async def bench() -> AsyncIterator[HandlerBench]:
 @pytest.fixture
 def deps() -> EngagementDeps:
     return EngagementDeps(load_districts(Settings().districts_file),
-                          EngagementConfig(reply_wait_seconds=3600), clock=lambda: NOW)
+                          EngagementSettings(outreach_reply_wait_seconds=3600), clock=lambda: NOW)
 
 
 async def add(bench: HandlerBench, *rows: Any) -> None:

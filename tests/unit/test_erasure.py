@@ -25,15 +25,15 @@ from runtime.districts import Districts, Retention, load_districts
 from runtime.settings import Settings
 from services.engagement import handlers as engagement
 from services.engagement import tables as et
-from services.engagement.config import EngagementConfig
 from services.engagement.deps import EngagementDeps
 from services.engagement.erasure import erase_family, expire_replies
+from services.engagement.settings import EngagementSettings
 from services.notifications import handlers as notifications
 from services.notifications import tables as nt
-from services.notifications.config import NotificationsConfig
 from services.notifications.deps import NotificationsDeps
 from services.notifications.erasure import expire_messages
 from services.notifications.policy import Holds
+from services.notifications.settings import NotificationsSettings
 from services.referrals import handlers as referrals
 from services.referrals import tables as rt
 from services.referrals.audit import AuditEntry
@@ -174,7 +174,7 @@ async def test_an_erased_familys_late_reply_is_not_kept(
     async with engagement_bench.unit_of_work() as uow:
         uow.session.add_all([family(name="", phone=None, email=None, erased_at=NOW,
                                     erased_by="admin-1"), outreach("o1")])
-    deps = EngagementDeps(load_districts(Settings().districts_file), EngagementConfig(),
+    deps = EngagementDeps(load_districts(Settings().districts_file), EngagementSettings(),
                           clock=lambda: NOW)
     reply = FamilyReplied(family_id="fam-1", school_id="lincoln-es", notification_id="n-1",
                           outreach_id="o1", kind="partner_matched", channel=Channel.sms,
@@ -190,7 +190,7 @@ async def test_a_match_for_an_erased_family_sends_nothing_and_says_unreachable(
         uow.session.add(family())
     async with engagement_bench.unit_of_work() as uow:
         await erase_family(uow, await uow.session.get(et.Family, "fam-1"), "admin-1", NOW)
-    deps = EngagementDeps(load_districts(Settings().districts_file), EngagementConfig(),
+    deps = EngagementDeps(load_districts(Settings().districts_file), EngagementSettings(),
                           clock=lambda: NOW)
     matched = PartnerMatched(referral_id="ref-9", family_id="fam-1", partner_id="p1",
                              service_id="p1-dental", partner_name="Smile Bright",
@@ -230,7 +230,7 @@ async def notifications_bench() -> AsyncIterator[HandlerBench]:
 
 @pytest.fixture
 def notifications_deps() -> NotificationsDeps:
-    holds = Holds(NotificationsConfig(), load_districts(Settings().districts_file))
+    holds = Holds(NotificationsSettings(), load_districts(Settings().districts_file))
     return NotificationsDeps(holds, wake=lambda: None, clock=lambda: NOW)
 
 

@@ -22,11 +22,11 @@ from runtime.districts import load_districts
 from runtime.errors import RetryLater
 from runtime.settings import Settings
 from services.notifications import handlers
-from services.notifications.config import NotificationsConfig
 from services.notifications.deps import NotificationsDeps
 from services.notifications.errors import PermanentSendError, TransientSendError
 from services.notifications.policy import Holds
 from services.notifications.providers import Outgoing
+from services.notifications.settings import NotificationsSettings
 from services.notifications.tables import Base, Message
 
 MORNING = datetime(2026, 3, 4, 16, 1, tzinfo=UTC)  # 08:01 in Los Angeles (Lincoln Elementary)
@@ -56,8 +56,8 @@ def woken() -> list[bool]:
 @pytest.fixture
 def deps(woken: list[bool]) -> NotificationsDeps:
     # The district's quiet hours as shipped (the suite's environment turns them off).
-    config = NotificationsConfig(quiet_start=time(20, 0), quiet_end=time(8, 0))
-    holds = Holds(config, load_districts(Settings().districts_file))
+    own = NotificationsSettings(quiet_hours_start=time(20, 0), quiet_hours_end=time(8, 0))
+    holds = Holds(own, load_districts(Settings().districts_file))
     return NotificationsDeps(holds, wake=lambda: woken.append(True), clock=Clock(MORNING))
 
 

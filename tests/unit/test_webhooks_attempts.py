@@ -15,8 +15,8 @@ from support.uow import HandlerBench
 
 from runtime.db import Database
 from runtime.settings import Settings
-from services.webhooks.config import webhooks_settings
 from services.webhooks.dispatch import Attempt, Dispatcher, Result
+from services.webhooks.settings import webhooks_settings
 from services.webhooks.tables import Base, DeadLetter, Delivery, Endpoint
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)

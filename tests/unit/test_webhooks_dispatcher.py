@@ -8,8 +8,8 @@ from typing import Any, cast
 import httpx
 
 from runtime.settings import Settings
-from services.webhooks.config import webhooks_settings
 from services.webhooks.dispatch import Dispatcher
+from services.webhooks.settings import webhooks_settings
 
 
 def dispatcher(**settings: Any) -> Dispatcher:

@@ -26,6 +26,4 @@ class WebhooksSettings(Settings):
 
 def webhooks_settings(settings: Settings, **overrides: object) -> WebhooksSettings:
     """The shared settings extended with this service's (from the environment or overrides)."""
-    if isinstance(settings, WebhooksSettings) and not overrides:
-        return settings
-    return WebhooksSettings(**(settings.model_dump() | overrides))
+    return WebhooksSettings.of(settings, **overrides)
