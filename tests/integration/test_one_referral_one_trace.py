@@ -16,7 +16,6 @@ from conftest import Inbox, System, running, token
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from services.webhooks.config import webhooks_settings
 from support.receiver import Receiver, Route, serve
 
 from ensemble.embedded import DevSmsServer
@@ -24,6 +23,7 @@ from ensemble.system import build_services
 from runtime import tracing
 from runtime.settings import SERVICES, Settings
 from services.webhooks.service import build as build_webhooks
+from services.webhooks.settings import webhooks_settings
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{TRACE_ID}-00f067aa0ba902b7-01"  # the caller's span (a gateway, a SIS)
