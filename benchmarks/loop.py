@@ -4,17 +4,23 @@ family gives, so the loop is measured opened → NotificationSent). Sustained re
 per-hop latency from the referral timeline's `at` and notifications' `sent_at`, on SQLite and
 PostgreSQL (ENSEMBLE_TEST_POSTGRES_URL, else skipped), one and two copies per service.
 
-Run alone: `python -m benchmarks.loop [--quick] [--only sqlite-x1]`.
+Each row's notes give the CPU each process used per referral over the timed window (from
+/proc: user + system seconds, so it holds on a loaded machine); `--profile DIR` also samples
+every service process with py-spy over that window and prints where its CPU went.
+
+Run alone: `python -m benchmarks.loop [--quick] [--only sqlite-x1] [--profile DIR]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.cpu import CpuMeter, profiled, report
 from benchmarks.harness import Result, render_table
 from benchmarks.raw_jetstream import PIPELINE
 from runtime.host import run as run_loop
@@ -32,7 +38,7 @@ CONFIGS = (("sqlite", 1, None), ("sqlite", 2, None), ("postgres", 1, None), ("po
 
 
 async def measure(backend: str, copies: int, count: int, root: Path,
-                  rate: float | None = None) -> list[Result]:
+                  rate: float | None = None, profile: Path | None = None) -> list[Result]:
     name = f"loop.{backend}.x{copies}" + (f".at{rate:.0f}" if rate else "")
     async with process_system(root, copies=copies, backend=backend) as system, \
             system_ledger(system) as ledger:
@@ -45,9 +51,15 @@ async def measure(backend: str, copies: int, count: int, root: Path,
         # Families sign up once; the loop measured is a referral's, opened to sent.
         await ledger.register_families(cases)
         await ledger.wait_drained()  # every service has heard FamilyRegistered
-        ledger.started = time.monotonic()
-        await ledger.drive(cases, concurrency=CONCURRENCY, rate=rate)
-        report = await ledger.check([*warm, *cases], timeout=600, timed=cases)
+        pids = {p.label: p.pid for p in system.processes}
+        meter = CpuMeter(pids | {node.name: node.process.pid for node in system.nats.nodes
+                                 if node.process} | {"driver": os.getpid()})
+        with profiled(pids, profile / name if profile else None):
+            meter.start()
+            ledger.started = time.monotonic()
+            await ledger.drive(cases, concurrency=CONCURRENCY, rate=rate)
+            report = await ledger.check([*warm, *cases], timeout=600, timed=cases)
+            meter.stop()
     problems = report.problems()
     if problems:
         raise RuntimeError(f"{name}: {problems}")
@@ -59,7 +71,7 @@ async def measure(backend: str, copies: int, count: int, root: Path,
         name, count, report.seconds, p50_ms=e2e[0], p99_ms=e2e[1], baseline=PIPELINE,
         notes=f"referral opened over HTTP → NotificationSent (families registered before), "
               f"{f'{rate:.0f}/s' if rate else f'{CONCURRENCY} in flight'}, {copies} process(es) "
-              f"per service on {backend}; {hops}")]
+              f"per service on {backend}; {hops}; {meter.summary(count)}")]
     results += [Result.timed(f"{name}.{hop}", count, report.seconds, p50_ms=pct[hop][0],
                              p99_ms=pct[hop][1], notes="per hop, same run")
                 for hop in HOPS if hop in pct and hop != "opened→sent"]
@@ -67,7 +79,7 @@ async def measure(backend: str, copies: int, count: int, root: Path,
 
 
 async def run(quick: bool, only: list[str] | None = None,
-              rate: float | None = None) -> list[Result]:
+              rate: float | None = None, profile: Path | None = None) -> list[Result]:
     """``rate`` runs the as-fast-as-possible shapes at that fixed rate instead (a slower
     machine's latency below its ceiling)."""
     count = QUICK_COUNT if quick else FULL_COUNT
@@ -81,7 +93,7 @@ async def run(quick: bool, only: list[str] | None = None,
             print(f"loop: {label} skipped (set ENSEMBLE_TEST_POSTGRES_URL)", file=sys.stderr)
             continue
         with tempfile.TemporaryDirectory(prefix=f"ensemble-loop-{label}-") as tmp:
-            results += await measure(backend, copies, count, Path(tmp), rate)
+            results += await measure(backend, copies, count, Path(tmp), rate, profile)
     return results
 
 
@@ -90,8 +102,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", action="append", default=[], help="e.g. sqlite-x1")
     parser.add_argument("--rate", type=float, help="referrals/s offered, e.g. 40")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample each service with py-spy into DIR and print where CPU goes")
     args = parser.parse_args()
-    print(render_table(run_loop(run(args.quick, args.only, args.rate))))
+    print(render_table(run_loop(run(args.quick, args.only, args.rate, args.profile))))
+    if args.profile:
+        for sub in sorted(p for p in args.profile.iterdir() if p.is_dir()):
+            print(f"\n== {sub.name}{report(sub)}")
 
 
 if __name__ == "__main__":
