@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.replies import family_replies_by_email
 
 from ensemble.embedded import free_port
+from runtime.settings import SERVICES
 
 
 async def test_metrics_parse_and_count_the_loop(system: System) -> None:
@@ -48,7 +49,7 @@ async def test_readiness_reports_each_dependency(system: System) -> None:
     ready = await system.http.get("/health/ready")
     assert ready.status_code == 200
     checks = ready.json()["checks"]
-    assert set(checks) == {"referrals", "partners", "engagement", "notifications", "webhooks"}
+    assert set(checks) == set(SERVICES)  # every service of the deployment, insights too
     assert all(all(c.values()) for c in checks.values())
     assert (await system.http.get("/health/live")).json() == {"status": "alive"}
 
