@@ -142,12 +142,22 @@ class ServiceRuntime:
         a deployment; tests call this before ``start``)."""
         await upgrade(self.db, self.name)
 
+    async def connect(self) -> None:
+        """The broker connection alone (``jetstream`` and ``nats`` usable), without consumers,
+        relay or background work: for tools that manage durables before a start (insights'
+        rebuild). ``start`` connects too; ``disconnect`` undoes this one."""
+        self._nc = await self.broker.connect()
+        self._js = self._nc.jetstream()
+
+    async def disconnect(self) -> None:
+        await self.broker.stop()
+        self._nc = self._js = None
+
     async def start(self) -> None:
         # The schema is `ensemble migrate`'s to change: a database behind or ahead of this
         # code is refused, with the command to run (runtime/migrations.py).
         await require_current(self.db, self.name)
-        self._nc = await self.broker.connect()
-        self._js = self._nc.jetstream()
+        await self.connect()
         await self._ensure_streams()
         await self.broker.start()
         for consumer in self.consumers:

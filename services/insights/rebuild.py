@@ -65,7 +65,7 @@ async def rebuild(settings: Settings, districts: Districts | None = None, *,
     started = time.perf_counter()
     rt = runtime(settings, districts)
     rt.consume(handlers.HANDLERS, None)  # the handlers need nothing from deps
-    await rt.broker.connect()
+    await rt.connect()
     try:
         await ensure_streams(rt.jetstream, settings.stream_replicas)  # looks them up
         for consumer in rt.consumers:
@@ -78,7 +78,7 @@ async def rebuild(settings: Settings, districts: Districts | None = None, *,
                                             timeout=120)
         log.info("insights: store dropped; replaying %d streams' events", len(rt.consumers))
     finally:
-        await rt.broker.stop()
+        await rt.disconnect()
     await rt.start()
     try:
         deadline = time.monotonic() + patience
