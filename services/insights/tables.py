@@ -7,7 +7,7 @@ Nothing here is personal: ids, categories, states and times, as the public event
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.db import UTCDateTime
@@ -64,8 +64,9 @@ class CapacityFact(Base):
     school_id: Mapped[str | None] = mapped_column(String(64))
     partner_id: Mapped[str] = mapped_column(String(64))
     service_id: Mapped[str] = mapped_column(String(64))
-    capacity: Mapped[int] = mapped_column(Integer)
-    reserved: Mapped[int] = mapped_column(Integer)
+    # As the event carries them: the contract bounds neither, so no 32-bit column.
+    capacity: Mapped[int] = mapped_column(BigInteger)
+    reserved: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[datetime]
 
 

@@ -42,8 +42,8 @@ def _create_insights_capacity() -> None:
         sa.Column("school_id", sa.String(length=64), nullable=True),
         sa.Column("partner_id", sa.String(length=64), nullable=False),
         sa.Column("service_id", sa.String(length=64), nullable=False),
-        sa.Column("capacity", sa.Integer(), nullable=False),
-        sa.Column("reserved", sa.Integer(), nullable=False),
+        sa.Column("capacity", sa.BigInteger(), nullable=False),
+        sa.Column("reserved", sa.BigInteger(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("event_id"),
     )
