@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel
 
+from runtime.host import ERRORS
 from services.partners.deps import Wired
 from services.partners.links import LinkUnknown, describe, find_link, status_of, use_link
 
@@ -22,11 +23,13 @@ class LinkUse(BaseModel):
     action: Literal["accept", "decline", "in_service"]
 
 
+# Each keeps the JSON error body every API error has (runtime.host.ERRORS), with its own words.
+_NOT_OURS = {**ERRORS[404], "description": "not a link of ours"}
 RESPONSES: dict[str, dict[int | str, dict[str, Any]]] = {
-    "get": {404: {"description": "not a link of ours"}},
-    "use": {404: {"description": "not a link of ours"},
-            410: {"description": "the link opens nothing any more: expired, used or "
-                                 "match_ended"}},
+    "get": {404: _NOT_OURS},
+    "use": {404: _NOT_OURS,
+            410: {**ERRORS[404], "description": "the link opens nothing any more: expired, "
+                                                "used or match_ended"}},
 }
 
 
