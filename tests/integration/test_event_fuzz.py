@@ -152,8 +152,13 @@ def models(cls: type[BaseModel], ids: dict[str, list[str]]) -> st.SearchStrategy
                 if f.is_required()}
     optional = {n: values(f.annotation, n, f, ids) for n, f in cls.model_fields.items()
                 if not f.is_required()}
-    return st.fixed_dictionaries(required, optional=optional).map(_valid(cls)).filter(
-        lambda instance: instance is not None)
+    return st.fixed_dictionaries(required, optional=optional).map(_valid(cls)).filter(_made)
+
+
+def _made(instance: object) -> bool:
+    # A named function, not a lambda: hypothesis describes a filter that rejects often by
+    # parsing a lambda's source, which raced between worker threads (a FlakyFailure in CI).
+    return instance is not None
 
 
 def _valid(cls: type[T]) -> Callable[[dict[str, Any]], T | None]:
