@@ -32,6 +32,7 @@ from runtime.errors import DomainError
 from runtime.keys import PublicKeys
 from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from runtime.service import ServiceRuntime
+from runtime.settings import Settings
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -97,6 +98,18 @@ class Web:
         default_factory=dict)
 
 
+def _verifier(settings: Settings, made: dict[tuple[str | None, str], TokenVerifier]
+              ) -> TokenVerifier:
+    """The token check for a service's settings: the console's published keys when a JWKS is
+    set (one cache for the services of one process), else the development HS256 secret."""
+    key = (settings.jwks_url, settings.jwt_secret)
+    if key not in made:
+        made[key] = (TokenVerifier(jwks=PublicKeys(settings.jwks_url,
+                                                   max_age=settings.jwks_cache_seconds))
+                     if settings.jwks_url else TokenVerifier(secret=settings.jwt_secret))
+    return made[key]
+
+
 def create_app(services: list[Service], title: str = "Ensemble",
                web: Web | None = None) -> FastAPI:
     @asynccontextmanager
@@ -127,13 +140,7 @@ def create_app(services: list[Service], title: str = "Ensemble",
     for service in services:
         # Every route of a service is behind its policy; the principal's scope then limits
         # every query of the request in the data layer (runtime.tenancy).
-        settings = service.runtime.settings
-        key = (settings.jwks_url, settings.jwt_secret)
-        if key not in verifiers:  # one JWKS cache for the services of one process
-            jwks = PublicKeys(settings.jwks_url, max_age=settings.jwks_cache_seconds)
-            verifiers[key] = (TokenVerifier(jwks=jwks)
-                              if settings.jwks_url else TokenVerifier(secret=settings.jwt_secret))
-        authorize = authorizer(verifiers[key], service.policy)
+        authorize = authorizer(_verifier(service.runtime.settings, verifiers), service.policy)
         app.include_router(service.router, prefix=API_PREFIX, tags=[service.name],
                            responses=ERRORS,
                            dependencies=[Depends(authorize), *service.dependencies])
