@@ -2,25 +2,12 @@
 that is not migrated (one line, the command to run), then loads the roster and prints every bad
 row by file, row and field; the same folder again changes nothing."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-DATA = Path(__file__).parents[1] / "data" / "oneroster"
-
-
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("oneroster_generate", DATA / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _generator()
+from support.generators import roster as gen
 
 
 def _ensemble(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -323,15 +323,10 @@ async def test_an_ended_session_returns_to_the_page(site: Site) -> None:
 
 def _hsds_zip(folder: Path) -> Path:
     """A small HSDS directory with bad rows, from the generator the importer's tests use."""
-    import importlib.util
+    from support.generators import gen
 
-    spec = importlib.util.spec_from_file_location(
-        "hsds_generate", Path(__file__).parents[1] / "data" / "hsds" / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     path = folder / "directory.zip"
-    path.write_bytes(module.build(organizations=6).zip())
+    path.write_bytes(gen.build(organizations=6).zip())
     return path
 
 

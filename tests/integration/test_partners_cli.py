@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 from conftest import System, token
-from support.hsds import gen  # the HSDS data set generator, loaded once
+from support.generators import gen  # the HSDS data set generator, loaded once
 from typer.testing import CliRunner
 
 from ensemble.cli import app

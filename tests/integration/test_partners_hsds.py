@@ -8,7 +8,7 @@ import zipfile
 from typing import Any
 
 from conftest import System, token
-from support.hsds import gen
+from support.generators import gen
 
 from services.partners import hsds
 

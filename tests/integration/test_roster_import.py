@@ -4,25 +4,11 @@ HTTP (real NATS, database and HTTP); the good rows become families the rest of t
 writes nothing to the outbox; other roles and districts are refused; a family that left the
 roster is sent no announcement or invitation. The CLI: tests/e2e/test_roster_cli.py."""
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 from conftest import System, token
 from sqlalchemy import func, select
-
-DATA = Path(__file__).parents[1] / "data" / "oneroster"
-
-
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("oneroster_generate", DATA / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _generator()
+from support.generators import roster as gen
 
 
 async def _outbox_rows(system: System) -> int:

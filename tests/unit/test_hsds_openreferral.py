@@ -4,7 +4,6 @@ file of another kind says what it is, and every exported service holds to the sc
 formats, required and non-null fields), ids UUIDs, numbers numbers."""
 
 import csv
-import importlib.util
 import io
 import json
 import uuid
@@ -14,6 +13,7 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
+from support.generators import gen
 
 from services.partners import hsds
 
@@ -143,12 +143,7 @@ def _schema_errors(item: dict[str, Any]) -> list[str]:
 
 
 def _generated() -> Any:
-    path = DATA / "hsds" / "generate.py"
-    spec = importlib.util.spec_from_file_location("hsds_generate", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build(organizations=40)
+    return gen.build(organizations=40)
 
 
 def test_every_exported_service_holds_to_the_schema() -> None:

@@ -4,34 +4,23 @@ in-memory SQLite (support.uow.HandlerBench): a first import, a re-import of the 
 writes and publishes nothing, a bulk file's absences and tobedeleted rows retiring, a delta
 applying only what it carries."""
 
-import importlib.util
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from support.generators import roster as gen
 from support.uow import HandlerBench
 
 from runtime.districts import District, load_districts
 from services.engagement import roster, roster_sync
 from services.engagement.tables import Base, Family, RosterRecord, Student
 
-DATA = Path(__file__).parents[1] / "data" / "oneroster"
 DISTRICT: District = load_districts(
     Path(__file__).parents[2] / "deploy" / "districts.toml").get("d001")  # type: ignore[assignment]
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
-
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("oneroster_generate", DATA / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _generator()
 
 
 def _read(data: Any) -> roster.Roster:
