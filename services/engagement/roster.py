@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from runtime.districts import District
+from services.engagement.schemas import e164  # as families registered over HTTP are
 
 GUARDIAN_ROLES = {"parent", "guardian", "relative"}
 LANGUAGE_COLUMNS = ("preferredlanguage", "metadata.preferredlanguage", "metadata.language",
@@ -344,17 +344,6 @@ def _language_of(row: Row) -> str | None:
 def _languages(demographics: list[Row]) -> dict[str, str | None]:
     return {row["sourcedid"]: _language_of(row) for row in demographics
             if row.get("sourcedid") and _language_of(row)}
-
-
-def e164(value: str) -> str:
-    """A phone number in E.164, as families registered over HTTP are (no +country: US)."""
-    try:
-        number = phonenumbers.parse(value, "US")
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError("not a phone number") from exc
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _guardian(roster: Roster, row: Row, languages: dict[str, str | None], district: District,
