@@ -30,7 +30,7 @@ from runtime.positions import record, recorded, replay_from
 from runtime.pull import PullFeed
 from runtime.streams import stream_for_subject
 from runtime.tracing import consuming_batch, handling
-from runtime.uow import Handler
+from runtime.uow import Handler, Prefetch
 
 log = logging.getLogger("ensemble.consumer")
 
@@ -45,10 +45,12 @@ def is_outage(exc: BaseException) -> bool:
 
 
 class EventConsumer:
-    def __init__(self, runtime: ConsumerHost, event_cls: type[Event], handler: Handler) -> None:
+    def __init__(self, runtime: ConsumerHost, event_cls: type[Event], handler: Handler,
+                 prefetch: Prefetch | None = None) -> None:
         self.runtime = runtime
         self.event_cls = event_cls
         self.handler = handler
+        self.prefetch = prefetch
         self.event_label = event_cls.ce_type()
         self.filter_subject = filter_for(event_cls)
         self.durable = f"{runtime.name}-{event_cls.domain}-{event_cls.name}".replace("_", "-")
@@ -198,6 +200,8 @@ class EventConsumer:
                     )
                 ).all()
             )
+            if self.prefetch is not None:
+                await self.prefetch(uow, [(env, ev) for _, env, ev in items if env.id not in seen])
             rows = []
             for msg, envelope, event in items:
                 if envelope.id in seen:

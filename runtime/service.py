@@ -34,7 +34,7 @@ from runtime.outbox import OutboxRelay
 from runtime.restore import published_by, report
 from runtime.settings import Settings
 from runtime.streams import ensure_streams, streams_exist
-from runtime.uow import Handler, UnitOfWork, messaging_tables
+from runtime.uow import Handler, Prefetch, UnitOfWork, messaging_tables
 
 log = logging.getLogger("ensemble.service")
 
@@ -61,6 +61,16 @@ def _with(handler: Callable[..., Awaitable[None]], deps: object) -> Handler:
 
     handle.__name__ = handler.__name__
     return handle
+
+
+def _prefetch_with(load: Callable[..., Awaitable[None]] | None, deps: object) -> Prefetch | None:
+    if load is None:
+        return None
+
+    async def prefetch(uow: UnitOfWork, batch: list[tuple[Envelope, Event]]) -> None:
+        await load(uow, batch, deps)
+
+    return prefetch
 
 
 class ServiceRuntime:
@@ -110,12 +120,19 @@ class ServiceRuntime:
         return self._nc
 
     def consume(self, handlers: Mapping[type[Event], Callable[..., Awaitable[None]]],
-                deps: object) -> None:
+                deps: object,
+                prefetch: Mapping[type[Event], Callable[..., Awaitable[None]]] | None = None,
+                ) -> None:
         """Register a service's handlers from its one explicit map (``handlers.HANDLERS``):
         each is a module-level ``async def on_x(uow, env, event, deps)``; ``deps`` is injected
-        once here, so a test calls the same function with its own."""
+        once here, so a test calls the same function with its own. ``prefetch`` (its
+        ``handlers.PREFETCH``) names, per event type, an ``async def load_x(uow, batch, deps)``
+        run once per batch before the handlers (runtime.uow.Prefetch)."""
+        loads = prefetch or {}
         for event_cls, handler in handlers.items():
-            self.consumers.append(EventConsumer(self, event_cls, _with(handler, deps)))
+            self.consumers.append(EventConsumer(
+                self, event_cls, _with(handler, deps),
+                _prefetch_with(loads.get(event_cls), deps)))
 
     def run_in_background(self, factory: Callable[[], Any]) -> None:
         """A coroutine factory run for the service's lifetime (timers, dispatchers)."""

@@ -185,3 +185,7 @@ def _registered(ce_type: str) -> type[Event]:
 
 
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
+# Called once per consumer batch, before its handlers, with the batch's new events: loads the
+# rows they will touch in one statement per table (``IN``), so each handler's ``session.get``
+# finds them in the identity map instead of making a round trip per event.
+Prefetch = Callable[[UnitOfWork, list[tuple[Envelope, Event]]], Awaitable[None]]

@@ -63,6 +63,27 @@ class HandlerBench:
             emitted = list(uow.emitted)
         return [decoded(e) for e in emitted]
 
+    async def deliver_batch(self, handler: Callable[..., Awaitable[None]],
+                            envelopes: list[Envelope], deps: Any,
+                            prefetch: Callable[..., Awaitable[None]] | None = None,
+                            ) -> list[Event]:
+        """Deliver ``envelopes`` as one consumer batch would: one transaction, the batch's
+        prefetch (its ``PREFETCH`` entry) first, then the handler per event in order."""
+        emitted: list[Event] = []
+        async with self.db.transaction() as session:
+            uow = UnitOfWork(session, self.source)
+            if prefetch is not None:
+                await prefetch(uow, [(env, decoded(env)) for env in envelopes], deps)
+            for envelope in envelopes:
+                uow.cause = envelope
+                await handler(uow, envelope, decoded(envelope), deps)
+            await uow.flush(self.metadata.tables["outbox"])
+            emitted = [decoded(e) for e in uow.emitted]
+        self.emitted += uow.emitted
+        for callback in uow.after_commit:
+            callback()
+        return emitted
+
     @staticmethod
     def envelope(event: Event, *, district: str = DISTRICT, school: str | None = None,
                  subject: str | None = None, at: datetime | None = None) -> Envelope:
