@@ -35,6 +35,14 @@ class Consent(StrEnum):
     given = "given"
     pending = "pending"
     declined = "declined"
+    # Shared only with the school's own staff supports (counselor, nurse, social worker...),
+    # never with an outside partner: the family declines sharing outside the school.
+    in_school = "in_school"
+
+    @property
+    def shares(self) -> bool:
+        """Whether a partner may be matched at all (given, or inside the school)."""
+        return self in (Consent.given, Consent.in_school)
 
 
 class Channel(StrEnum):

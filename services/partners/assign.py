@@ -17,6 +17,7 @@ from sqlalchemy import Float, Integer, Select, bindparam, case, func, literal, s
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NoPartnerAvailable, PartnerMatched
+from contracts.taxonomy import Consent
 from runtime.outbox import UnitOfWork
 from services.partners.capacity import lock_capacity_and_stats, release, reserve
 from services.partners.lifecycle import Status
@@ -115,11 +116,19 @@ def _best(*where: Any, in_school_first: bool = False) -> Select[Any]:
 
 
 _ALL_HERE = _rows(_cap).where(*_HERE)
-_ALL_ELIGIBLE = (_rows(_cap).where(*_ELIGIBLE), _rows(_cap).where(*_ELIGIBLE, _NOT_TRIED))
-# By [in_school_first][tried]
-_BEST = ((_best(*_ELIGIBLE), _best(*_ELIGIBLE, _NOT_TRIED)),
-         (_best(*_ELIGIBLE, in_school_first=True),
-          _best(*_ELIGIBLE, _NOT_TRIED, in_school_first=True)))
+# Consent in_school: the school's own supports only.
+_INSIDE = _cap.c.in_school.is_(True)
+
+
+def _where(tried: bool, inside: bool) -> tuple[Any, ...]:
+    return (*_ELIGIBLE, *((_NOT_TRIED,) if tried else ()), *((_INSIDE,) if inside else ()))
+
+
+# Built once, by (tried, inside) and (in_school_first, tried, inside).
+_ALL_ELIGIBLE = {(tried, inside): _rows(_cap).where(*_where(tried, inside))
+                 for tried in (False, True) for inside in (False, True)}
+_BEST = {(first, tried, inside): _best(*_where(tried, inside), in_school_first=first)
+         for first in (False, True) for tried in (False, True) for inside in (False, True)}
 _LANGUAGE = select(_family.c.language).where(_family.c.district_id == bindparam("district"),
                                              _family.c.family_id == bindparam("family"))
 _OFFERED = select(func.count()).select_from(_svc).where(
@@ -143,17 +152,24 @@ async def candidate_rows(session: AsyncSession, request: Request,
     many, by the ranking's own score. Core on the session's connection: no ORM on this path."""
     connection = await session.connection()
     params = _params(request)
-    tried = 1 if request.tried_partners else 0
+    tried, inside = bool(request.tried_partners), request.in_school_only
     if best is None:
-        result = await connection.execute(_ALL_ELIGIBLE[tried], params)
+        result = await connection.execute(_ALL_ELIGIBLE[tried, inside], params)
     else:
-        first = 1 if request.in_school_first else 0
-        result = await connection.execute(_BEST[first][tried], {**params, "best": best})
+        result = await connection.execute(_BEST[request.in_school_first, tried, inside],
+                                          {**params, "best": best})
     return [Row._make(r) for r in result]
 
 
 async def why_none(session: AsyncSession, request: Request) -> tuple[str, int]:
     """Why no service fits, for the coordinator; and how many were considered."""
+    reason, considered = await _why_none(session, request)
+    if request.in_school_only:
+        reason = f"the family shares only inside the school: {reason}"
+    return reason[:200], considered
+
+
+async def _why_none(session: AsyncSession, request: Request) -> tuple[str, int]:
     connection = await session.connection()
     where = {"district": request.district_id, "need": request.need}
     rows = [Row._make(r) for r in await connection.execute(
@@ -167,7 +183,7 @@ async def why_none(session: AsyncSession, request: Request) -> tuple[str, int]:
     failures = Counter(rule_failures(request, row)[0] for row in rows)
     summary = "; ".join(f"{count} {rule}" for rule, count in failures.most_common(4))
     return (f"{len(rows)} services offer {request.need} at {request.school_id}, none "
-            f"eligible: {summary}")[:200], len(rows)
+            f"eligible: {summary}"), len(rows)
 
 
 def as_request(request: ReferralRequest, language: str | None,
@@ -175,7 +191,8 @@ def as_request(request: ReferralRequest, language: str | None,
     return Request(district_id=request.district_id, school_id=request.school_id,
                    need=request.need, grade=request.grade, language=language,
                    tried_partners=tuple(request.tried_partners),
-                   in_school_first=in_school_first)
+                   in_school_first=in_school_first,
+                   in_school_only=request.consent == Consent.in_school)
 
 
 _COUNTS = ("matched", "accepted", "declined", "accept_seconds", "active")

@@ -21,6 +21,7 @@ from contracts.events import (
     ReferralDeclined,
     ReferralOpened,
 )
+from contracts.taxonomy import Consent
 from runtime.errors import RetryLater
 from runtime.uow import UnitOfWork
 from services.partners.assign import add_to_stats, match, release_slot
@@ -50,7 +51,8 @@ async def _request(uow: UnitOfWork, env: Envelope, referral_id: str) -> Referral
 
 def _decide(request: ReferralRequest, fact: Fact) -> Move | None:
     """What ``fact`` does to the request (lifecycle.decide); None when it changes nothing."""
-    state = State(Status(request.state), request.partner_id, request.accepted)
+    state = State(Status(request.state), request.partner_id, request.accepted,
+                  Consent(request.consent))
     try:
         return decide(state, fact)
     except Unchanged:

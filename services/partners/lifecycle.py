@@ -7,7 +7,8 @@ holds is freed first, and whether to look for a partner (matching then decides b
 no longer holds it, a redelivery, consent after the referral ended) raises ``Unchanged``: the
 handler leaves the request as it is. Pure: no I/O, no clock.
 
-    awaiting_consent --consent given--> (match) --> matched | no_partner
+    awaiting_consent, consent_declined --consent given or in_school--> (match) --> matched | no_partner
+    no_partner (inside the school only) --consent given--> (match) --> matched | no_partner
     awaiting_consent, no_partner, matched --consent declined--> consent_declined
     matched --its partner declines--> (free the slot, match the next) --> matched | no_partner
     any but ended --closed or cancelled--> ended (a matched one frees its slot)
@@ -25,7 +26,7 @@ class Status(StrEnum):
     awaiting_consent = "awaiting_consent"  # consent pending: nothing may be shared yet
     matched = "matched"  # a partner's service holds a slot for it
     no_partner = "no_partner"  # the last look found no eligible service
-    consent_declined = "consent_declined"  # declined or withdrawn: never matched again
+    consent_declined = "consent_declined"  # declined or withdrawn: matched only if given again
     ended = "ended"  # closed or cancelled
 
 
@@ -37,6 +38,7 @@ class State:
     status: Status
     partner_id: str | None = None  # the partner holding it, while matched
     accepted: bool = False  # that partner accepted it
+    consent: Consent = Consent.pending  # the consent matching last went by
 
 
 # --- facts (what referrals reported) ---------------------------------------------------------
@@ -88,10 +90,15 @@ def decide(state: State, fact: Fact) -> Move:
     if s == Status.ended:
         raise Unchanged(f"the request ended; {type(fact).__name__} changes nothing")
     match fact:
-        case ConsentChanged(consent=Consent.given):
-            if s == Status.awaiting_consent:
+        case ConsentChanged(consent=Consent.given | Consent.in_school as consent):
+            # Referrals refuses a change once consent was given or the request shared, except
+            # widening (in_school to given) and given again after a decline, before a match.
+            if s in (Status.awaiting_consent, Status.consent_declined):
                 return Move(s, match=True)
-            return Move(s)  # already matched or tried, or consent was declined before
+            if s == Status.no_partner and state.consent == Consent.in_school \
+                    and consent == Consent.given:
+                return Move(s, match=True)  # widened: outside partners may now be looked at
+            return Move(s)  # already matched or tried
         case ConsentChanged(consent=Consent.declined):
             return Move(Status.consent_declined, release=s == Status.matched)
         case ConsentChanged():

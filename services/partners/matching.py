@@ -2,7 +2,8 @@
 
 Hard rules (all must pass): the service and its organization are active, it offers the need, it
 serves the referral's school, the grade, has an open slot there, and the partner has not had this
-referral before. Consent is checked before matching starts.
+referral before. Consent is checked before matching starts; when the family shares only inside
+the school (consent ``in_school``), only the school's own supports are eligible.
 
 The score (0..1) orders the eligible ones:
     0.40 x language   1 if the service speaks the family's language, else 0
@@ -40,6 +41,7 @@ class Request:
     language: str | None
     tried_partners: tuple[str, ...] = ()
     in_school_first: bool = False  # the district's match_in_school_first
+    in_school_only: bool = False  # consent in_school: the family shares only inside the school
 
 
 class Row(NamedTuple):
@@ -108,6 +110,8 @@ def rule_failures(request: Request, row: Row) -> list[str]:
         failed.append("no open slot")
     if row.partner_id in request.tried_partners:
         failed.append("partner already had this referral")
+    if request.in_school_only and not row.in_school:
+        failed.append("outside the school (the family shares only inside it)")
     return failed
 
 
@@ -116,7 +120,8 @@ def _eligible(request: Request, grade: str | None, row: Row) -> bool:
     return (row.service_status == "active" and row.partner_status == "active"
             and row.need == request.need and row.school_id == request.school_id
             and (grade is None or not row.grades_key or grade in row.grades_key)
-            and row.capacity > row.reserved and row.partner_id not in request.tried_partners)
+            and row.capacity > row.reserved and row.partner_id not in request.tried_partners
+            and (row.in_school or not request.in_school_only))
 
 
 def parts(language: str, row: Row) -> tuple[float, float, float, float, float]:
@@ -175,7 +180,7 @@ class Candidate:
             else f"grade {request.grade} served"
         )
         passed = [f"need {request.need} offered", f"school {request.school_id} served",
-                  grade_rule, "open slot", "consent given", "not tried before"]
+                  grade_rule, "open slot", consent_reason(request), "not tried before"]
         return [*passed, *in_school_reasons(request, row), *score(request, row)[2]]
 
     @property
@@ -183,9 +188,18 @@ class Candidate:
         return score(self.request, self.row)[1]
 
 
+def consent_reason(request: Request) -> str:
+    if request.in_school_only:
+        return "consent given for the school's own supports only"
+    return "consent given"
+
+
 def in_school_reasons(request: Request, row: Row) -> list[str]:
     """Why an in-school support or an outside partner was chosen, in words; nothing when
     neither the row nor the district's setting makes it matter."""
+    if request.in_school_only:
+        return [f"in-school support of {request.school_id} (the family shares only inside "
+                "the school)"]
     first = " (the district matches in-school supports first)" if request.in_school_first else ""
     if row.in_school:
         return [f"in-school support of {request.school_id}{first}"]

@@ -131,6 +131,11 @@ class Unchanged(Exception):
 # --- the machine -----------------------------------------------------------------------------
 
 
+def widens(before: Consent, after: Consent) -> bool:
+    """From sharing inside the school only to sharing with any partner."""
+    return before == Consent.in_school and after == Consent.given
+
+
 def _derive(state: State) -> State:
     if state.status not in MATCHED_PHASE:
         return state
@@ -149,7 +154,7 @@ def decide(state: State, fact: Fact) -> State:
                 raise Unchanged  # an earlier attempt, or the referral ended meanwhile
             if s not in WITHOUT_PARTNER:
                 raise IllegalMove(s, "be matched again", f"partner {state.partner_id} holds it")
-            if state.consent != Consent.given:
+            if not state.consent.shares:
                 raise IllegalMove(s, "be matched", f"consent is {state.consent}")
             return _derive(State(Status.matched, state.consent, partner, attempt))
         case NoPartner():
@@ -204,7 +209,13 @@ def decide(state: State, fact: Fact) -> State:
                 raise Unchanged
             if consent == Consent.pending:
                 raise IllegalMove(s, "record consent", "consent cannot go back to pending")
-            if state.consent == Consent.given:
+            if widens(state.consent, consent):
+                # Inside the school to any partner: nothing shared is taken back. Before a
+                # match, or after none of the school's own supports could take it.
+                if s not in (Status.opened, Status.no_partner):
+                    raise IllegalMove(s, "record consent", "a partner holds it")
+                return replace(state, consent=Consent(consent))
+            if state.consent.shares:
                 raise IllegalMove(s, "record consent", "consent was given and the referral may "
                                   "already be shared; cancel it (reason consent_withdrawn)")
             if s != Status.opened:

@@ -1,6 +1,7 @@
 """In-school supports through the real loop: a district that matches in-school first gets its
 school's counselor before a better-scoring community partner, and the outside partner once the
-counselor is full; the PartnerMatched reasons say which and why."""
+counselor is full; a family that shares only inside the school (consent in_school) never gets
+an outside partner until it widens its consent; the PartnerMatched reasons say which and why."""
 
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,37 @@ async def test_the_schools_own_counselor_is_matched_first_then_the_outside_partn
         json={"district_id": "d001", "school_id": "roosevelt-ms", "capacity": 3})
     assert refused.status_code == 409, refused.text
     assert "in-school support of lincoln-es" in refused.text
+
+
+async def test_a_family_that_shares_only_inside_the_school_is_never_matched_outside(
+        system: System) -> None:
+    outside = await system.register_partner(
+        name="Riverside Family Counseling", needs=["mental_health"], languages=["en", "es"],
+        capacity=5)
+    registered = await system.http.post("/api/v1/partners", json={
+        "district_id": "d001", "name": "Lincoln school nurse", "needs": ["mental_health"],
+        "languages": ["en"], "capacity": 1, "in_school_of": "lincoln-es"})
+    assert registered.status_code == 201, registered.text
+    nurse = registered.json()
+
+    family = await system.register_family(preferred_language="es")
+    first = await system.open_referral(family, need="mental_health", consent="in_school")
+    match = await _match(system, first["id"])
+    assert match["partner_id"] == nurse["id"], match
+    assert "consent given for the school's own supports only" in match["reasons"]
+
+    # The nurse is full: the outside partner has room, but the family did not agree to it.
+    second = await system.open_referral(family, need="mental_health", consent="in_school")
+    detail = await system.wait_status(second["id"], "no_partner", timeout=30)
+    [none] = [e for e in detail["timeline"] if e["event"] == "NoPartnerAvailable"]
+    assert detail["partner_id"] is None and detail["consent"] == "in_school"
+    # Narrowing is refused once shared; the family widening its consent is matched outside.
+    narrowed = await system.http.post(f"/api/v1/referrals/{first['id']}/consent", json={
+        "district_id": "d001", "consent": "declined", "recorded_by": "coord-1"})
+    assert narrowed.status_code == 409, narrowed.text
+    widened = await system.http.post(f"/api/v1/referrals/{second['id']}/consent", json={
+        "district_id": "d001", "consent": "given", "recorded_by": "coord-1"})
+    assert widened.status_code == 200, widened.text
+    match = await _match(system, second["id"])
+    assert match["partner_id"] == outside["id"], match
+    assert none["data"]["reason"].startswith("the family shares only inside the school: ")

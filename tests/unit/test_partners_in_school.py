@@ -1,5 +1,6 @@
 """In-school supports in matching: ranked like any partner, unless the district matches them
-first; the reasons say which was chosen and why. The rule pure, then through the handler (an
+first or the family shares only inside the school (consent in_school); the reasons say which
+was chosen and why. The rule pure, then through the handler (an
 in-memory unit of work: the candidate query's in-school-first order on SQLite)."""
 
 from collections.abc import AsyncIterator
@@ -11,7 +12,13 @@ import pytest
 from pydantic import ValidationError
 from support.uow import HandlerBench
 
-from contracts.events import PartnerMatched, ReferralOpened
+from contracts.events import (
+    ConsentRecorded,
+    NoPartnerAvailable,
+    PartnerMatched,
+    ReferralDeclined,
+    ReferralOpened,
+)
 from contracts.taxonomy import Consent, Need, Urgency
 from runtime.settings import Settings
 from services.partners import directory, handlers
@@ -19,7 +26,7 @@ from services.partners.deps import PartnersDeps
 from services.partners.matching import Request, Row, rank
 from services.partners.schemas import RegisterPartner
 from services.partners.service import build
-from services.partners.tables import Base, ServiceCapacity
+from services.partners.tables import Base, ReferralRequest, ServiceCapacity
 
 REQ = Request(district_id="d001", school_id="lincoln-es", need="mental_health", grade=3,
               language="es")
@@ -135,3 +142,68 @@ async def test_the_handler_matches_by_the_districts_setting(
                         "supports first)"]
     else:
         assert said == []
+
+
+# --- the family shares only inside the school (consent in_school) ----------------------------
+
+
+def test_sharing_only_inside_the_school_leaves_every_outside_partner_out() -> None:
+    inside_only = replace(REQ, in_school_only=True)
+    [only] = rank(inside_only, [OUTSIDE, COUNSELOR])  # the outside one scores higher
+    assert only.row is COUNSELOR
+    assert "consent given for the school's own supports only" in only.reasons
+    assert ("in-school support of lincoln-es (the family shares only inside the school)"
+            in only.reasons)
+    assert rank(inside_only, [OUTSIDE]) == []
+
+
+async def _register_both(bench: HandlerBench, counselor_capacity: int = 1) -> tuple[str, str]:
+    async with bench.db.transaction() as session:
+        outside, _ = await directory.register(
+            session, "d001", "Community Counseling", ["mental_health"], ["lincoln-es"],
+            ["en"], [], 10)
+        counselor, _ = await directory.register(
+            session, "d001", "Lincoln counselor", ["mental_health"], ["lincoln-es"], ["vi"],
+            [], counselor_capacity, in_school_of="lincoln-es")
+    return outside.id, counselor.id
+
+
+async def test_a_referral_shared_inside_the_school_goes_to_the_schools_own_support(
+        bench: HandlerBench, tmp_path: Path) -> None:
+    outside, counselor = await _register_both(bench)
+    inside = opened("r1").model_copy(update={"consent": Consent.in_school})
+    [event] = await bench.handle(handlers.on_referral_opened, inside, deps(tmp_path, False))
+    assert isinstance(event, PartnerMatched) and event.partner_id == counselor != outside
+    # Its partner declines: the next look is inside the school too, and finds no one.
+    [none] = await bench.handle(handlers.on_declined, ReferralDeclined(
+        referral_id="r1", partner_id=counselor, reason="no_capacity", declined_at=NOW),
+        deps(tmp_path, False))
+    assert isinstance(none, NoPartnerAvailable)
+    assert none.reason.startswith("the family shares only inside the school: ")
+    assert (await bench.get(ReferralRequest, "r1")).state == "no_partner"
+
+
+async def test_widening_consent_after_no_in_school_support_could_take_it_matches_outside(
+        bench: HandlerBench, tmp_path: Path) -> None:
+    outside, _ = await _register_both(bench, counselor_capacity=0)
+    inside = opened("r1").model_copy(update={"consent": Consent.in_school})
+    [none] = await bench.handle(handlers.on_referral_opened, inside, deps(tmp_path, False))
+    assert isinstance(none, NoPartnerAvailable)
+    assert "shares only inside the school" in none.reason
+    [event] = await bench.handle(handlers.on_consent, ConsentRecorded(
+        referral_id="r1", consent=Consent.given, recorded_by="coord-1", recorded_at=NOW),
+        deps(tmp_path, False))
+    assert isinstance(event, PartnerMatched) and event.partner_id == outside
+    assert "consent given" in event.reasons
+
+
+async def test_consent_given_after_a_decline_is_matched(bench: HandlerBench,
+                                                        tmp_path: Path) -> None:
+    outside, _ = await _register_both(bench)
+    declined = opened("r1").model_copy(update={"consent": Consent.declined})
+    assert await bench.handle(handlers.on_referral_opened, declined, deps(tmp_path, False)) == []
+    assert (await bench.get(ReferralRequest, "r1")).state == "consent_declined"
+    [event] = await bench.handle(handlers.on_consent, ConsentRecorded(
+        referral_id="r1", consent=Consent.given, recorded_by="coord-1", recorded_at=NOW),
+        deps(tmp_path, False))
+    assert isinstance(event, PartnerMatched) and event.partner_id == outside

@@ -21,25 +21,40 @@ AWAITING = State(Status.awaiting_consent)
 MATCHED = State(Status.matched, partner_id="p1")
 ACCEPTED = State(Status.matched, partner_id="p1", accepted=True)
 NO_PARTNER = State(Status.no_partner)
+# The school's own supports were looked at and none could take it.
+NO_PARTNER_INSIDE = State(Status.no_partner, consent=Consent.in_school)
 CONSENT_DECLINED = State(Status.consent_declined)
 ENDED = State(Status.ended)
-STATES = [AWAITING, MATCHED, ACCEPTED, NO_PARTNER, CONSENT_DECLINED, ENDED]
+STATES = [AWAITING, MATCHED, ACCEPTED, NO_PARTNER, NO_PARTNER_INSIDE, CONSENT_DECLINED, ENDED]
 
 GIVEN = ConsentChanged(Consent.given)
+INSIDE = ConsentChanged(Consent.in_school)
 DECLINED = ConsentChanged(Consent.declined)
 PENDING = ConsentChanged(Consent.pending)
-FACTS: list[Fact] = [GIVEN, DECLINED, PENDING, Declined("p1"), Declined("p2"),
+FACTS: list[Fact] = [GIVEN, INSIDE, DECLINED, PENDING, Declined("p1"), Declined("p2"),
                      Accepted("p1"), Accepted("p2"), Ended()]
 
 S = Status
 # Every (state, fact) the lifecycle allows, and the move it makes. Anything else is Unchanged.
 ALLOWED: dict[tuple[State, Fact], Move] = {
-    # Consent given: a waiting request is matched; elsewhere it only records the consent.
+    # Consent given, or given for the school's own supports only: a waiting request, or one
+    # declined before and given again, is matched; elsewhere it only records the consent.
     (AWAITING, GIVEN): Move(S.awaiting_consent, match=True),
     (MATCHED, GIVEN): Move(S.matched),
     (ACCEPTED, GIVEN): Move(S.matched),
     (NO_PARTNER, GIVEN): Move(S.no_partner),
-    (CONSENT_DECLINED, GIVEN): Move(S.consent_declined),
+    (CONSENT_DECLINED, GIVEN): Move(S.consent_declined, match=True),
+    (AWAITING, INSIDE): Move(S.awaiting_consent, match=True),
+    (MATCHED, INSIDE): Move(S.matched),
+    (ACCEPTED, INSIDE): Move(S.matched),
+    (NO_PARTNER, INSIDE): Move(S.no_partner),
+    (NO_PARTNER_INSIDE, INSIDE): Move(S.no_partner),
+    (CONSENT_DECLINED, INSIDE): Move(S.consent_declined, match=True),
+    # Widened from inside the school to any partner after no in-school support could take it.
+    (NO_PARTNER_INSIDE, GIVEN): Move(S.no_partner, match=True),
+    (NO_PARTNER_INSIDE, DECLINED): Move(S.consent_declined),
+    (NO_PARTNER_INSIDE, PENDING): Move(S.no_partner),
+    (NO_PARTNER_INSIDE, Ended()): Move(S.ended),
     # Consent declined (or withdrawn after a match, which frees the partner's slot).
     (AWAITING, DECLINED): Move(S.consent_declined),
     (MATCHED, DECLINED): Move(S.consent_declined, release=True),
@@ -85,7 +100,7 @@ def test_the_refused_facts_are_the_late_the_repeated_and_the_ended() -> None:
     assert refused == (
         {(ENDED, f) for f in FACTS}
         | {(s, f) for s in STATES for f in (Declined("p2"), Accepted("p2"))}
-        | {(s, f) for s in (AWAITING, NO_PARTNER, CONSENT_DECLINED)
+        | {(s, f) for s in (AWAITING, NO_PARTNER, NO_PARTNER_INSIDE, CONSENT_DECLINED)
            for f in (Declined("p1"), Accepted("p1"))}
         | {(ACCEPTED, Accepted("p1"))})
 

@@ -112,6 +112,24 @@ def test_matching_waits_for_consent_and_declined_consent_stays_in_school() -> No
         decide(declined, ConsentChanged(Consent.pending))
 
 
+def test_consent_inside_the_school_only_may_widen_but_never_narrow_once_given() -> None:
+    inside = decide(State(), ConsentChanged(Consent.in_school))
+    assert inside.consent == Consent.in_school
+    assert decide(inside, Matched("counselor", 1)).status == Status.matched
+    # None of the school's own supports could take it: the family agrees to outside partners.
+    none_inside = decide(inside, NoPartner())
+    widened = decide(none_inside, ConsentChanged(Consent.given))
+    assert (widened.status, widened.consent) == (Status.no_partner, Consent.given)
+    assert decide(widened, Matched("outside", 2)).status == Status.matched
+    # Widening while a partner holds it is refused; so is narrowing or withdrawing after.
+    with pytest.raises(IllegalMove, match="a partner holds it"):
+        decide(decide(inside, Matched("counselor", 1)), ConsentChanged(Consent.given))
+    with pytest.raises(IllegalMove, match="consent_withdrawn"):
+        decide(GIVEN, ConsentChanged(Consent.in_school))
+    with pytest.raises(IllegalMove, match="consent_withdrawn"):
+        decide(inside, ConsentChanged(Consent.declined))
+
+
 def test_ended_referrals_take_nothing_more() -> None:
     for end in (Closed(Outcome.unable_to_contact), Cancelled()):
         s = run(GIVEN, Matched("p1", 1), end)
@@ -146,7 +164,7 @@ def legal(state: State) -> None:
     """What must hold in every reachable state."""
     assert state.status in Status
     if state.status in MATCHED_PHASE | {Status.in_service}:
-        assert state.partner_id is not None and state.consent == Consent.given
+        assert state.partner_id is not None and state.consent.shares
         assert state.attempt >= 1
     else:
         assert state.partner_id is None or state.status in CLOSED
