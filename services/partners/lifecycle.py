@@ -7,7 +7,7 @@ holds is freed first, and whether to look for a partner (matching then decides b
 no longer holds it, a redelivery, consent after the referral ended) raises ``Unchanged``: the
 handler leaves the request as it is. Pure: no I/O, no clock.
 
-    awaiting_consent, consent_declined --consent given or in_school--> (match) --> matched | no_partner
+    awaiting_consent, consent_declined --given or in_school--> (match) --> matched | no_partner
     no_partner (inside the school only) --consent given--> (match) --> matched | no_partner
     awaiting_consent, no_partner, matched --consent declined--> consent_declined
     matched --its partner declines--> (free the slot, match the next) --> matched | no_partner

@@ -175,6 +175,9 @@ async def _register_and_open(site: Site, page: Any, name: str, phone: str,
     assert name in await page.locator("#f-family_id option:checked").inner_text()
     await page.get_by_label("Student reference (the district's id, not a name)").fill(student)
     await page.get_by_label("Need", exact=True).select_option("dental")
+    # A family may share with the school's own supports only.
+    assert "shared inside the school only" in await page.locator(
+        "#f-consent option").all_inner_texts()
     await page.get_by_label("Family's consent to share with a partner").select_option("given")
     await page.get_by_role("button", name="Open the referral").click()
     await page.wait_for_url(re.compile(r"/referrals/[0-9a-f-]{36}"))
