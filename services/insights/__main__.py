@@ -1,6 +1,8 @@
 """`python -m services.insights`: the insights service alone, as a deployment runs it."""
 
+import sys
+
 from ensemble.cli import app
 
 if __name__ == "__main__":
-    app(["insights"])
+    app(["insights", *sys.argv[1:]])  # so --help answers instead of starting it

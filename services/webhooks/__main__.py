@@ -1,6 +1,8 @@
 """`python -m services.webhooks`: the webhooks service alone, as a deployment runs it."""
 
+import sys
+
 from ensemble.cli import app
 
 if __name__ == "__main__":
-    app(["webhooks"])
+    app(["webhooks", *sys.argv[1:]])  # so --help answers instead of starting it

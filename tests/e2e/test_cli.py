@@ -105,3 +105,12 @@ def test_a_missing_districts_file_says_which_setting(tmp_path: Path) -> None:
     line = refused(ensemble("token", "--role", "district_admin", "--district", "d001",
                             env={"ENSEMBLE_DISTRICTS_FILE": str(tmp_path / "nope.toml")}))
     assert "nope.toml" in line and "ENSEMBLE_DISTRICTS_FILE" in line
+
+
+@pytest.mark.parametrize("service", ["referrals", "notifications", "console"])
+def test_a_service_module_answers_help_instead_of_starting(service: str) -> None:
+    done = subprocess.run([sys.executable, "-m", f"services.{service}", "--help"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"python -m services.{service} {service}" in done.stdout
+    assert "--port" in done.stdout
