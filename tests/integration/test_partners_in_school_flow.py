@@ -33,16 +33,23 @@ async def _match(system: System, referral_id: str) -> dict[str, Any]:
     return await system.eventually(check, timeout=30, what="a match")
 
 
-async def test_the_schools_own_counselor_is_matched_first_then_the_outside_partner(
-        system: System) -> None:
+async def _outside_and_in_school(system: System,
+                                 in_school_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Spanish-speaking community partner with room, and the school's own support (English,
+    one slot): the outside one scores higher for a Spanish-speaking family."""
     outside = await system.register_partner(
         name="Riverside Family Counseling", needs=["mental_health"], languages=["en", "es"],
         capacity=5)
     registered = await system.http.post("/api/v1/partners", json={
-        "district_id": "d001", "name": "Lincoln school counselor", "needs": ["mental_health"],
+        "district_id": "d001", "name": in_school_name, "needs": ["mental_health"],
         "languages": ["en"], "capacity": 1, "in_school_of": "lincoln-es"})
     assert registered.status_code == 201, registered.text
-    counselor = registered.json()
+    return outside, registered.json()
+
+
+async def test_the_schools_own_counselor_is_matched_first_then_the_outside_partner(
+        system: System) -> None:
+    outside, counselor = await _outside_and_in_school(system, "Lincoln school counselor")
     assert counselor["in_school_of"] == "lincoln-es" and outside["in_school_of"] is None
     assert counselor["services"][0]["schools"] == ["lincoln-es"]
 
@@ -71,14 +78,7 @@ async def test_the_schools_own_counselor_is_matched_first_then_the_outside_partn
 
 async def test_a_family_that_shares_only_inside_the_school_is_never_matched_outside(
         system: System) -> None:
-    outside = await system.register_partner(
-        name="Riverside Family Counseling", needs=["mental_health"], languages=["en", "es"],
-        capacity=5)
-    registered = await system.http.post("/api/v1/partners", json={
-        "district_id": "d001", "name": "Lincoln school nurse", "needs": ["mental_health"],
-        "languages": ["en"], "capacity": 1, "in_school_of": "lincoln-es"})
-    assert registered.status_code == 201, registered.text
-    nurse = registered.json()
+    outside, nurse = await _outside_and_in_school(system, "Lincoln school nurse")
 
     family = await system.register_family(preferred_language="es")
     first = await system.open_referral(family, need="mental_health", consent="in_school")
