@@ -57,6 +57,12 @@ class Principal:
         )
 
 
+def caller(request: Request, fallback: str) -> str:
+    """Who is asking: the bearer token's subject when the host checks tokens."""
+    principal = getattr(request.state, "principal", None)
+    return str(getattr(principal, "subject", None) or fallback)[:100]
+
+
 def issue_token(
     key: str | SigningKeys,
     *,

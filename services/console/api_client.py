@@ -69,12 +69,13 @@ class Api:
         self.base_url_of = base_url_of
 
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                   json: Any = None, content: bytes | None = None) -> Answer:
+                   json: Any = None, content: bytes | None = None,
+                   extra: dict[str, str] | None = None) -> Answer:
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         try:
             url = f"{self.base_url_of(service_of(path))}/api/v1{path}"
             # The page's trace goes on in the service (W3C traceparent, when tracing is on).
-            headers = {**self.headers, **tracing.current_fields()}
+            headers = {**self.headers, **tracing.current_fields(), **(extra or {})}
             response = await self.http.request(method, url, params=clean, json=json,
                                                content=content, headers=headers)
         except httpx.HTTPError as exc:
@@ -104,8 +105,11 @@ class Api:
     async def get(self, path: str, **params: Any) -> Any:
         return (await self.call("GET", path, params=params)).body
 
-    async def post(self, path: str, json: Any, **params: Any) -> Answer:
-        return await self.call("POST", path, params=params, json=json)
+    async def post(self, path: str, json: Any, *, once: str | None = None,
+                   **params: Any) -> Answer:
+        """``once``: the form's key, sent as Idempotency-Key so a resent form creates once."""
+        extra = {"Idempotency-Key": once} if once else None
+        return await self.call("POST", path, params=params, json=json, extra=extra)
 
     async def patch(self, path: str, json: Any) -> Answer:
         return await self.call("PATCH", path, json=json)

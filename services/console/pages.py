@@ -2,6 +2,7 @@
 referrals, sign-in and sign-out. Every route is a module-level function; what it needs (the
 signed-in person, their API client, the checked form) comes through FastAPI dependencies."""
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -295,7 +296,7 @@ async def referral_new(request: Request, c: ConsoleDep, p: PrincipalDep,
     staff_only(p)
     values = {k: request.query_params.get(k, "") for k in ("family_id", "school_id")}
     # Consent is asked for, never assumed: the form starts at pending, as the API does.
-    values |= {"consent": "pending", "urgency": "routine"}
+    values |= {"consent": "pending", "urgency": "routine", "once": new_once()}
     families = await a.get("/families", district_id=p.district,
                            school_id=values["school_id"] or None, limit=200)
     return _referral_form(request, c, p, values=values, families=families)
@@ -306,13 +307,15 @@ async def referral_open(request: Request, c: ConsoleDep, p: PrincipalDep, a: Api
                         form: SignedFormDep) -> Response:
     staff_only(p)
     values = {k: str(form.get(k) or "").strip() for k in (
-        "school_id", "family_id", "student_ref", "need", "urgency", "consent", "grade", "note")}
+        "school_id", "family_id", "student_ref", "need", "urgency", "consent", "grade", "note",
+        "once")}
     body: dict[str, Any] = {"district_id": p.district, "opened_by": _actor(p),
-                            **{k: v for k, v in values.items() if v and k != "grade"}}
+                            **{k: v for k, v in values.items() if v and k not in ("grade",
+                                                                                  "once")}}
     if values["grade"]:
         body["grade"] = values["grade"]  # the API names a grade that is not a number
     try:
-        answer = await a.post("/referrals", body)
+        answer = await a.post("/referrals", body, once=values["once"])
     except ApiError as exc:
         if exc.status not in (409, 422):
             raise
@@ -420,7 +423,8 @@ FAMILY_FIELDS = ("school_id", "name", "preferred_language", "phone", "email",
 @router.get("/families/new", response_class=HTMLResponse)
 async def family_new(request: Request, c: ConsoleDep, p: PrincipalDep) -> HTMLResponse:
     staff_only(p)
-    return render(request, "family_new.html.j2", errors={}, values={"email_consent": "on"},
+    return render(request, "family_new.html.j2", errors={},
+                  values={"email_consent": "on", "once": new_once()},
                   schools=my_schools(c, p), message=None)
 
 
@@ -428,13 +432,13 @@ async def family_new(request: Request, c: ConsoleDep, p: PrincipalDep) -> HTMLRe
 async def family_register(request: Request, c: ConsoleDep, p: PrincipalDep, a: ApiDep,
                           form: SignedFormDep) -> Response:
     staff_only(p)
-    values = {k: str(form.get(k) or "").strip() for k in FAMILY_FIELDS}
+    values = {k: str(form.get(k) or "").strip() for k in (*FAMILY_FIELDS, "once")}
     body: dict[str, Any] = {"district_id": p.district,
-                            **{k: v for k, v in values.items() if v},
+                            **{k: v for k, v in values.items() if v and k != "once"},
                             "sms_consent": form.get("sms_consent") == "on",
                             "email_consent": form.get("email_consent") == "on"}
     try:
-        family = (await a.post("/families", body)).body
+        family = (await a.post("/families", body, once=values["once"])).body
     except ApiError as exc:
         if exc.status not in (404, 409, 422):
             raise
@@ -448,6 +452,11 @@ async def family_register(request: Request, c: ConsoleDep, p: PrincipalDep, a: A
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def new_once() -> str:
+    """The key of one form shown (runtime.idempotency): a resend of it creates nothing more."""
+    return secrets.token_urlsafe(16)
 
 
 def _actor(p: Principal) -> str:

@@ -5,14 +5,13 @@ Module-level routes on ``router``, given ``EngagementRoutes`` through ``Wired``;
 in schemas.py."""
 
 from typing import Annotated
-from uuid import NAMESPACE_URL, uuid4, uuid5
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
+from runtime.auth import caller
 from runtime.errors import DomainError, NotFound
-from services.engagement.api import caller
+from runtime.idempotency import REPLAYED, IdempotencyKey, create_once, keyed_id
 from services.engagement.deps import EngagementRoutes, Wired
 from services.engagement.schemas import Announce, AnnouncementView, Token
 from services.engagement.tables import Announcement
@@ -25,43 +24,35 @@ class Forbidden(DomainError):
 
 
 @router.post("/announcements", status_code=202, response_model=AnnouncementView,
-             responses={200: {"model": AnnouncementView, "description": (
-                 "the announcement this Idempotency-Key already made (Idempotent-Replay)")}})
-async def announce(
-    deps: Wired, body: Announce, request: Request, response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
-) -> AnnouncementView:
+             responses=REPLAYED)
+async def announce(deps: Wired, body: Announce, request: Request, response: Response,
+                   idempotency_key: IdempotencyKey = None) -> AnnouncementView:
     """Queued at once; families are fanned out in the background in chunks. A coordinator
     announces to one of their schools; the whole district is for district admins. With an
     Idempotency-Key, a retried request answers the announcement it made (200), so no
     family hears it twice."""
     _check_audience(deps, body, request)
     by = caller(request, "coordinator")
-    # The key's announcement has an id made from it (per district and caller): a retry
-    # finds it by primary key, and two racing copies cannot both insert it.
-    announcement_id = str(uuid5(NAMESPACE_URL, f"ensemble:announcement:{body.district_id}:"
-                                f"{by}:{idempotency_key}")) if idempotency_key else str(uuid4())
-    if idempotency_key:
-        earlier = await _earlier(deps, announcement_id)
-        if earlier is not None:
-            return _replayed(earlier, response)
-    announcement = Announcement(
-        id=announcement_id, district_id=body.district_id, school_id=body.school_id,
-        title=body.title, body=body.body, urgency=body.urgency.value, status="fanning_out",
-        cursor="", families_targeted=0, families_unreachable=0, chunks=0,
-        created_by=by, created_at=deps.clock())
-    try:
+    announcement_id = keyed_id("announcement", body.district_id, by, idempotency_key)
+
+    async def find() -> AnnouncementView | None:
+        async with deps.runtime.unit_of_work() as uow:
+            earlier = await uow.session.get(Announcement, announcement_id)
+        return None if earlier is None else AnnouncementView.model_validate(
+            earlier, from_attributes=True)
+
+    async def create() -> AnnouncementView:
+        announcement = Announcement(
+            id=announcement_id, district_id=body.district_id, school_id=body.school_id,
+            title=body.title, body=body.body, urgency=body.urgency.value,
+            status="fanning_out", cursor="", families_targeted=0, families_unreachable=0,
+            chunks=0, created_by=by, created_at=deps.clock())
         async with deps.runtime.unit_of_work() as uow:
             uow.session.add(announcement)
             uow.after_commit.append(deps.wake_fan_out)
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        earlier = await _earlier(deps, announcement_id)  # the same request, committed just before
-        if earlier is None:
-            raise
-        return _replayed(earlier, response)
-    return AnnouncementView.model_validate(announcement, from_attributes=True)
+        return AnnouncementView.model_validate(announcement, from_attributes=True)
+
+    return await create_once(idempotency_key, find, create, response)
 
 
 @router.get("/announcements", response_model=list[AnnouncementView])
@@ -99,14 +90,3 @@ def _check_audience(deps: EngagementRoutes, body: Announce, request: Request) ->
         raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
     if districts.get(body.district_id) is None:
         raise NotFound(f"district {body.district_id} not found")
-
-
-async def _earlier(deps: EngagementRoutes, announcement_id: str) -> Announcement | None:
-    async with deps.runtime.unit_of_work() as uow:
-        return await uow.session.get(Announcement, announcement_id)
-
-
-def _replayed(earlier: Announcement, response: Response) -> AnnouncementView:
-    response.status_code = 200
-    response.headers["Idempotent-Replay"] = "true"
-    return AnnouncementView.model_validate(earlier, from_attributes=True)

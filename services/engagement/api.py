@@ -9,7 +9,6 @@ replies_api.py)."""
 
 from datetime import datetime
 from typing import Annotated
-from uuid import uuid4
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +16,9 @@ from sqlalchemy import select
 
 from contracts.events import FamilyRegistered
 from contracts.taxonomy import Channel
+from runtime.auth import caller
 from runtime.errors import Conflict, NotFound
+from runtime.idempotency import REPLAYED, IdempotencyKey, create_once, keyed_id
 from runtime.uow import UnitOfWork
 from services.engagement.contacts import (
     REACHED,
@@ -49,24 +50,37 @@ ALREADY_APPLIED = {"Already-Applied": {"description": "true when the request was
                                       "changed nothing", "schema": {"type": "string"}}}
 
 
-@router.post("/families", status_code=201, response_model=FamilyView)
-async def register(deps: Wired, body: RegisterFamily) -> FamilyView:
+@router.post("/families", status_code=201, response_model=FamilyView, responses=REPLAYED)
+async def register(deps: Wired, body: RegisterFamily, request: Request, response: Response,
+                   idempotency_key: IdempotencyKey = None) -> FamilyView:
+    """With an Idempotency-Key, a retried registration answers the family it made (200)."""
     rt = deps.runtime
     if rt.districts.school(body.district_id, body.school_id) is None:
         raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
-    family = Family(id=str(uuid4()), created_at=deps.clock(), sms_opted_out=False,
-                    email_opted_out=False, **body.model_dump(exclude={"students"}))
-    async with rt.unit_of_work() as uow:
-        uow.session.add(family)
-        for link in body.students:
-            await _link_student(uow, family, link)
-        uow.emit(
-            FamilyRegistered(family_id=family.id, school_id=family.school_id,
-                             preferred_language=family.preferred_language,
-                             preferred_channel=body.preferred_channel),
-            district=family.district_id, school=family.school_id, subject=family.id,
-        )
-    return _family_view(family)
+    family_id = keyed_id("family", body.district_id, caller(request, "anonymous"),
+                         idempotency_key)
+
+    async def find() -> FamilyView | None:
+        async with rt.unit_of_work() as uow:
+            earlier = await uow.session.get(Family, family_id)
+        return _family_view(earlier) if earlier is not None else None
+
+    async def create() -> FamilyView:
+        family = Family(id=family_id, created_at=deps.clock(), sms_opted_out=False,
+                        email_opted_out=False, **body.model_dump(exclude={"students"}))
+        async with rt.unit_of_work() as uow:
+            uow.session.add(family)
+            for link in body.students:
+                await _link_student(uow, family, link)
+            uow.emit(
+                FamilyRegistered(family_id=family.id, school_id=family.school_id,
+                                 preferred_language=family.preferred_language,
+                                 preferred_channel=body.preferred_channel),
+                district=family.district_id, school=family.school_id, subject=family.id,
+            )
+        return _family_view(family)
+
+    return await create_once(idempotency_key, find, create, response)
 
 
 @router.get("/families", response_model=list[FamilyView])
@@ -175,12 +189,6 @@ async def contacts(deps: Wired, family_id: str, district_id: Token) -> list[Cont
 def field_error(field: str, message: str) -> RequestValidationError:
     """A 422 naming the field, as FastAPI answers for a body that fails validation."""
     return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
-
-
-def caller(request: Request, fallback: str) -> str:
-    """Who is asking: the bearer token's subject when the host checks tokens."""
-    principal = getattr(request.state, "principal", None)
-    return str(getattr(principal, "subject", None) or fallback)[:100]
 
 
 def _family_view(f: Family) -> FamilyView:

@@ -3,9 +3,9 @@ in services/referrals/api.py."""
 
 from fastapi import APIRouter, Request
 
+from runtime.auth import caller
 from runtime.erasure import erasure_barrier
 from runtime.errors import NotFound
-from services.engagement.api import caller
 from services.engagement.deps import Wired
 from services.engagement.erasure import erase_family
 from services.engagement.schemas import FamilyView, Token

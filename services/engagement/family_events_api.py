@@ -5,22 +5,23 @@ Module-level routes on ``router``, given ``EngagementRoutes`` through ``Wired``;
 in schemas.py."""
 
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
 from sqlalchemy import func, insert, select
 
 from contracts.events import BulkRecipient, FamilyAttended, FamilyEventScheduled
 from contracts.taxonomy import Urgency
+from runtime.auth import caller
 from runtime.erasure import erasure_barrier
 from runtime.errors import NotFound
+from runtime.idempotency import REPLAYED, IdempotencyKey, create_once, keyed_id
 from runtime.uow import UnitOfWork
-from services.engagement.api import caller
 from services.engagement.contacts import emit_bulk, recipient
 from services.engagement.deps import EngagementRoutes, Wired
 from services.engagement.rsvp import record_rsvp
@@ -41,24 +42,40 @@ PUBLIC_ROUTES = frozenset({("GET", "/rsvp/{invitation_id}"), ("POST", "/rsvp/{in
 router = APIRouter()
 
 
-@router.post("/family-events", status_code=201, response_model=EventView)
-async def schedule(deps: Wired, body: ScheduleEvent, request: Request) -> EventView:
+@router.post("/family-events", status_code=201, response_model=EventView, responses=REPLAYED)
+async def schedule(deps: Wired, body: ScheduleEvent, request: Request, response: Response,
+                   idempotency_key: IdempotencyKey = None) -> EventView:
+    """With an Idempotency-Key, a retry answers the event it scheduled (200)."""
     school = deps.runtime.districts.school(body.district_id, body.school_id)
     if school is None:
         raise NotFound(f"school {body.school_id} not found in district {body.district_id}")
-    event = FamilyEvent(id=str(uuid4()), district_id=body.district_id,
-                        school_id=body.school_id, title=body.title, starts_at=body.starts_at,
-                        place=body.place, languages=body.languages or school.languages,
-                        created_by=caller(request, "coordinator"), created_at=deps.clock())
-    async with deps.runtime.unit_of_work() as uow:
-        uow.session.add(event)
-        uow.emit(FamilyEventScheduled(event_id=event.id, school_id=event.school_id,
-                                      title=event.title, starts_at=event.starts_at,
-                                      languages=event.languages),
-                 district=event.district_id, school=event.school_id, subject=event.id)
-    return EventView(id=event.id, district_id=event.district_id, school_id=event.school_id,
-                     title=event.title, starts_at=event.starts_at, place=event.place,
-                     languages=event.languages)
+    by = caller(request, "coordinator")
+    event_id = keyed_id("family-event", body.district_id, by, idempotency_key)
+
+    async def find() -> EventView | None:
+        async with deps.runtime.unit_of_work() as uow:
+            earlier = await uow.session.get(FamilyEvent, event_id)
+            return None if earlier is None else await _view(uow, earlier)
+
+    async def create() -> EventView:
+        event = FamilyEvent(id=event_id, district_id=body.district_id,
+                            school_id=body.school_id, title=body.title,
+                            # In UTC as stored, so this answer and every later read agree.
+                            starts_at=body.starts_at.astimezone(UTC), place=body.place,
+                            languages=body.languages or school.languages, created_by=by,
+                            created_at=deps.clock())
+        async with deps.runtime.unit_of_work() as uow:
+            uow.session.add(event)
+            uow.emit(FamilyEventScheduled(event_id=event.id, school_id=event.school_id,
+                                          title=event.title, starts_at=event.starts_at,
+                                          languages=event.languages),
+                     district=event.district_id, school=event.school_id, subject=event.id)
+        return EventView(id=event.id, district_id=event.district_id,
+                         school_id=event.school_id, title=event.title,
+                         starts_at=event.starts_at, place=event.place,
+                         languages=event.languages)
+
+    return await create_once(idempotency_key, find, create, response)
 
 
 @router.get("/family-events", response_model=list[EventView])

@@ -11,11 +11,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import CapacityChanged
 from contracts.taxonomy import Need
+from runtime.auth import caller
 from runtime.districts import District
 from runtime.errors import Conflict, NotFound
+from runtime.idempotency import REPLAYED, IdempotencyKey, create_once, keyed_id
 from runtime.tenancy import current_scope
 from runtime.uow import UnitOfWork
 from services.partners import directory, gaps, hsds
@@ -69,21 +72,34 @@ def period(start: date | datetime | None, end: date | datetime | None,
     return start_at, end_at
 
 
-@router.post("/partners", status_code=201, response_model=PartnerView)
-async def register(deps: Wired, body: RegisterPartner) -> PartnerView:
+@router.post("/partners", status_code=201, response_model=PartnerView, responses=REPLAYED)
+async def register(deps: Wired, body: RegisterPartner, request: Request, response: Response,
+                   idempotency_key: IdempotencyKey = None) -> PartnerView:
+    """With an Idempotency-Key, a retry answers the partner it registered (200)."""
     district = district_of(deps, body.district_id)
     unknown = [s for s in dict.fromkeys([*body.schools, *filter(None, [body.in_school_of])])
                if district.school(s) is None]
     if unknown:
         raise NotFound(f"schools not in district {body.district_id}: {', '.join(unknown)}")
-    async with deps.runtime.unit_of_work() as uow:
-        partner, services = await directory.register(
-            uow.session, body.district_id, body.name, [n.value for n in body.needs],
-            list(body.schools), list(body.languages), list(body.grades), body.capacity,
-            in_school_of=body.in_school_of)
-        partner.email = body.email
-        capacity = await directory.capacity_by_service(uow.session, [s.id for s in services])
-    return PartnerView.of(partner, services, capacity, None)
+    partner_id = keyed_id("partner", body.district_id, caller(request, "anonymous"),
+                          idempotency_key)
+
+    async def find() -> PartnerView | None:
+        async with deps.runtime.unit_of_work() as uow:
+            return await _view(uow.session, partner_id)
+
+    async def create() -> PartnerView:
+        async with deps.runtime.unit_of_work() as uow:
+            partner, services = await directory.register(
+                uow.session, body.district_id, body.name, [n.value for n in body.needs],
+                list(body.schools), list(body.languages), list(body.grades), body.capacity,
+                in_school_of=body.in_school_of, partner_id=partner_id)
+            partner.email = body.email
+            capacity = await directory.capacity_by_service(uow.session,
+                                                           [s.id for s in services])
+        return PartnerView.of(partner, services, capacity, None)
+
+    return await create_once(idempotency_key, find, create, response)
 
 
 @router.get("/partners", response_model=list[PartnerView])
@@ -223,12 +239,20 @@ async def _add_school(uow: UnitOfWork, service: PartnerService, body: SetCapacit
 @router.get("/partners/{partner_id}", response_model=PartnerView)
 async def detail(deps: Wired, partner_id: str, district_id: Token) -> PartnerView:
     async with deps.runtime.unit_of_work() as uow:
-        partner = await uow.session.get(Partner, partner_id)
-        if partner is None or partner.district_id != district_id:
-            raise NotFound(f"partner {partner_id} not found")
-        services = list((await uow.session.scalars(
-            select(PartnerService).where(PartnerService.partner_id == partner_id)
-            .order_by(PartnerService.id))).all())
-        capacity = await directory.capacity_by_service(uow.session, [s.id for s in services])
-        stats = await uow.session.get(PartnerStats, partner_id)
-    return PartnerView.of(partner, services, capacity, stats)
+        view = await _view(uow.session, partner_id, district_id)
+    if view is None:
+        raise NotFound(f"partner {partner_id} not found")
+    return view
+
+
+async def _view(session: AsyncSession, partner_id: str,
+                district_id: str | None = None) -> PartnerView | None:
+    """The partner with its services, slots and stats; None if not there (in the district)."""
+    partner = await session.get(Partner, partner_id)
+    if partner is None or district_id not in (None, partner.district_id):
+        return None
+    services = list((await session.scalars(
+        select(PartnerService).where(PartnerService.partner_id == partner_id)
+        .order_by(PartnerService.id))).all())
+    capacity = await directory.capacity_by_service(session, [s.id for s in services])
+    return PartnerView.of(partner, services, capacity, await session.get(PartnerStats, partner_id))

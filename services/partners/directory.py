@@ -195,11 +195,11 @@ async def apply_plan(session: AsyncSession, district: District, plan: Plan,
 
 async def register(session: AsyncSession, district_id: str, name: str, needs: list[str],
                    schools: list[str], languages: list[str], grades: list[int],
-                   capacity: int, in_school_of: str | None = None
-                   ) -> tuple[Partner, list[PartnerService]]:
+                   capacity: int, in_school_of: str | None = None,
+                   partner_id: str | None = None) -> tuple[Partner, list[PartnerService]]:
     """The simple registration: one service per need, ``capacity`` slots at each school.
     ``in_school_of``: the school whose own staff support it is (its only school)."""
-    partner = Partner(id=str(uuid.uuid4()), district_id=district_id, name=name,
+    partner = Partner(id=partner_id or str(uuid.uuid4()), district_id=district_id, name=name,
                       languages=languages, status="active", created_at=utcnow(), source="api",
                       in_school_of=in_school_of)
     session.add(partner)

@@ -543,3 +543,36 @@ async def test_partner_declines_with_a_reason_and_the_next_serves(site: Site) ->
     assert "Partner declined" in timeline and "no capacity" in timeline
     assert "Lincoln Family Dentistry" in await coordinator.locator("#match").locator(
         "..").inner_text()
+
+
+async def test_a_form_sent_twice_registers_and_opens_once(site: Site) -> None:
+    """A double click, or the browser resending the form: the form's key (``once``) goes to
+    the API as Idempotency-Key, so the family and its referral are made once."""
+    page = await site.sign_in("coordinator", schools=("lincoln-es",))
+    await page.goto("/families/new")
+    once = await page.locator("input[name=once]").get_attribute("value")
+    assert once, "the form carries its key"
+    form = {"csrf": await _csrf(page), "once": once, "school_id": "lincoln-es",
+            "name": "Familia Twice", "email": "twice@example.org", "preferred_language": "es",
+            "preferred_channel": "email", "email_consent": "on"}
+    sent = [await page.request.post("/families", form=form, max_redirects=0)
+            for _ in range(2)]
+    assert [s.status for s in sent] == [303, 303]
+    assert sent[0].headers["location"] == sent[1].headers["location"]  # the same family
+    families = (await site.admin.get("/api/v1/families", params={
+        "district_id": "d001", "limit": 500})).json()
+    assert [f["name"] for f in families].count("Familia Twice") == 1
+
+    await page.goto(sent[0].headers["location"])
+    referral_once = await page.locator("input[name=once]").get_attribute("value")
+    assert referral_once and referral_once != once  # each form shown has its own
+    family_id = sent[0].headers["location"].split("family_id=")[1].split("&")[0]
+    opened = {"csrf": await _csrf(page), "once": referral_once, "school_id": "lincoln-es",
+              "family_id": family_id, "student_ref": "stu-twice", "need": "vision",
+              "urgency": "routine", "consent": "pending"}
+    answers = [await page.request.post("/referrals", form=opened, max_redirects=0)
+               for _ in range(2)]
+    assert [a.status for a in answers] == [303, 303]
+    # The resend is the same request answered again, not an open duplicate found.
+    first, second = (a.headers["location"] for a in answers)
+    assert first == second and first.endswith("?opened=1"), (first, second)
