@@ -355,8 +355,9 @@ async def close(deps: Wired, referral_id: str, body: CloseReferral, request: Req
              responses=ALREADY_APPLIED)
 async def consent(deps: Wired, referral_id: str, body: RecordConsent, request: Request,
                   response: Response) -> ReferralView:
-    """The family's consent to share with a partner. Given: partners matches. Declined:
-    the referral stays for in-school support and is never shared."""
+    """The family's consent to share with a partner. Given: partners matches. In school:
+    only the school's own supports are matched. Declined: the referral stays for in-school
+    support by hand and is never shared."""
     now = deps.desk.clock()
 
     def make(r: Referral) -> tuple[Any, Any, str]:

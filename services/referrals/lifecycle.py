@@ -203,25 +203,32 @@ def decide(state: State, fact: Fact) -> State:
                 raise IllegalMove(s, "be cancelled")
             return replace(state, status=Status.cancelled)
         case ConsentChanged(consent=consent):
-            if closed:
-                raise IllegalMove(s, "record consent")
-            if consent == state.consent:
-                raise Unchanged
-            if consent == Consent.pending:
-                raise IllegalMove(s, "record consent", "consent cannot go back to pending")
-            if widens(state.consent, consent):
-                # Inside the school to any partner: nothing shared is taken back. Before a
-                # match, or after none of the school's own supports could take it.
-                if s not in (Status.opened, Status.no_partner):
-                    raise IllegalMove(s, "record consent", "a partner holds it")
-                return replace(state, consent=Consent(consent))
-            if state.consent.shares:
-                raise IllegalMove(s, "record consent", "consent was given and the referral may "
-                                  "already be shared; cancel it (reason consent_withdrawn)")
-            if s != Status.opened:
-                raise IllegalMove(s, "record consent")
-            return replace(state, consent=Consent(consent))
+            return _consent(state, Consent(consent))
     raise TypeError(f"unknown fact {fact!r}")
+
+
+def _consent(state: State, consent: Consent) -> State:
+    """Consent recorded: pending only at first; widening from inside the school to any partner
+    while no partner holds it; otherwise only before it may have been shared."""
+    s = state.status
+    if s in CLOSED:
+        raise IllegalMove(s, "record consent")
+    if consent == state.consent:
+        raise Unchanged
+    if consent == Consent.pending:
+        raise IllegalMove(s, "record consent", "consent cannot go back to pending")
+    if widens(state.consent, consent):
+        # Inside the school to any partner: nothing shared is taken back. Before a
+        # match, or after none of the school's own supports could take it.
+        if s not in (Status.opened, Status.no_partner):
+            raise IllegalMove(s, "record consent", "a partner holds it")
+        return replace(state, consent=Consent(consent))
+    if state.consent.shares:
+        raise IllegalMove(s, "record consent", "consent was given and the referral may "
+                          "already be shared; cancel it (reason consent_withdrawn)")
+    if s != Status.opened:
+        raise IllegalMove(s, "record consent")
+    return replace(state, consent=Consent(consent))
 
 
 # --- the timeline as facts -------------------------------------------------------------------
