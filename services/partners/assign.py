@@ -17,6 +17,7 @@ from sqlalchemy import Float, Integer, Select, bindparam, case, func, literal, s
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NoPartnerAvailable, PartnerMatched
+from runtime import prefetch
 from runtime.outbox import UnitOfWork
 from services.partners.capacity import lock_capacity_and_stats, release, reserve
 from services.partners.lifecycle import Status
@@ -46,7 +47,6 @@ _cap = ServiceCapacity.__table__
 _svc = PartnerService.__table__
 _org = Partner.__table__
 _stats = PartnerStats.__table__
-_family = FamilyLanguage.__table__
 BEST = 16  # rows the candidate query returns, best first; ranking re-checks them
 
 
@@ -120,8 +120,6 @@ _ALL_ELIGIBLE = (_rows(_cap).where(*_ELIGIBLE), _rows(_cap).where(*_ELIGIBLE, _N
 _BEST = ((_best(*_ELIGIBLE), _best(*_ELIGIBLE, _NOT_TRIED)),
          (_best(*_ELIGIBLE, in_school_first=True),
           _best(*_ELIGIBLE, _NOT_TRIED, in_school_first=True)))
-_LANGUAGE = select(_family.c.language).where(_family.c.district_id == bindparam("district"),
-                                             _family.c.family_id == bindparam("family"))
 _OFFERED = select(func.count()).select_from(_svc).where(
     _svc.c.district_id == bindparam("district"), _svc.c.need == bindparam("need"),
     _svc.c.status == "active")
@@ -206,10 +204,9 @@ async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime, *,
     ``now`` (the handler's clock) is when it was matched; ``in_school_first`` is the district's
     match_in_school_first. Called when the lifecycle's move says ``match``; the request ends
     matched or no_partner."""
-    connection = await uow.session.connection()
-    language = (await connection.execute(
-        _LANGUAGE, {"district": request.district_id, "family": request.family_id})).scalar()
-    wanted = as_request(request, language, in_school_first)
+    # Found among the rows the batch loaded (handlers.PREFETCH) when it covered the family.
+    family = await prefetch.get(uow, FamilyLanguage, (request.district_id, request.family_id))
+    wanted = as_request(request, family.language if family else None, in_school_first)
     request.updated_at = now
     for _ in range(3):  # a fresh look if others took every one of the best meanwhile
         ranked = rank(wanted, await candidate_rows(uow.session, wanted, best=BEST))
