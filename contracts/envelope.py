@@ -93,7 +93,32 @@ def contains_nul(value: Any) -> bool:
 
 
 def decode_envelope(raw: bytes) -> tuple[Envelope, Event]:
-    """Parse and validate a message; raise EnvelopeError with the reason if it never can be."""
+    """Parse and validate a message; raise EnvelopeError with the reason if it never can be.
+
+    The envelope is parsed and validated in one pass by pydantic's own JSON parser (about
+    half the cost of ``json.loads`` then validating the objects); a message that fails it, or
+    may hold a NUL, takes the step-by-step path, which names what is wrong."""
+    if b"\\u0000" not in raw and b"\x00" not in raw:
+        try:
+            envelope = Envelope.model_validate_json(raw)
+        except ValidationError:
+            pass
+        else:
+            return envelope, _event(envelope)
+    return _decode_in_steps(raw)
+
+
+def _event(envelope: Envelope) -> Event:
+    cls = event_class(envelope.type)
+    if cls is None:
+        raise EnvelopeError(f"unknown event type or version: {envelope.type!r}")
+    try:
+        return cls.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise EnvelopeError(f"invalid {envelope.type} data: {_short(exc)}") from exc
+
+
+def _decode_in_steps(raw: bytes) -> tuple[Envelope, Event]:
     try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -106,14 +131,7 @@ def decode_envelope(raw: bytes) -> tuple[Envelope, Event]:
         envelope = Envelope.model_validate(payload)
     except ValidationError as exc:
         raise EnvelopeError(f"invalid envelope: {_short(exc)}") from exc
-    cls = event_class(envelope.type)
-    if cls is None:
-        raise EnvelopeError(f"unknown event type or version: {envelope.type!r}")
-    try:
-        event = cls.model_validate(envelope.data)
-    except ValidationError as exc:
-        raise EnvelopeError(f"invalid {envelope.type} data: {_short(exc)}") from exc
-    return envelope, event
+    return envelope, _event(envelope)
 
 
 def _short(exc: ValidationError) -> str:

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -55,6 +55,12 @@ class EventConsumer:
         self.filter_subject = filter_for(event_cls)
         self.durable = f"{runtime.name}-{event_cls.domain}-{event_cls.name}".replace("_", "-")
         self.stream = stream_for_subject(self.filter_subject)
+        # The inbox's statements, built once: a batch only binds its values.
+        inbox = runtime.tables.inbox
+        self._seen = select(inbox.c.event_id).where(
+            inbox.c.consumer == self.durable,
+            inbox.c.event_id.in_(bindparam("ids", expanding=True)))
+        self._applied = insert(inbox)
 
     def consumer_config(self, start_seq: int | None = None) -> ConsumerConfig:
         return ConsumerConfig(
@@ -186,20 +192,11 @@ class EventConsumer:
 
     async def _apply(self, items: list[Item]) -> list[str]:
         """Apply new events in one transaction; return 'applied' or 'duplicate' per item."""
-        inbox = self.runtime.tables.inbox
         results: list[str] = []
         async with self.runtime.unit_of_work() as uow:
             uow.consumer = self.durable
             ids = [env.id for _, env, _ in items]
-            seen = set(
-                (
-                    await uow.session.scalars(
-                        select(inbox.c.event_id).where(
-                            inbox.c.consumer == self.durable, inbox.c.event_id.in_(ids)
-                        )
-                    )
-                ).all()
-            )
+            seen = set((await uow.session.scalars(self._seen, {"ids": ids})).all())
             if self.prefetch is not None:
                 await self.prefetch(uow, [(env, ev) for _, env, ev in items if env.id not in seen])
             rows = []
@@ -218,7 +215,7 @@ class EventConsumer:
                 )
                 results.append("applied")
             if rows:
-                await uow.session.execute(insert(inbox), rows)
+                await uow.session.execute(self._applied, rows)
             await record(uow.session, self.runtime.tables.positions, self.durable, self.stream,
                          max(msg.metadata.sequence.stream for msg, _, _ in items))
         return results

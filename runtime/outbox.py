@@ -47,6 +47,10 @@ class OutboxRelay:
     order when the relay starts, after any failure, and for rows left stale (another copy died
     holding them, or a commit whose outcome was unknown): nothing committed is left behind.
     A row published twice at those turns is dropped by JetStream's ``Nats-Msg-Id`` dedupe.
+
+    Rows are marked sent by a worker of their own (``marks``): marking waits for a database
+    connection (SQLite has one per process, queued behind every request), and events committed
+    meanwhile are published without waiting for it.
     """
 
     # A row still unsent this long after its commit was not handed over by its own process;
@@ -58,8 +62,11 @@ class OutboxRelay:
         self.runtime = runtime
         self.batch = batch
         self.worker = Periodic("outbox relay", self._round, runtime.settings.outbox_poll_seconds)
+        self.marks = Periodic("outbox marks", self.mark_published,
+                              runtime.settings.outbox_poll_seconds)
         self._last_sweep = self._last_gauges = self._last_prune = 0.0
         self._committed: list[Pending] = []
+        self._published: list[Pending] = []  # acknowledged by JetStream, not marked sent yet
         self._from_table = True  # at start: rows an earlier run left unsent, in order
         self.keep_sent = KEEP_SENT
         self.keep_inbox = timedelta(days=30)
@@ -70,15 +77,16 @@ class OutboxRelay:
         self.worker.wake()
 
     async def run(self) -> None:
-        await self.worker.run()
+        await asyncio.gather(self.worker.run(), self.marks.run())
 
     def stop(self) -> None:
         self.worker.stop()
+        self.marks.stop()
 
     async def _round(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await self.publish_pending()
+            await self.publish_pending(mark=False)
             if loop.time() - self._last_sweep > self.SWEEP_SECONDS:
                 self._last_sweep = loop.time()
                 await self._publish_table(older_than=self.STALE_AFTER)
@@ -92,7 +100,9 @@ class OutboxRelay:
             self._from_table = True
             raise
 
-    async def publish_pending(self) -> int:
+    async def publish_pending(self, *, mark: bool = True) -> int:
+        """Publish what was committed; with ``mark``, also mark it sent before returning
+        (else the ``marks`` worker does)."""
         total = 0
         if self._from_table:
             # Whatever was handed over is in the table too, read below in order.
@@ -103,14 +113,34 @@ class OutboxRelay:
             rows, self._committed = self._committed[:self.batch], self._committed[self.batch:]
             try:
                 await self._publish(rows)
-                async with self.runtime.db.transaction() as session:
-                    await self._mark_sent(session, rows)
             except BaseException:
                 self._from_table = True  # the rows are still unsent in the table
                 raise
+            self._published += rows
             self._count(rows)
             total += len(rows)
+        if mark:
+            await self.mark_published()
+        elif self._published:
+            self.marks.wake()
         return total
+
+    async def mark_published(self) -> None:
+        """Mark sent, in one UPDATE, the rows JetStream has acknowledged. If that fails they
+        are marked at the next round; a restart before then publishes them again (dropped as
+        duplicates)."""
+        rows, self._published = self._published, []
+        if not rows:
+            return
+        try:
+            await self._mark_in_transaction(rows)
+        except BaseException:
+            self._published[:0] = rows
+            raise
+
+    async def _mark_in_transaction(self, rows: Sequence[Pending]) -> None:
+        async with self.runtime.db.transaction() as session:
+            await self._mark_sent(session, rows)
 
     async def _publish_table(self, older_than: timedelta | None = None) -> int:
         total = 0

@@ -7,7 +7,10 @@ recorded position is behind what its durable has acknowledged is re-created to d
 message after it, and the inbox drops whatever the database already had (docs/operations.md).
 """
 
-from sqlalchemy import Table, case, select
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Table, bindparam, case, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,16 +23,26 @@ async def record(session: AsyncSession, positions: Table, consumer: str, stream:
     """Move ``consumer``'s position to ``seq`` unless it is already past it (copies apply
     batches side by side, not necessarily in order). Run last in the transaction: on
     PostgreSQL the row stays locked until the commit."""
-    dialect = session.bind.dialect.name
+    statement = _upsert(positions, session.bind.dialect.name)
+    await session.execute(statement, {"consumer": consumer, "stream": stream, "seq": seq,
+                                      "at": utcnow()})
+
+
+@cache
+def _upsert(positions: Table, dialect: str) -> Any:
+    """The upsert ``record`` runs, built once per table and dialect: building it cost more
+    than running it, once per consumer batch."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(positions).values(consumer=consumer, stream=stream, stream_seq=seq,
-                                         updated_at=utcnow())
+    statement = insert(positions).values(consumer=bindparam("consumer"),
+                                         stream=bindparam("stream"),
+                                         stream_seq=bindparam("seq"),
+                                         updated_at=bindparam("at"))
     excluded = statement.excluded
-    await session.execute(statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[positions.c.consumer],
         set_={"stream_seq": case((positions.c.stream_seq < excluded.stream_seq,
                                   excluded.stream_seq), else_=positions.c.stream_seq),
-              "updated_at": excluded.updated_at}))
+              "updated_at": excluded.updated_at})
 
 
 async def recorded(session: AsyncSession, positions: Table, consumer: str) -> int | None:

@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from contracts.envelope import Envelope
 from contracts.events import (
+    Event,
     FamilyOptedIn,
     FamilyOptedOut,
     FamilyReplied,
@@ -14,6 +15,7 @@ from contracts.events import (
     PartnerMatched,
 )
 from contracts.taxonomy import Channel, ContactKind
+from runtime import prefetch
 from runtime.erasure import erasure_barrier
 from runtime.errors import RetryLater
 from runtime.tracing import current_fields
@@ -32,13 +34,14 @@ from services.engagement.rsvp import parse_rsvp, record_rsvp
 from services.engagement.tables import Family, Invitation, Outreach
 
 # Outreach rows are read FOR UPDATE: a coordinator may mark one contacted over HTTP while an
-# event about it is applied, and on PostgreSQL the later writer would undo the other.
+# event about it is applied, and on PostgreSQL the later writer would undo the other. A batch
+# loads its families and outreach first, one statement each (PREFETCH, runtime.prefetch).
 
 
 async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
                              deps: EngagementDeps) -> None:
     await erasure_barrier(uow)  # an erasure in progress commits first, or waits for this
-    family = await uow.session.get(Family, ev.family_id)
+    family = await prefetch.get(uow, Family, ev.family_id)
     if family is None or family.district_id != env.districtid:
         raise RetryLater(f"family {ev.family_id} not registered here")
     now = deps.clock()
@@ -55,7 +58,7 @@ async def on_partner_matched(uow: UnitOfWork, env: Envelope, ev: PartnerMatched,
 
 async def on_notification_sent(uow: UnitOfWork, env: Envelope, ev: NotificationSent,
                                deps: EngagementDeps) -> None:
-    outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
+    outreach = await prefetch.get(uow, Outreach, ev.outreach_id, lock=True)
     if outreach is None:
         return  # not a referral's outreach
     # An attempt, not a contact: wait for the family's answer before trying again.
@@ -64,7 +67,7 @@ async def on_notification_sent(uow: UnitOfWork, env: Envelope, ev: NotificationS
 
 async def on_notification_failed(uow: UnitOfWork, env: Envelope, ev: NotificationFailed,
                                  deps: EngagementDeps) -> None:
-    outreach = await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
+    outreach = await prefetch.get(uow, Outreach, ev.outreach_id, lock=True)
     if outreach is not None and ev.permanent:  # every channel the family allows failed for good
         mark_unreachable(uow, outreach, deps.clock())  # unless it ended meanwhile
 
@@ -72,14 +75,14 @@ async def on_notification_failed(uow: UnitOfWork, env: Envelope, ev: Notificatio
 async def on_family_replied(uow: UnitOfWork, env: Envelope, ev: FamilyReplied,
                             deps: EngagementDeps) -> None:
     await erasure_barrier(uow)
-    family = await uow.session.get(Family, ev.family_id)
+    family = await prefetch.get(uow, Family, ev.family_id)
     if family is None or family.district_id != env.districtid or family.erased_at is not None:
         return  # an erased family's late answer is not kept
     # A text names no message: find the outreach it answers (or hold it for a person).
     if ev.channel == Channel.sms and await attribute_text(uow, family, ev, env.id):
         return
     kind = ContactKind(ev.channel.value)
-    outreach = (await uow.session.get(Outreach, ev.outreach_id, with_for_update=True)
+    outreach = (await prefetch.get(uow, Outreach, ev.outreach_id, lock=True)
                 if ev.outreach_id else None)
     if outreach is not None and answered(outreach, ev.received_at):
         # Even after it was given up on: an answer is an answer.
@@ -119,10 +122,45 @@ HANDLERS = {
 
 async def _set_opt_out(uow: UnitOfWork, env: Envelope, family_id: str, channel: Channel,
                        value: bool) -> None:
-    family = await uow.session.get(Family, family_id)
+    family = await prefetch.get(uow, Family, family_id)
     if family is None or family.district_id != env.districtid:
         return
     if channel == Channel.sms:
         family.sms_opted_out = value
     else:
         family.email_opted_out = value
+
+
+Batch = list[tuple[Envelope, Event]]
+
+
+async def load_families(uow: UnitOfWork, batch: Batch, deps: EngagementDeps) -> None:
+    await prefetch.load(uow, Family, [ev.family_id for _, ev in batch])
+
+
+async def load_outreach(uow: UnitOfWork, batch: Batch, deps: EngagementDeps) -> None:
+    """The outreach a batch's events are about, locked as the handlers would."""
+    await prefetch.load(uow, Outreach, [ev.outreach_id for _, ev in batch], lock=True)
+
+
+async def load_replies(uow: UnitOfWork, batch: Batch, deps: EngagementDeps) -> None:
+    """After the erasure barrier, as the handler reads them: families, then their outreach."""
+    await erasure_barrier(uow)
+    await load_families(uow, batch, deps)
+    await prefetch.load(uow, Outreach, [ev.outreach_id for _, ev in batch if ev.outreach_id],
+                        lock=True)
+
+
+async def load_matched(uow: UnitOfWork, batch: Batch, deps: EngagementDeps) -> None:
+    await erasure_barrier(uow)
+    await load_families(uow, batch, deps)
+
+
+PREFETCH = {
+    PartnerMatched: load_matched,
+    NotificationSent: load_outreach,
+    NotificationFailed: load_outreach,
+    FamilyReplied: load_replies,
+    FamilyOptedOut: load_families,
+    FamilyOptedIn: load_families,
+}

@@ -41,7 +41,8 @@ def build(settings: Settings, districts: Districts | None = None, *,
     own = EngagementSettings.of(settings)
     clock = clock or utcnow
     rt = ServiceRuntime(NAME, own, Base.metadata, districts)
-    rt.consume(handlers.HANDLERS, EngagementDeps(rt.districts, own, clock))
+    rt.consume(handlers.HANDLERS, EngagementDeps(rt.districts, own, clock),
+               prefetch=handlers.PREFETCH)
     timers = OutreachTimers(rt, own, clock)
     fan_out = AnnouncementFanOut(rt, own, clock)
     rt.run_in_background(timers.run)

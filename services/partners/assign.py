@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NoPartnerAvailable, PartnerMatched
 from contracts.taxonomy import Consent
+from runtime import prefetch
 from runtime.outbox import UnitOfWork
 from services.partners.capacity import lock_capacity_and_stats, release, reserve
 from services.partners.lifecycle import Status
@@ -47,7 +48,6 @@ _cap = ServiceCapacity.__table__
 _svc = PartnerService.__table__
 _org = Partner.__table__
 _stats = PartnerStats.__table__
-_family = FamilyLanguage.__table__
 BEST = 16  # rows the candidate query returns, best first; ranking re-checks them
 
 
@@ -129,8 +129,6 @@ _ALL_ELIGIBLE = {(tried, inside): _rows(_cap).where(*_where(tried, inside))
                  for tried in (False, True) for inside in (False, True)}
 _BEST = {(first, tried, inside): _best(*_where(tried, inside), in_school_first=first)
          for first in (False, True) for tried in (False, True) for inside in (False, True)}
-_LANGUAGE = select(_family.c.language).where(_family.c.district_id == bindparam("district"),
-                                             _family.c.family_id == bindparam("family"))
 _OFFERED = select(func.count()).select_from(_svc).where(
     _svc.c.district_id == bindparam("district"), _svc.c.need == bindparam("need"),
     _svc.c.status == "active")
@@ -223,10 +221,9 @@ async def match(uow: UnitOfWork, request: ReferralRequest, now: datetime, *,
     ``now`` (the handler's clock) is when it was matched; ``in_school_first`` is the district's
     match_in_school_first. Called when the lifecycle's move says ``match``; the request ends
     matched or no_partner."""
-    connection = await uow.session.connection()
-    language = (await connection.execute(
-        _LANGUAGE, {"district": request.district_id, "family": request.family_id})).scalar()
-    wanted = as_request(request, language, in_school_first)
+    # Found among the rows the batch loaded (handlers.PREFETCH) when it covered the family.
+    family = await prefetch.get(uow, FamilyLanguage, (request.district_id, request.family_id))
+    wanted = as_request(request, family.language if family else None, in_school_first)
     request.updated_at = now
     for _ in range(3):  # a fresh look if others took every one of the best meanwhile
         ranked = rank(wanted, await candidate_rows(uow.session, wanted, best=BEST))

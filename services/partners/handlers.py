@@ -14,6 +14,7 @@ from datetime import datetime
 from contracts.envelope import Envelope
 from contracts.events import (
     ConsentRecorded,
+    Event,
     FamilyRegistered,
     ReferralAccepted,
     ReferralCancelled,
@@ -22,6 +23,7 @@ from contracts.events import (
     ReferralOpened,
 )
 from contracts.taxonomy import Consent
+from runtime import prefetch
 from runtime.errors import RetryLater
 from runtime.uow import UnitOfWork
 from services.partners.assign import add_to_stats, match, release_slot
@@ -43,7 +45,7 @@ from services.partners.tables import FamilyLanguage, ReferralRequest
 
 
 async def _request(uow: UnitOfWork, env: Envelope, referral_id: str) -> ReferralRequest:
-    request = await uow.session.get(ReferralRequest, referral_id)
+    request = await prefetch.get(uow, ReferralRequest, referral_id)
     if request is None or request.district_id != env.districtid:
         raise RetryLater(f"referral {referral_id} not known yet")
     return request
@@ -84,7 +86,7 @@ async def _carry_out(uow: UnitOfWork, request: ReferralRequest, move: Move, deps
 
 async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened,
                              deps: PartnersDeps) -> None:
-    if await uow.session.get(ReferralRequest, ev.referral_id) is not None:
+    if await prefetch.get(uow, ReferralRequest, ev.referral_id) is not None:
         return
     now = deps.clock()
     request = ReferralRequest(
@@ -157,12 +159,35 @@ async def on_referral_cancelled(uow: UnitOfWork, env: Envelope, ev: ReferralCanc
 
 async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered,
                                deps: PartnersDeps) -> None:
-    known = await uow.session.get(FamilyLanguage, (env.districtid, ev.family_id))
+    known = await prefetch.get(uow, FamilyLanguage, (env.districtid, ev.family_id))
     if known is None:
         uow.session.add(FamilyLanguage(district_id=env.districtid, family_id=ev.family_id,
                                        language=ev.preferred_language))
     else:
         known.language = ev.preferred_language
+
+
+Batch = list[tuple[Envelope, Event]]
+
+
+async def load_requests(uow: UnitOfWork, batch: Batch, deps: PartnersDeps
+                        ) -> list[ReferralRequest]:
+    """A batch's referral requests, in one statement (runtime.prefetch)."""
+    return await prefetch.load(uow, ReferralRequest, [ev.referral_id for _, ev in batch])
+
+
+async def load_for_matching(uow: UnitOfWork, batch: Batch, deps: PartnersDeps) -> None:
+    """A batch's referral requests and the languages of their families, which a match reads."""
+    requests = await load_requests(uow, batch, deps)
+    families = [(env.districtid, ev.family_id) for env, ev in batch
+                if isinstance(ev, ReferralOpened)]
+    families += [(request.district_id, request.family_id) for request in requests]
+    await prefetch.load(uow, FamilyLanguage, families)
+
+
+async def load_languages(uow: UnitOfWork, batch: Batch, deps: PartnersDeps) -> None:
+    await prefetch.load(uow, FamilyLanguage, [(env.districtid, ev.family_id)
+                                              for env, ev in batch])
 
 
 HANDLERS = {
@@ -173,4 +198,14 @@ HANDLERS = {
     ReferralClosed: on_referral_closed,
     ReferralCancelled: on_referral_cancelled,
     FamilyRegistered: on_family_registered,
+}
+
+PREFETCH = {
+    ReferralOpened: load_for_matching,
+    ConsentRecorded: load_for_matching,
+    ReferralDeclined: load_for_matching,
+    ReferralAccepted: load_requests,
+    ReferralClosed: load_requests,
+    ReferralCancelled: load_requests,
+    FamilyRegistered: load_languages,
 }

@@ -24,5 +24,5 @@ def build(settings: Settings, districts: Districts | None = None, *,
     links = LinkIssuer(settings.partner_link_secret, settings.public_base_url,
                        settings.partner_link_hours)
     deps = PartnersDeps(rt, clock or utcnow, links)
-    rt.consume(handlers.HANDLERS, deps)
+    rt.consume(handlers.HANDLERS, deps, prefetch=handlers.PREFETCH)
     return Service(rt, api.router, POLICY, deps=deps)

@@ -1,8 +1,10 @@
 """The outbox relay: what a process commits reaches the bus in commit order, once, without
 waiting for a read of the table; rows left behind by another process are found and sent."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -50,3 +52,26 @@ async def test_a_row_another_process_left_unsent_is_found_and_sent(
     await cancel(runtime, "r-fresh")
     assert sorted(await published(settings.nats_url, 2)) == ["r-fresh", "r-orphan"]
     assert await unsent(runtime) == 0
+
+
+async def test_events_are_published_while_earlier_ones_wait_to_be_marked_sent(
+        runtime: ServiceRuntime, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marking rows sent waits for a database connection (SQLite's one is queued behind every
+    request): what commits meanwhile is published without waiting for it, and marked once
+    the database answers."""
+    relay = runtime.relay
+    release = asyncio.Event()
+    mark = relay._mark_in_transaction
+
+    async def waiting_for_the_database(rows: Any) -> None:
+        await release.wait()
+        await mark(rows)
+
+    monkeypatch.setattr(relay, "_mark_in_transaction", waiting_for_the_database)
+    await cancel(runtime, "r-first")
+    await cancel(runtime, "r-second")  # committed while r-first waits to be marked
+    assert await published(settings.nats_url, 2) == ["r-first", "r-second"]
+    assert await unsent(runtime, timeout=0.5) == 2
+    release.set()
+    assert await unsent(runtime) == 0
+    assert await on_stream(settings.nats_url) == 2

@@ -1,0 +1,77 @@
+"""Rows a consumer batch will touch, loaded once before its handlers run (``handlers.PREFETCH``,
+runtime.uow.Prefetch): one ``SELECT ... IN`` per table instead of a ``Session.get`` per event.
+
+``load`` reads the rows and keeps them, with the keys it looked for, in the transaction's
+session (the identity map holds objects weakly: a row no handler holds yet would be dropped).
+``get`` answers a handler as ``Session.get`` would, without a round trip for a key the load
+covered: the row loaded, or None for a key that was absent, once; a handler may add that row,
+so the key's next look-up is the session's. A key the load did not cover (a handler run on its
+own, a route, a test) goes to ``Session.get`` as before.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, bindparam, inspect, select, tuple_
+from sqlalchemy.orm import Mapper
+
+from runtime.uow import UnitOfWork
+
+T = TypeVar("T")
+_KNOWN = "ensemble.prefetched"  # session.info: {entity: {key: _Loaded}}
+_STATEMENTS: dict[tuple[type[Any], bool], Select[Any]] = {}
+
+
+def _statement(entity: type[Any], lock: bool) -> Select[Any]:
+    """``SELECT entity WHERE pk IN :keys``, built once per entity (binding values is what a
+    batch pays). Locked rows come in key order, so two transactions lock them in one order."""
+    if (entity, lock) not in _STATEMENTS:
+        pk = inspect(entity).primary_key
+        column = pk[0] if len(pk) == 1 else tuple_(*pk)
+        statement = select(entity).where(column.in_(bindparam("keys", expanding=True)))
+        if lock:
+            statement = statement.order_by(*pk).with_for_update()
+        _STATEMENTS[entity, lock] = statement
+    return _STATEMENTS[entity, lock]
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    row: Any  # None: absent when loaded
+    locked: bool
+
+
+async def load(uow: UnitOfWork, entity: type[T], keys: Iterable[Any], *,
+               lock: bool = False) -> list[T]:
+    """Load ``entity``'s rows with these primary keys (a tuple per key for a composite one) in
+    one statement, ``FOR UPDATE`` with ``lock``; ``get`` answers for them from then on. The
+    rows found."""
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return []
+    session = uow.session
+    rows = list((await session.scalars(_statement(entity, lock), {"keys": wanted})).all())
+    mapper: Mapper[Any] = inspect(entity)
+    found = {_key(mapper, row): row for row in rows}
+    known = session.info.setdefault(_KNOWN, {}).setdefault(entity, {})
+    for key in wanted:
+        known[key] = _Loaded(found.get(key if isinstance(key, tuple) else (key,)), lock)
+    return rows
+
+
+def _key(mapper: Mapper[Any], row: Any) -> tuple[Any, ...]:
+    return tuple(mapper.primary_key_from_instance(row))
+
+
+async def get(uow: UnitOfWork, entity: type[T], key: Any, *, lock: bool = False) -> T | None:
+    """``Session.get(entity, key, with_for_update=lock)``, from what ``load`` read when it
+    covered ``key`` (with a lock, if one is asked for)."""
+    session = uow.session
+    known = session.info.get(_KNOWN, {}).get(entity, {})
+    loaded = known.get(key)
+    if loaded is None or (lock and not loaded.locked):
+        return await session.get(entity, key, with_for_update=lock or None)
+    if loaded.row is None:
+        del known[key]  # a handler may add it now: the next look-up is the session's
+    return loaded.row  # type: ignore[no-any-return]
