@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import AwareDatetime
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 
 from contracts.events import (
     ConsentRecorded,
@@ -246,6 +246,12 @@ async def cost_review(deps: Wired, school_id: Token, district_id: Token) -> Cost
                       stuck=sum(1 for e in entries if e.stuck), referrals=items)
 
 
+_TIMELINE = (select(TimelineEntry).where(TimelineEntry.referral_id == bindparam("referral"))
+             .order_by(TimelineEntry.seq))
+_NOTES = (select(ReferralNote).where(ReferralNote.referral_id == bindparam("referral"))
+          .order_by(ReferralNote.seq))
+
+
 @router.get("/referrals/{referral_id}", response_model=ReferralDetail)
 async def detail(deps: Wired, referral_id: str, district_id: Token,
                  request: Request) -> ReferralDetail:
@@ -255,14 +261,11 @@ async def detail(deps: Wired, referral_id: str, district_id: Token,
     partner = partner is not None and partner.role == Role.partner
     async with deps.runtime.unit_of_work() as uow:
         referral = await get_referral(uow, district_of(deps.desk, district_id), referral_id)
-        entries = (await uow.session.scalars(
-            select(TimelineEntry).where(TimelineEntry.referral_id == referral_id)
-            .order_by(TimelineEntry.seq))).all()
-        notes = (await uow.session.scalars(
-            select(ReferralNote).where(ReferralNote.referral_id == referral_id)
-            .order_by(ReferralNote.seq))).all()
+        entries = (await uow.session.scalars(_TIMELINE, {"referral": referral_id})).all()
+        notes = [] if partner else (
+            await uow.session.scalars(_NOTES, {"referral": referral_id})).all()
     return ReferralDetail(
-        **ReferralView.of(referral, deps.desk.clock()).model_dump(),
+        **ReferralView.values(referral, deps.desk.clock()),
         note=None if partner else referral.note,
         notes=[] if partner else [NoteView(at=n.at, author=n.author, text=n.text)
                                   for n in notes],

@@ -1,6 +1,6 @@
 """How referrals follows what partners and engagement report."""
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -123,10 +123,10 @@ PREFETCH = {
 }
 
 
+_KNOWN = select(KnownFamily.family_id).where(KnownFamily.district_id == bindparam("district"),
+                                             KnownFamily.family_id == bindparam("family"))
+
+
 async def family_is_known(uow: UnitOfWork, district_id: str, family_id: str) -> bool:
-    found = await uow.session.scalar(
-        select(KnownFamily.family_id).where(
-            KnownFamily.district_id == district_id, KnownFamily.family_id == family_id
-        )
-    )
+    found = await uow.session.scalar(_KNOWN, {"district": district_id, "family": family_id})
     return found is not None
