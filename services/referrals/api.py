@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import AwareDatetime
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 
 from contracts.events import (
     ConsentRecorded,
@@ -246,6 +246,15 @@ async def cost_review(deps: Wired, school_id: Token, district_id: Token) -> Cost
                       stuck=sum(1 for e in entries if e.stuck), referrals=items)
 
 
+# The referral and its timeline in one statement (the referral's columns repeat per entry;
+# the ORM makes one object of them), its notes in another.
+_WITH_TIMELINE = (select(Referral, TimelineEntry)
+                  .outerjoin(TimelineEntry, TimelineEntry.referral_id == Referral.id)
+                  .where(Referral.id == bindparam("referral")).order_by(TimelineEntry.seq))
+_NOTES = (select(ReferralNote).where(ReferralNote.referral_id == bindparam("referral"))
+          .order_by(ReferralNote.seq))
+
+
 @router.get("/referrals/{referral_id}", response_model=ReferralDetail)
 async def detail(deps: Wired, referral_id: str, district_id: Token,
                  request: Request) -> ReferralDetail:
@@ -253,16 +262,16 @@ async def detail(deps: Wired, referral_id: str, district_id: Token,
     the school's notes nor the ids and reasons other services recorded."""
     partner = getattr(request.state, "principal", None)
     partner = partner is not None and partner.role == Role.partner
+    district = district_of(deps.desk, district_id)
     async with deps.runtime.unit_of_work() as uow:
-        referral = await get_referral(uow, district_of(deps.desk, district_id), referral_id)
-        entries = (await uow.session.scalars(
-            select(TimelineEntry).where(TimelineEntry.referral_id == referral_id)
-            .order_by(TimelineEntry.seq))).all()
-        notes = (await uow.session.scalars(
-            select(ReferralNote).where(ReferralNote.referral_id == referral_id)
-            .order_by(ReferralNote.seq))).all()
+        rows = (await uow.session.execute(_WITH_TIMELINE, {"referral": referral_id})).all()
+        if not rows or rows[0][0].district_id != district:
+            raise NotFound(f"referral {referral_id} not found")
+        notes = [] if partner else (
+            await uow.session.scalars(_NOTES, {"referral": referral_id})).all()
+    referral, entries = rows[0][0], [e for _, e in rows if e is not None]
     return ReferralDetail(
-        **ReferralView.of(referral, deps.desk.clock()).model_dump(),
+        **ReferralView.values(referral, deps.desk.clock()),
         note=None if partner else referral.note,
         notes=[] if partner else [NoteView(at=n.at, author=n.author, text=n.text)
                                   for n in notes],

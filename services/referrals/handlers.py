@@ -1,9 +1,10 @@
 """How referrals follows what partners and engagement report."""
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from contracts.envelope import Envelope
 from contracts.events import (
+    Event,
     FamilyContacted,
     FamilyErased,
     FamilyRegistered,
@@ -16,18 +17,28 @@ from runtime.uow import UnitOfWork
 from services.referrals.erasure import on_family_erased
 from services.referrals.lifecycle import OPEN, Contacted, Matched, NoPartner, Status, TooEarly
 from services.referrals.metrics import NO_PARTNER
-from services.referrals.referrals import Desk, get_referral, record, reported, restart_follow_up
+from services.referrals.referrals import (
+    Desk,
+    get_referral,
+    load_referrals,
+    record,
+    reported,
+    restart_follow_up,
+)
 from services.referrals.tables import KnownFamily
+
+KNOWN = "referrals_known_families"  # session.info key: what load_known_families found
 
 
 async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered,
                                desk: Desk) -> None:
-    known = await uow.session.get(KnownFamily, (env.districtid, ev.family_id))
+    key = (env.districtid, ev.family_id)
+    checked: dict[tuple[str, str], KnownFamily | None] = uow.session.info.get(KNOWN, {})
+    known = checked[key] if key in checked else await uow.session.get(KnownFamily, key)
     if known is None:
-        uow.session.add(
-            KnownFamily(district_id=env.districtid, family_id=ev.family_id,
-                        school_id=ev.school_id)
-        )
+        checked[key] = known = KnownFamily(district_id=env.districtid, family_id=ev.family_id,
+                                           school_id=ev.school_id)
+        uow.session.add(known)
         uow.after_commit.append(desk.arrivals.arrived)
 
 
@@ -70,6 +81,28 @@ async def on_family_unreachable(uow: UnitOfWork, env: Envelope, ev: FamilyUnreac
            {**env.data, "applied": open_}, env.time)
 
 
+async def load_referrals_of(uow: UnitOfWork, batch: list[tuple[Envelope, Event]],
+                            desk: Desk) -> None:
+    """PREFETCH of the events about a referral: the batch's referrals in one statement."""
+    await load_referrals(uow, (ev.referral_id for _, ev in batch
+                               if getattr(ev, "referral_id", None) is not None))
+
+
+async def load_known_families(uow: UnitOfWork, batch: list[tuple[Envelope, Event]],
+                              desk: Desk) -> None:
+    """PREFETCH of FamilyRegistered: which of the batch's families are known already, in one
+    statement; kept in the session's info as key -> row or None (the identity map holds clean
+    objects weakly, and has no word for "not there")."""
+    keys = {(env.districtid, str(getattr(ev, "family_id", ""))) for env, ev in batch}
+    if not keys:
+        return
+    rows = await uow.session.scalars(select(KnownFamily).where(
+        KnownFamily.district_id.in_(sorted({d for d, _ in keys})),
+        KnownFamily.family_id.in_(sorted({f for _, f in keys}))))
+    found = {(r.district_id, r.family_id): r for r in rows}
+    uow.session.info.setdefault(KNOWN, {}).update({k: found.get(k) for k in keys})
+
+
 HANDLERS = {
     FamilyRegistered: on_family_registered,
     PartnerMatched: on_partner_matched,
@@ -80,10 +113,20 @@ HANDLERS = {
 }
 
 
+# Per event type, run once per consumer batch before its handlers (runtime.uow.Prefetch).
+PREFETCH = {
+    FamilyRegistered: load_known_families,
+    PartnerMatched: load_referrals_of,
+    NoPartnerAvailable: load_referrals_of,
+    FamilyContacted: load_referrals_of,
+    FamilyUnreachable: load_referrals_of,
+}
+
+
+_KNOWN = select(KnownFamily.family_id).where(KnownFamily.district_id == bindparam("district"),
+                                             KnownFamily.family_id == bindparam("family"))
+
+
 async def family_is_known(uow: UnitOfWork, district_id: str, family_id: str) -> bool:
-    found = await uow.session.scalar(
-        select(KnownFamily.family_id).where(
-            KnownFamily.district_id == district_id, KnownFamily.family_id == family_id
-        )
-    )
+    found = await uow.session.scalar(_KNOWN, {"district": district_id, "family": family_id})
     return found is not None

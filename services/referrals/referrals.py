@@ -2,12 +2,13 @@
 work. Every change of state goes through lifecycle.decide; this module stores the result,
 restarts the follow-up window and writes the timeline."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import CompoundSelect, Select, select, union_all
+from sqlalchemy import Select, bindparam, insert, select, union_all
 
 from contracts.envelope import Envelope
 from contracts.events import Event, ReferralOpened
@@ -49,29 +50,58 @@ class Desk:
         return district
 
 
+# session.info key: the referrals this transaction loaded with their rows locked, by id (the
+# identity map holds clean objects weakly: this keeps them for the batch's handlers).
+LOCKED = "referrals_locked"
+
+
 async def get_referral(uow: UnitOfWork, district_id: str, referral_id: str,
                        lock: bool = False) -> Referral:
     """The referral; ``lock`` holds its row until the transaction ends (PostgreSQL), so two
-    concurrent answers cannot both apply to the same state."""
-    referral = await uow.session.get(Referral, referral_id, with_for_update=lock or None)
+    concurrent answers cannot both apply to the same state. One a batch's prefetch already
+    loaded locked (load_referrals) is taken from there, without a statement."""
+    referral = uow.session.info.get(LOCKED, {}).get(referral_id) if lock else None
+    if referral is None:
+        referral = await uow.session.get(Referral, referral_id, with_for_update=lock or None)
     if referral is None or referral.district_id != district_id:
         raise NotFound(f"referral {referral_id} not found")
     return referral
 
 
+_LOAD_LOCKED = (select(Referral).where(Referral.id.in_(bindparam("ids", expanding=True)))
+                .order_by(Referral.id).with_for_update())
+
+
+async def load_referrals(uow: UnitOfWork, ids: Iterable[str]) -> None:
+    """Load these referrals in one statement, rows locked (in id order, so two copies
+    locking overlapping batches wait rather than deadlock), for a batch's handlers: their
+    ``get_referral(..., lock=True)`` then takes each from the session's ``LOCKED``."""
+    loaded: dict[str, Referral] = uow.session.info.setdefault(LOCKED, {})
+    wanted = sorted(set(ids) - loaded.keys())
+    if wanted:
+        rows = await uow.session.scalars(_LOAD_LOCKED, {"ids": wanted})
+        loaded.update((r.id, r) for r in rows)
+
+
 _OPEN_VALUES = sorted(s.value for s in OPEN)
+# Built once: each request only binds its values (SQLAlchemy still finds the compiled form in
+# its cache by the statement's key, but no longer builds the statement to get that key).
+_DUPLICATE = select(Referral).where(
+    Referral.district_id == bindparam("district"), Referral.student_ref == bindparam("student"),
+    Referral.need == bindparam("need"), Referral.status.in_(_OPEN_VALUES))
+_EARLIER_OR_DUPLICATE = select(Referral).from_statement(union_all(
+    select(Referral).where(Referral.district_id == bindparam("district"),
+                           Referral.idempotency_key == bindparam("key")), _DUPLICATE))
 
 
 def lookup_statement(district_id: str, idempotency_key: str | None, student_ref: str,
-                     need: Need) -> Select[Any] | CompoundSelect:
-    duplicate = select(Referral).where(
-        Referral.district_id == district_id, Referral.student_ref == student_ref,
-        Referral.need == need, Referral.status.in_(_OPEN_VALUES))
+                     need: Need) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement and its values: the open duplicate, and with an Idempotency-Key the
+    referral it already opened, as a UNION ALL."""
+    values = {"district": district_id, "student": student_ref, "need": need}
     if not idempotency_key:
-        return duplicate
-    return union_all(select(Referral).where(Referral.district_id == district_id,
-                                            Referral.idempotency_key == idempotency_key),
-                     duplicate)
+        return _DUPLICATE, values
+    return _EARLIER_OR_DUPLICATE, values | {"key": idempotency_key}  # type: ignore[return-value]
 
 
 async def earlier_or_open_duplicate(
@@ -81,14 +111,19 @@ async def earlier_or_open_duplicate(
     already opened (same Idempotency-Key), and the oldest open one for the same student and
     need. A UNION ALL, not an OR: each half uses its own index, where an OR made SQLite read
     every referral of the district."""
-    query = lookup_statement(district_id, idempotency_key, student_ref, need)
-    rows = sorted((await uow.session.scalars(select(Referral).from_statement(query))).unique(),
-                  key=lambda r: r.opened_at)
+    query, values = lookup_statement(district_id, idempotency_key, student_ref, need)
+    rows = sorted((await uow.session.scalars(query, values)).unique(), key=lambda r: r.opened_at)
     earlier = next((r for r in rows if idempotency_key and r.idempotency_key == idempotency_key),
                    None)
     open_ = next((r for r in rows if r.student_ref == student_ref and r.need == need
                   and r.status in _OPEN_VALUES), None)
     return earlier, open_
+
+
+def timeline_row(referral: Referral, event_id: str, event_type: str, actor: str,
+                 data: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+    return {"referral_id": referral.id, "event_id": event_id, "event_type": event_type,
+            "at": at or utcnow(), "actor": actor, "status_after": referral.status, "data": data}
 
 
 def record(
@@ -100,17 +135,10 @@ def record(
     data: dict[str, Any],
     at: datetime | None = None,
 ) -> None:
-    uow.session.add(
-        TimelineEntry(
-            referral_id=referral.id,
-            event_id=event_id,
-            event_type=event_type,
-            at=at or utcnow(),
-            actor=actor,
-            status_after=referral.status,
-            data=data,
-        )
-    )
+    """A timeline entry, flushed with the referral's own changes (the ORM groups a batch's
+    entries into one INSERT)."""
+    uow.session.add(TimelineEntry(**timeline_row(referral, event_id, event_type, actor, data,
+                                                 at)))
 
 
 def emit_and_record(uow: UnitOfWork, referral: Referral, event: Event, actor: str) -> Envelope:
@@ -225,6 +253,10 @@ def reported(uow: UnitOfWork, desk: Desk, referral: Referral, fact: Fact, envelo
     return applied
 
 
+_INSERT_REFERRAL = insert(Referral.__table__)  # type: ignore[arg-type]
+_INSERT_TIMELINE = insert(TimelineEntry.__table__)  # type: ignore[arg-type]
+
+
 async def open_referral(
     uow: UnitOfWork,
     desk: Desk,
@@ -241,6 +273,9 @@ async def open_referral(
     idempotency_key: str | None,
     actor: str,
 ) -> Referral:
+    """A new referral, its ReferralOpened and its first timeline entry: written with Core
+    inserts, one statement per table and no ORM flush (the returned Referral is not in the
+    session; read it, do not change it)."""
     now = desk.clock()
     referral = Referral(
         id=str(uuid4()),
@@ -264,22 +299,18 @@ async def open_referral(
         consent_recorded_at=now if consent != Consent.pending else None,
     )
     restart_follow_up(desk, referral, now)
-    uow.session.add(referral)
-    envelope = emit_and_record(
-        uow,
-        referral,
-        ReferralOpened(
-            referral_id=referral.id,
-            school_id=school_id,
-            student_ref=student_ref,
-            family_id=family_id,
-            need=need,
-            urgency=urgency,
-            consent=consent,
-            grade=grade,
-            opened_at=now,
-        ),
-        actor,
-    )
+    event = ReferralOpened(referral_id=referral.id, school_id=school_id, student_ref=student_ref,
+                           family_id=family_id, need=need, urgency=urgency, consent=consent,
+                           grade=grade, opened_at=now)
+    envelope = uow.emit(event, district=district_id, school=school_id, subject=referral.id)
     referral.correlation_id = envelope.id  # the referral's chain of events starts here
+    await uow.session.execute(_INSERT_REFERRAL, _columns(referral))
+    await uow.session.execute(_INSERT_TIMELINE, timeline_row(
+        referral, envelope.id, "ReferralOpened", actor, envelope.data, envelope.time))
     return referral
+
+
+def _columns(referral: Referral) -> dict[str, Any]:
+    """The values set on a transient Referral, by column (unset ones take their defaults)."""
+    return {c.key: referral.__dict__[c.key] for c in Referral.__table__.columns
+            if c.key in referral.__dict__}

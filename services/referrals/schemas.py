@@ -117,9 +117,18 @@ class ReferralView(BaseModel):
 
     @classmethod
     def of(cls, referral: Referral, now: datetime, duplicate: bool = False) -> "ReferralView":
-        computed = {"follow_up", "duplicate_of_open"}
-        data = {k: getattr(referral, k) for k in cls.model_fields if k not in computed}
-        return cls(**data, follow_up=follow_up_state(referral, now), duplicate_of_open=duplicate)
+        return cls(**cls.values(referral, now, duplicate))
+
+    @staticmethod
+    def values(referral: Referral, now: datetime, duplicate: bool = False) -> dict[str, Any]:
+        """The view's fields, for a model that extends it (ReferralDetail) without building
+        this one and dumping it again."""
+        return {**{k: getattr(referral, k) for k in _STORED},
+                "follow_up": follow_up_state(referral, now), "duplicate_of_open": duplicate}
+
+
+_STORED = tuple(k for k in ReferralView.model_fields if k not in {"follow_up",
+                                                                  "duplicate_of_open"})
 
 
 def follow_up_state(referral: Referral, now: datetime) -> str | None:

@@ -46,7 +46,7 @@ def build(
         desk.clock = clock
     scan = follow_up_scan_seconds or own.follow_up_scan_seconds
     gauges = metrics_seconds or own.referral_metrics_seconds
-    rt.consume(handlers.HANDLERS, desk)
+    rt.consume(handlers.HANDLERS, desk, prefetch=handlers.PREFETCH)
     rt.run_in_background(lambda: run_timers(rt, desk, scan))
     rt.run_in_background(lambda: run_metrics(rt, desk, gauges))
     retention = retention_job(rt, JOB_RUNS,

@@ -17,8 +17,8 @@ async def test_the_lookup_reads_through_indexes_only(tmp_path: Path, key: str | 
     db = Database(f"sqlite:///{tmp_path / 'referrals.db'}", Base.metadata)
     await db.create_schema()
     try:
-        statement = lookup_statement("d001", key, "stu-1", Need.dental)
-        sql = str(statement.compile(db.engine.sync_engine,
+        statement, values = lookup_statement("d001", key, "stu-1", Need.dental)
+        sql = str(statement.params(values).compile(db.engine.sync_engine,
                                     compile_kwargs={"literal_binds": True}))
         async with db.engine.connect() as conn:
             plan = [row[-1] for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]

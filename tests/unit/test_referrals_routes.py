@@ -1,17 +1,30 @@
 """The referrals routes are module-level functions on module-level routers, so a reader finds
 each one by importing it; the service serves exactly those routes, with what it was built with
-(``ReferralsDeps``) reaching them through ``Depends(wired("referrals"))``. No NATS, no server."""
+(``ReferralsDeps``) reaching them through ``Wired``. No NATS, no server; the last test serves the
+built service in-process and counts the statements one POST /referrals makes."""
 
 import inspect
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 from fastapi.routing import APIRoute
+from sqlalchemy import event, select
 
+from contracts.events import ReferralOpened
+from runtime.auth import issue_token
 from runtime.host import create_app
+from runtime.service import ServiceRuntime
 from runtime.settings import Settings
 from services.referrals import api, audit
 from services.referrals.api import accept, open_, router
 from services.referrals.deps import ReferralsDeps
 from services.referrals.service import build
+from services.referrals.settings import ReferralsSettings
+from services.referrals.tables import KnownFamily
 
 
 def routes(r: object) -> set[tuple[str, str, str]]:
@@ -64,3 +77,87 @@ def test_the_service_hands_its_runtime_and_desk_to_the_routes() -> None:
     assert isinstance(service.deps, ReferralsDeps)
     assert service.deps.runtime is service.runtime
     assert service.deps.desk.districts is service.runtime.districts
+
+
+# --- what one request costs the database ------------------------------------------------------
+
+
+@pytest.fixture
+async def served_app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, ServiceRuntime]]:
+    """The built service over HTTP in-process on a SQLite file: its routes, policy and audit
+    trail as deployed, without NATS (nothing here publishes)."""
+    settings = ReferralsSettings(data_dir=tmp_path,
+                                 referrals_database_url=f"sqlite:///{tmp_path / 'r.db'}")
+    service = build(settings)
+    rt = service.runtime
+    await rt.db.create_schema()
+    async with rt.db.transaction() as session:
+        session.add(KnownFamily(district_id="d001", family_id="fam-1", school_id="lincoln-es"))
+    token = issue_token(settings.jwt_secret, subject="admin-1", role="district_admin",
+                        district="d001")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app([service])),
+                                     base_url="http://referrals.test",
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            yield client, rt
+    finally:
+        await rt.db.dispose()
+
+
+@contextmanager
+def statements(rt: ServiceRuntime) -> Iterator[list[str]]:
+    """Each statement the service's database ran in the block, as its verb and table."""
+    seen: list[str] = []
+
+    def hook(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        words = sql.replace(",", " ").split()
+        verb = words[0]
+        table = {"INSERT": lambda: words[2], "SELECT": lambda: words[1].split(".")[0],
+                 "BEGIN": lambda: ""}.get(verb, lambda: " ".join(words[1:3]))()
+        seen.append(f"{verb} {table}".strip())
+
+    engine = rt.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", hook)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", hook)
+
+
+OPEN = {"district_id": "d001", "school_id": "lincoln-es", "student_ref": "stu-1",
+        "family_id": "fam-1", "need": "dental", "urgency": "routine", "consent": "given",
+        "opened_by": "c-1"}
+
+
+async def test_opening_a_referral_is_one_statement_per_table(
+        served_app: tuple[httpx.AsyncClient, ServiceRuntime]) -> None:
+    client, rt = served_app
+    with statements(rt) as seen:
+        opened = await client.post("/api/v1/referrals", json=OPEN,
+                                   headers={"Idempotency-Key": "k-1"})
+    assert opened.status_code == 201, opened.text
+    # The look-ups (earlier or duplicate in one UNION ALL; the family), then one INSERT per
+    # table: no SELECT after an INSERT, no ORM refresh. Grows back, fails here.
+    assert seen == ["BEGIN", "INSERT referral_audit", "SELECT referrals", "SELECT known_families",
+                    "INSERT referrals", "INSERT referral_timeline", "INSERT outbox"]
+    body = opened.json()
+    assert opened.headers["Location"] == f"/api/v1/referrals/{body['id']}"
+    assert (body["status"], body["follow_up"], body["consent_recorded_by"]) == (
+        "opened", "scheduled", "coordinator:c-1")
+    async with rt.unit_of_work() as uow:
+        types = (await uow.session.scalars(select(rt.tables.outbox.c.event_type))).all()
+    assert types == [ReferralOpened.ce_type()]
+
+    with statements(rt) as seen:
+        read = await client.get(f"/api/v1/referrals/{body['id']}", params={"district_id": "d001"})
+    assert seen == ["BEGIN", "INSERT referral_audit", "SELECT referrals",  # + its timeline
+                    "SELECT referral_notes"]
+    detail = read.json()
+    assert {k: v for k, v in detail.items() if k in body} == body  # the same referral
+    assert [(e["event"], e["data"]["referral_id"]) for e in detail["timeline"]] == [
+        ("ReferralOpened", body["id"])]
+    assert detail["timeline"][0]["data"]["opened_at"] == body["opened_at"]
+
+    again = await client.post("/api/v1/referrals", json=OPEN, headers={"Idempotency-Key": "k-1"})
+    assert (again.status_code, again.json()) == (200, body)
+    assert again.headers["Idempotent-Replay"] == "true"
