@@ -72,11 +72,13 @@ class Service:
         return self.runtime.name
 
 
-def wired(name: str) -> Callable[[Request], Any]:
+def wired(name: str) -> Callable[[Request], Awaitable[Any]]:
     """A FastAPI dependency: what service ``name`` was built with (``Service.deps``), found on
-    the app serving the request, so routes can be declared at module level."""
+    the app serving the request, so routes can be declared at module level. A coroutine:
+    FastAPI runs a plain-function dependency in its thread pool, a thread hop per request
+    that costs more than the lookup."""
 
-    def deps(request: Request) -> Any:
+    async def deps(request: Request) -> Any:
         return request.app.state.deps[name]
 
     deps.__name__ = f"{name}_deps"

@@ -1,12 +1,13 @@
 """What the referrals routes are given: ``Service.deps``, received through ``Wired``
-(``Depends(referrals_deps)``). The consumer handlers take the ``Desk`` alone
+(``Depends(wired(NAME))``). The consumer handlers take the ``Desk`` alone
 (``rt.consume(handlers.HANDLERS, desk)``): they already have their unit of work."""
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from runtime.host import wired
 from runtime.service import ServiceRuntime
 from services.referrals.referrals import Desk
 
@@ -19,11 +20,4 @@ class ReferralsDeps:
     desk: Desk  # the clock, the districts, the families arriving
 
 
-async def referrals_deps(request: Request) -> ReferralsDeps:
-    """``runtime.host.wired(NAME)``, but a coroutine: FastAPI runs a plain-function dependency
-    in its thread pool, a thread hop per request that cost more than the lookup it made."""
-    deps: ReferralsDeps = request.app.state.deps[NAME]
-    return deps
-
-
-Wired = Annotated[ReferralsDeps, Depends(referrals_deps)]
+Wired = Annotated[ReferralsDeps, Depends(wired(NAME))]
