@@ -10,7 +10,6 @@ import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -26,6 +25,7 @@ from opentelemetry.trace import SpanKind
 
 from runtime import tracing
 from services.notifications.errors import PermanentSendError, SendError, TransientSendError
+from services.notifications.mime import email_bytes, subject_value
 from services.notifications.twilio import TwilioSmsClient
 
 log = logging.getLogger("ensemble.notifications.providers")
@@ -161,14 +161,28 @@ class SmtpEmail:
             email = text
         email["From"] = self.sender
         email["To"] = message.to
-        email["Subject"] = (message.subject if message.subject.isascii()
-                            else Header(message.subject, "utf-8").encode())
+        email["Subject"] = subject_value(message.subject)
         # A stable Message-ID from the idempotency key lets a relay or a reader spot a resend.
         email["Message-ID"] = f"<{message.idempotency_key}@ensemble.local>"
         email["Date"] = formatdate(localtime=False)
         for name, value in message.headers.items():
             email[name] = value
         return email
+
+    def payload(self, message: Outgoing, utf8: bool = False) -> tuple[bytes, str]:
+        """The bytes to send and the Message-ID: written directly (``mime.email_bytes``, the
+        same bytes) unless a header needs folding or encoding, then composed and flattened."""
+        message_id = f"<{message.idempotency_key}@ensemble.local>"
+        headers = [("From", self.sender), ("To", message.to),
+                   ("Subject", subject_value(message.subject)), ("Message-ID", message_id),
+                   ("Date", formatdate(localtime=False)), *message.headers.items()]
+        fast = email_bytes(headers, message.text, message.html, f"=_{uuid4().hex}", utf8)
+        if fast is not None:
+            return fast, message_id
+        # Our own bytes: aiosmtplib's flattening would fold long headers again.
+        email = self.compose(message)
+        return (email.as_bytes(policy=EMAIL_POLICY_UTF8 if utf8 else EMAIL_POLICY),
+                str(email["Message-ID"]))
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(hostname=self.host, port=self.port, use_tls=self.use_tls,
@@ -217,9 +231,8 @@ class SmtpEmail:
                 except EmailNotValidError:
                     results[index] = PermanentSendError("not a valid email address")
                     continue
-                email = self.compose(message if to == message.to else replace(message, to=to))
-                # Our own bytes: aiosmtplib's flattening would fold long headers again.
-                payload = email.as_bytes(policy=EMAIL_POLICY_UTF8 if utf8 else EMAIL_POLICY)
+                payload, message_id = self.payload(
+                    message if to == message.to else replace(message, to=to), utf8)
                 options = ["SMTPUTF8"] if utf8 or not self.envelope_from.isascii() else []
                 for tries in (1, 2):  # a connection the server dropped is opened again once
                     if client is None or not client.is_connected:
@@ -237,7 +250,7 @@ class SmtpEmail:
                         with sending("email", message):
                             await client.sendmail(self.envelope_from, [to], payload,
                                                   mail_options=options)
-                        results[index] = str(email["Message-ID"])
+                        results[index] = message_id
                         clean = True
                         break
                     except aiosmtplib.SMTPServerDisconnected as exc:
