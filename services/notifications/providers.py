@@ -6,7 +6,9 @@ SMS goes out concurrently within a bounded window.
 """
 
 import asyncio
+import contextlib
 import logging
+import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -20,6 +22,8 @@ from urllib.parse import urlsplit
 from uuid import uuid4
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
+from aiosmtplib.email import quote_address
 from email_validator import EmailNotValidError, validate_email
 from opentelemetry.trace import SpanKind
 
@@ -248,8 +252,8 @@ class SmtpEmail:
                     clean = False
                     try:
                         with sending("email", message):
-                            await client.sendmail(self.envelope_from, [to], payload,
-                                                  mail_options=options)
+                            await _transaction(client, self.envelope_from, to, payload,
+                                               options)
                         results[index] = message_id
                         clean = True
                         break
@@ -291,6 +295,53 @@ class SmtpEmail:
                     await _quit(client)
             elif client is not None:
                 client.close()  # in an unknown state (mid-transaction): never reused
+
+
+# An address aiosmtplib's quote_address gives back as it is, between < and >.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _mailbox(address: str, encoding: str) -> bytes:
+    """The address as a MAIL or RCPT command carries it; ValueError (from aiosmtplib's own
+    check) for one no command line can carry."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>".encode(encoding)
+    return quote_address(address).encode(encoding)
+
+
+async def _transaction(client: aiosmtplib.SMTP, sender: str, to: str, payload: bytes,
+                       options: list[str]) -> None:
+    """aiosmtplib's ``sendmail`` for one recipient, its commands, errors and RSET after a
+    refusal, with each address quoted once: sendmail parses every address twice per message
+    through ``email.utils.parseaddr``, a quarter of a fan-out email's CPU."""
+    encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+    mail_from, rcpt_to = _mailbox(sender, encoding), _mailbox(to, encoding)
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+    if encoding == "utf-8" and not client.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    size = [f"size={len(payload)}"] if client.supports_extension("size") else []
+    try:
+        response = await client.execute_command(
+            b"MAIL", b"FROM:" + mail_from, *(o.encode("ascii") for o in size + options))
+        if response.code != SMTPStatus.completed:
+            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+        response = await client.execute_command(b"RCPT", b"TO:" + rcpt_to)
+        if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(response.code, response.message, to)])
+        await client.data(payload)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        # As sendmail: leave the connection with no transaction open.
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
