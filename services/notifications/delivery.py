@@ -12,6 +12,7 @@ from contracts.taxonomy import Channel
 from runtime import tracing
 from runtime.db import advisory_locks
 from runtime.uow import UnitOfWork
+from services.notifications.claims import Due
 from services.notifications.lifecycle import (
     Delivered,
     Fact,
@@ -31,7 +32,7 @@ async def lock_provider_ids(session: AsyncSession, sids: list[str]) -> None:
     await advisory_locks(session, sids)
 
 
-def move(message: Message, fact: Fact) -> bool:
+def move(message: Message | Due, fact: Fact) -> bool:
     """``fact`` applied to the message through its lifecycle (``lifecycle.decide``); False
     when it came too late to change anything."""
     try:
@@ -41,7 +42,7 @@ def move(message: Message, fact: Fact) -> bool:
     return True
 
 
-def emit_about(uow: UnitOfWork, message: Message, event: Event) -> None:
+def emit_about(uow: UnitOfWork, message: Message | Due, event: Event) -> None:
     """An event about what became of a message (a report, a reply, an opt-out or opt-in): it
     keeps the chain of the message's referral (the correlation id the message row kept, the
     OutreachRequested as its cause) and its trace (linked to the request that told us)."""

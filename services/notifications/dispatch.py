@@ -13,13 +13,13 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from jinja2 import UndefinedError
 from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NotificationFailed, NotificationSent
 from contracts.taxonomy import Channel
@@ -30,11 +30,11 @@ from runtime.logs import correlation
 from runtime.outbox import UnitOfWork
 from runtime.periodic import Periodic
 from runtime.service import ServiceRuntime
+from services.notifications.claims import Due, claim, record, still_sending
 from services.notifications.delivery import apply_status, lock_provider_ids, move
 from services.notifications.errors import PermanentSendError, SendError, TransientSendError
 from services.notifications.lifecycle import (
     PENDING,
-    Claimed,
     GaveUp,
     MessageStatus,
     Requeued,
@@ -42,7 +42,7 @@ from services.notifications.lifecycle import (
 from services.notifications.lifecycle import Sent as SentFact
 from services.notifications.metrics import BACKLOG, NOTIFICATIONS
 from services.notifications.opt_outs import TRANSACTIONAL, record_opt_out
-from services.notifications.policy import Hold, Holds
+from services.notifications.policy import Hold, Holds, Routed
 from services.notifications.providers import Outgoing, Provider
 from services.notifications.rendering import TemplateMissingError, render
 from services.notifications.settings import NotificationsSettings
@@ -89,7 +89,7 @@ Outcome = Sent | Retry | GiveUp | Hold
 
 @dataclass
 class _Planned:
-    message: Message
+    message: Due
     channel: Channel
     outgoing: Outgoing
     language: str
@@ -167,12 +167,10 @@ class Dispatcher:
     # --- one batch -------------------------------------------------------------------------
 
     async def dispatch_due(self) -> int:
-        claimed = await self._claim()
+        now = self.clock()
+        claimed, suppressed, recent = await self._claim(now)
         if not claimed:
             return 0
-        now = self.clock()
-        suppressed = await self._suppressed(claimed)
-        recent = await self._recent_sends(claimed, now)
         outcomes: dict[str, Outcome] = {}
         planned: dict[Channel, list[_Planned]] = defaultdict(list)
         for message in claimed:
@@ -189,54 +187,51 @@ class Dispatcher:
             self.wake()
         return len(claimed)
 
-    async def _claim(self) -> list[Message]:
-        now = self.clock()
+    async def _claim(self, now: datetime) -> tuple[list[Due], set[tuple[str, str]],
+                                                  dict[str, list[datetime]]]:
+        """The round's messages, leased, with the opt-outs of their addresses and their
+        families' sends of the last day: one transaction."""
         async with self.rt.unit_of_work() as uow:
-            messages = list((await uow.session.scalars(
-                select(Message)
-                .where(Message.status.in_(sorted(PENDING)),
-                       Message.next_attempt_at <= now)  # for 'sending': its lease ran out
-                .order_by(Message.next_attempt_at)
-                .limit(self.settings.dispatch_batch)
-                .with_for_update(skip_locked=True)
-            )).all())
-            for message in messages:
-                move(message, Claimed())
-                message.next_attempt_at = now + self.lease
-        return messages
+            claimed = await claim(uow.session, now, now + self.lease,
+                                  self.settings.dispatch_batch)
+            if not claimed:
+                return [], set(), {}
+            suppressed = await self._suppressed(uow.session, claimed)
+            recent = await self._recent_sends(uow.session, claimed, now)
+        return claimed, suppressed, recent
 
-    async def _suppressed(self, messages: list[Message]) -> set[tuple[str, str]]:
+    @staticmethod
+    async def _suppressed(session: AsyncSession, messages: list[Due]) -> set[tuple[str, str]]:
         keys = {(Channel.email.value, m.email) for m in messages if m.email} | {
             (Channel.sms.value, m.phone) for m in messages if m.phone}
         if not keys:
             return set()
-        async with self.rt.unit_of_work() as uow:
-            rows = (await uow.session.execute(
-                select(OptOut.channel, OptOut.address).where(
-                    tuple_(OptOut.channel, OptOut.address).in_(sorted(keys)),
-                    OptOut.opted_out.is_(True)))).all()
+        rows = (await session.execute(
+            select(OptOut.channel, OptOut.address).where(
+                tuple_(OptOut.channel, OptOut.address).in_(sorted(keys)),
+                OptOut.opted_out.is_(True)))).all()
         return {(c, a) for c, a in rows}
 
-    async def _recent_sends(self, messages: list[Message], now: datetime
+    @staticmethod
+    async def _recent_sends(session: AsyncSession, messages: list[Due], now: datetime
                             ) -> dict[str, list[datetime]]:
         families = sorted({m.family_id for m in messages})
-        async with self.rt.unit_of_work() as uow:
-            rows = (await uow.session.execute(
-                select(Message.family_id, Message.sent_at).where(
-                    Message.family_id.in_(families),
-                    Message.sent_at > now - timedelta(hours=24),
-                    Message.kind.not_in(TRANSACTIONAL)))).all()
+        rows = (await session.execute(
+            select(Message.family_id, Message.sent_at).where(
+                Message.family_id.in_(families),
+                Message.sent_at > now - timedelta(hours=24),
+                Message.kind.not_in(TRANSACTIONAL)))).all()
         recent: dict[str, list[datetime]] = defaultdict(list)
         for family_id, sent_at in rows:
             recent[family_id].append(sent_at)
         return recent
 
-    def hold(self, message: Message, now: datetime,
+    def hold(self, message: Routed, now: datetime,
              recent: dict[str, list[datetime]] | None = None) -> Hold | None:
         """Why and until when a routine message must wait (``policy.Holds``)."""
         return self.holds.hold(message, now, recent)
 
-    def _plan(self, message: Message, now: datetime, suppressed: set[tuple[str, str]],
+    def _plan(self, message: Due, now: datetime, suppressed: set[tuple[str, str]],
               recent: dict[str, list[datetime]]) -> Outcome | _Planned:
         hold = self.hold(message, now, recent)
         if hold:
@@ -260,17 +255,17 @@ class Dispatcher:
         return planned
 
     @staticmethod
-    def _address(message: Message, channel: Channel) -> str | None:
+    def _address(message: Due, channel: Channel) -> str | None:
         return message.email if channel == Channel.email else message.phone
 
-    def unsubscribe_url(self, message: Message) -> str:
+    def unsubscribe_url(self, message: Due) -> str:
         return (f"{self.rt.settings.public_base_url}/api/v1/messages/{message.id}/unsubscribe"
                 f"?token={message.token}")
 
-    def reply_address(self, message: Message) -> str:
+    def reply_address(self, message: Due) -> str:
         return f"reply+{message.id}.{message.token}@{self.reply_domain}"
 
-    def _compose(self, message: Message, channel: Channel) -> _Planned:
+    def _compose(self, message: Due, channel: Channel) -> _Planned:
         variables = {
             "reply_code": "",  # engagement names one only when several outreach share a phone
             **message.variables,
@@ -324,20 +319,17 @@ class Dispatcher:
 
     # --- commit every outcome of the batch at once ------------------------------------------
 
-    async def _apply(self, claimed: list[Message], outcomes: dict[str, Outcome]) -> bool:
+    async def _apply(self, claimed: list[Due], outcomes: dict[str, Outcome]) -> bool:
         now = self.clock()
         requeued = False
         counts: dict[tuple[str, str], int] = defaultdict(int)
         async with self.rt.unit_of_work() as uow:
-            rows = (await uow.session.scalars(
-                select(Message).where(Message.id.in_([m.id for m in claimed]))
-                .with_for_update())).all()
-            by_id = {m.id: m for m in claimed}
-            for row in rows:
+            live = await still_sending(uow.session, [m.id for m in claimed])
+            changed: list[Due] = []
+            for row in claimed:
                 outcome = outcomes.get(row.id)
-                if outcome is None or row.status != MessageStatus.sending:
+                if outcome is None or row.id not in live:
                     continue  # moved on meanwhile (a report): the outcome is too late
-                row.channels = by_id[row.id].channels  # the plan may have dropped opted-out ones
                 match outcome:
                     case Sent():
                         self._sent(uow, row, outcome, now)
@@ -351,17 +343,20 @@ class Dispatcher:
                         if outcome.opted_out and outcome.channel:
                             await self._opt_out(uow, row, outcome.channel, now)
                         requeued |= self._give_up(uow, row, outcome, now)
+                changed.append(row)
                 counts[(self._label(outcome), type(outcome).__name__)] += 1
-            await self._apply_early_statuses(uow, rows, now)
+            await record(uow.session, changed)
+            await self._apply_early_statuses(uow, changed, now)
         for (channel, kind), n in counts.items():
             result = {"Sent": "sent", "Hold": "held", "Retry": "retried", "GiveUp": "failed"}[kind]
             NOTIFICATIONS.labels(channel, result).inc(n)
         return requeued
 
-    async def _apply_early_statuses(self, uow: UnitOfWork, rows: Sequence[Message],
+    async def _apply_early_statuses(self, uow: UnitOfWork, rows: list[Due],
                                     now: datetime) -> None:
-        """Delivery reports that came in before this batch's sends were recorded."""
-        sent = {row.provider_id: row for row in rows
+        """Delivery reports that came in before this batch's sends were recorded (rare: the
+        messages they concern are then loaded as objects, after the round's record)."""
+        sent = {row.provider_id: row.id for row in rows
                 if row.status == MessageStatus.sent and row.provider_id
                 and row.channel == Channel.sms}
         if not sent:
@@ -369,8 +364,12 @@ class Dispatcher:
         await lock_provider_ids(uow.session, sorted(sent))
         early = (await uow.session.scalars(
             select(EarlyStatus).where(EarlyStatus.sid.in_(sorted(sent))))).all()
+        if not early:
+            return
+        messages = {m.provider_id: m for m in (await uow.session.scalars(
+            select(Message).where(Message.id.in_([sent[r.sid] for r in early])))).all()}
         for report in early:
-            await apply_status(uow, self.wake, sent[report.sid], report.status,
+            await apply_status(uow, self.wake, messages[report.sid], report.status,
                                report.error_code, now)
             await uow.session.delete(report)
 
@@ -379,7 +378,7 @@ class Dispatcher:
         channel = getattr(outcome, "channel", None)
         return channel.value if channel else "none"
 
-    def _sent(self, uow: UnitOfWork, row: Message, outcome: Sent, now: datetime) -> None:
+    def _sent(self, uow: UnitOfWork, row: Due, outcome: Sent, now: datetime) -> None:
         move(row, SentFact())
         row.channel = outcome.channel
         row.used_language = outcome.language
@@ -397,7 +396,7 @@ class Dispatcher:
                 referral_id=row.referral_id, channel=outcome.channel, language=outcome.language,
                 fell_back_to_english=outcome.fell_back))
 
-    def _retry(self, uow: UnitOfWork, row: Message, outcome: Retry, now: datetime) -> bool:
+    def _retry(self, uow: UnitOfWork, row: Due, outcome: Retry, now: datetime) -> bool:
         if row.attempts + 1 >= self.settings.send_max_attempts:
             return self._give_up(uow, row, GiveUp(
                 outcome.channel, f"gave up after {row.attempts + 1} tries: {outcome.reason}"), now)
@@ -410,7 +409,7 @@ class Dispatcher:
         row.next_attempt_at = now + timedelta(seconds=delay * random.uniform(0.75, 1.25))
         return False
 
-    def _give_up(self, uow: UnitOfWork, row: Message, outcome: GiveUp, now: datetime) -> bool:
+    def _give_up(self, uow: UnitOfWork, row: Due, outcome: GiveUp, now: datetime) -> bool:
         row.last_error = outcome.reason[:500]
         if outcome.channel is not None:
             row.attempts += 1
@@ -428,14 +427,14 @@ class Dispatcher:
             permanent=True))
         return False
 
-    async def _opt_out(self, uow: UnitOfWork, row: Message, channel: Channel,
+    async def _opt_out(self, uow: UnitOfWork, row: Due, channel: Channel,
                        now: datetime) -> None:
         address = self._address(row, channel)
         if address:
             await record_opt_out(uow, row.district_id, channel, address, [row], now)
 
     @staticmethod
-    def _emit(uow: UnitOfWork, row: Message, event: NotificationSent | NotificationFailed
+    def _emit(uow: UnitOfWork, row: Due, event: NotificationSent | NotificationFailed
               ) -> None:
         with tracing.continued(f"record {type(event).__name__}", row.trace()):
             uow.emit(event, district=row.district_id, school=row.school_id,

@@ -1,6 +1,7 @@
 """Opt-outs: an address a family asked us to stop using (STOP, an unsubscribe link, the
 provider's own list), kept per channel and address, and told to engagement as events."""
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -9,6 +10,7 @@ from contracts.events import FamilyOptedOut
 from contracts.taxonomy import Channel
 from runtime import tracing
 from runtime.uow import UnitOfWork
+from services.notifications.claims import Due
 from services.notifications.metrics import OPT_OUTS
 from services.notifications.tables import Message, OptOut
 
@@ -49,7 +51,7 @@ async def families_at(uow: UnitOfWork, channel: Channel, address: str) -> list[M
 
 
 async def record_opt_out(uow: UnitOfWork, district_id: str, channel: Channel, address: str,
-                         messages: list[Message], now: datetime) -> bool:
+                         messages: Sequence[Message | Due], now: datetime) -> bool:
     changed = await set_opt_out(uow, district_id, channel, address, True, now)
     if changed:
         OPT_OUTS.labels(channel.value).inc()

@@ -13,7 +13,6 @@ from contracts.taxonomy import Urgency
 from runtime.districts import Districts
 from services.notifications.opt_outs import TRANSACTIONAL
 from services.notifications.settings import NotificationsSettings
-from services.notifications.tables import Message
 
 
 @dataclass
@@ -22,11 +21,21 @@ class Hold:
     reason: str
 
 
+class Routed(Protocol):
+    """What a hold looks at: a message row, a claimed one (``claims.Due``), a new row."""
+
+    urgency: str
+    kind: str
+    district_id: str
+    school_id: str
+    family_id: str
+
+
 class Holding(Protocol):
     """What a new message is checked against before it is queued (``Holds``, or the
     dispatcher that holds them)."""
 
-    def hold(self, message: Message, now: datetime) -> Hold | None: ...
+    def hold(self, message: Routed, now: datetime) -> Hold | None: ...
 
 
 @dataclass
@@ -37,7 +46,7 @@ class Holds:
     settings: NotificationsSettings
     districts: Districts
 
-    def hold(self, message: Message, now: datetime,
+    def hold(self, message: Routed, now: datetime,
              recent: dict[str, list[datetime]] | None = None) -> Hold | None:
         if message.urgency == Urgency.crisis or message.kind in TRANSACTIONAL:
             return None
@@ -53,7 +62,7 @@ class Holds:
                 return Hold(capped, "daily_cap")
         return None
 
-    def zone(self, message: Message) -> str:
+    def zone(self, message: Routed) -> str:
         school = self.districts.school(message.district_id, message.school_id)
         if school and school.timezone:
             return school.timezone

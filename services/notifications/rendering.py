@@ -7,11 +7,11 @@ Templates live in ``templates/<language>/<kind>.<part>.j2``. Parts: ``subject`` 
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound, nodes
 from markupsafe import Markup, escape
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -195,6 +195,58 @@ def _finish(part: str, text: str) -> str:
     return text.strip() + "\n"
 
 
+# Variables that differ from one family to the next; the rest (an announcement's title and
+# body, the school) are the same for a whole batch.
+PER_MESSAGE: tuple[str, ...] = ("unsubscribe_url", "family_name", "reply_code")
+_MARK = "\x00ensemble:{}\x00"
+_MARKS = re.compile("\x00ensemble:(\\d)\x00")
+_STRUCTURE = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport, nodes.Macro,
+              nodes.CallBlock, nodes.EvalContextModifier, nodes.Assign, nodes.AssignBlock)
+
+
+@cache
+def _prints_bare(name: str) -> bool:
+    """True when the template uses the per-message variables only as bare ``{{ x }}`` output
+    (no filter, test, condition or assignment, nothing included): then rendering it once with
+    markers and writing each message's values where they stand is the same text as rendering
+    it for that message (escaped where the template autoescapes, as ``{{ x }}`` does)."""
+    env = _environment()
+    if env.finalize is not None:
+        return False
+    tree = env.parse(env.loader.get_source(env, name)[0])  # type: ignore[union-attr]
+    if any(True for _ in tree.find_all(_STRUCTURE)):
+        return False
+    bare = sum(1 for output in tree.find_all(nodes.Output) for node in output.nodes
+               if isinstance(node, nodes.Name) and node.name in PER_MESSAGE)
+    every = sum(1 for node in tree.find_all(nodes.Name) if node.name in PER_MESSAGE)
+    return bare == every
+
+
+@lru_cache(maxsize=512)
+def _skeleton(name: str, shared: tuple[tuple[str, Any], ...], marked: tuple[int, ...]) -> str:
+    """The template rendered with the shared variables and a marker for each per-message one:
+    once per language and batch, not once per family."""
+    variables = dict(shared) | {PER_MESSAGE[i]: _MARK.format(i) for i in marked}
+    return _environment().get_template(name).render(**variables)
+
+
+def _render(template: Template, variables: dict[str, Any]) -> str:
+    name = template.name or ""
+    shared = tuple(sorted((k, v) for k, v in variables.items() if k not in PER_MESSAGE))
+    if not _prints_bare(name) or any(isinstance(v, str) and "\x00" in v for _, v in shared):
+        return template.render(**variables)
+    try:
+        hash(shared)
+    except TypeError:  # a list or a mapping among the variables: rendered as it is
+        return template.render(**variables)
+    marked = tuple(i for i, key in enumerate(PER_MESSAGE) if key in variables)
+    autoescape = template.environment.autoescape
+    escaped = autoescape(name) if callable(autoescape) else autoescape
+    values = [str(escape(variables[key]) if escaped else variables[key]) if key in variables
+              else "" for key in PER_MESSAGE]
+    return _MARKS.sub(lambda m: values[int(m[1])], _skeleton(name, shared, marked))
+
+
 def render(kind: str, language: str, part: str, **variables: Any) -> Rendered:
     """Render one part. Passing ``need`` instead of ``need_label`` localizes it to the language
     actually used. Raises jinja2.UndefinedError when a variable the template uses is missing."""
@@ -212,5 +264,5 @@ def render(kind: str, language: str, part: str, **variables: Any) -> Rendered:
             continue
         if "need" in variables and "need_label" not in variables:
             variables["need_label"] = need_label(str(variables["need"]), used)
-        return Rendered(_finish(part, template.render(**variables)), used, used != wanted)
+        return Rendered(_finish(part, _render(template, variables)), used, used != wanted)
     raise TemplateMissingError(f"no template for {kind}.{part}")

@@ -50,7 +50,8 @@ def build(settings: Settings, districts: Districts | None = None, *,
     rt.run_in_background(dispatcher.run)
     rt.consume(handlers.HANDLERS, NotificationsDeps(dispatcher.holds, dispatcher.wake, clock,
                                                     sending[Channel.email],
-                                                    districts=rt.districts))
+                                                    districts=rt.districts),
+               prefetch=handlers.PREFETCH)
     service = Service(rt, router, deps=NotificationsRoutes(rt, own, dispatcher, clock))
     service.dispatcher = dispatcher  # type: ignore[attr-defined]  # for tests and benchmarks
     service.retention = retention_job(  # type: ignore[attr-defined]  # for tests

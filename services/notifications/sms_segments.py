@@ -10,6 +10,7 @@ ceiling division.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 # Basic character set, code points 0x00..0x7F except 0x1B (ESC), in table order.
@@ -57,6 +58,7 @@ def _pack(widths: list[int], single: int, part: int) -> int:
     return segments
 
 
+@lru_cache(maxsize=256)  # an announcement's text is the same for a whole language
 def count_segments(text: str) -> SmsLength:
     if is_gsm7(text):
         widths = [2 if ch in GSM7_EXTENSION else 1 for ch in text]

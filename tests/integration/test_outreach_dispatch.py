@@ -1,6 +1,7 @@
 """The dispatcher against a real database (SQLite and PostgreSQL), a real SMTP server and the
 development SMS provider over HTTP, with an injectable clock."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -283,3 +284,52 @@ async def test_old_early_reports_and_webhook_ids_are_forgotten(desk: Desk) -> No
     async with desk.rt.unit_of_work() as uow:
         assert (await uow.session.scalars(select(EarlyStatus.sid))).all() == ["SMnew"]
         assert (await uow.session.scalars(select(InboundSeen.id))).all() == ["new"]
+
+
+class Counting:
+    """A provider that counts what it is handed, per message, before the real one sends it."""
+
+    def __init__(self, real: Any, handed: list[str]) -> None:
+        self.real, self.handed = real, handed
+
+    async def send_many(self, messages: list[Any]) -> list[Any]:
+        self.handed.extend(m.idempotency_key for m in messages)
+        await asyncio.sleep(0.01)  # the other copy claims while this one sends
+        return list(await self.real.send_many(messages))
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+async def test_two_dispatcher_copies_hand_each_message_over_once(desk: Desk) -> None:
+    """A second notifications process (its own engine, small rounds) claims only what the
+    first has not: every message is handed to the provider exactly once, and recorded sent."""
+    ids = {await desk.queue(family_id=f"fam-{n}", urgency="crisis", channels=["sms", "email"],
+                            phone=f"+1415555{n:04d}", email=f"family{n}@example.org")
+           for n in range(60)}
+    handed: list[list[str]] = [[], []]
+    copies = []
+    for own in handed:
+        settings = desk.dispatcher.settings.model_copy(update={"dispatch_batch": 7})
+        rt = ServiceRuntime("notifications", settings, Base.metadata)
+        sending = {channel: Counting(provider, own)
+                   for channel, provider in providers(settings).items()}
+        copies.append((rt, Dispatcher(rt, sending, settings, clock=desk.clock)))
+
+    async def drain(dispatcher: Dispatcher) -> None:
+        while await dispatcher.dispatch_due():
+            pass
+
+    try:
+        await asyncio.gather(*(drain(d) for _, d in copies))
+    finally:
+        for rt, dispatcher in copies:
+            for provider in dispatcher.providers.values():
+                await provider.aclose()
+            await rt.db.dispose()
+    assert all(handed)  # both copies sent some
+    assert sorted(handed[0] + handed[1]) == sorted(ids)  # each once, none left out
+    async with desk.rt.unit_of_work() as uow:
+        statuses = (await uow.session.scalars(select(Message.status))).all()
+    assert statuses == ["sent"] * 60
+    assert len({t["idempotency_token"] for t in desk.texts()}) == len(desk.texts()) == 60

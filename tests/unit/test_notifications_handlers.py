@@ -27,7 +27,7 @@ from services.notifications.errors import PermanentSendError, TransientSendError
 from services.notifications.policy import Holds
 from services.notifications.providers import Outgoing
 from services.notifications.settings import NotificationsSettings
-from services.notifications.tables import Base, Message
+from services.notifications.tables import Base, ErasedFamily, Message
 
 MORNING = datetime(2026, 3, 4, 16, 1, tzinfo=UTC)  # 08:01 in Los Angeles (Lincoln Elementary)
 EVENING = datetime(2026, 3, 4, 5, 30, tzinfo=UTC)  # 21:30 the evening before
@@ -111,6 +111,21 @@ async def test_a_redelivered_request_is_the_same_message_and_a_next_attempt_a_ne
     assert woken == [True]  # nothing new, nothing to send
     await bench.handle(handlers.on_outreach_requested, requested(attempt=2), deps)
     assert [m.idempotency_key for m in await messages(bench)] == ["out-1", "out-1:2"]
+
+
+async def test_a_batch_of_requests_looks_up_its_keys_and_erasures_once(
+        bench: HandlerBench, deps: NotificationsDeps, woken: list[bool]) -> None:
+    """As a consumer batch runs them (``PREFETCH`` first): a request already queued, one twice
+    in the batch and one for an erased family each leave one message or none."""
+    await bench.handle(handlers.on_outreach_requested, requested(), deps)
+    async with bench.db.transaction() as session:
+        session.add(ErasedFamily(district_id="d001", family_id="fam-9", erased_at=MORNING))
+    batch = [bench.envelope(e) for e in (
+        requested(), requested(attempt=2), requested(attempt=2),
+        requested(outreach_id="out-9", family_id="fam-9"), requested(outreach_id="out-3"))]
+    await bench.deliver_batch(handlers.on_outreach_requested, batch, deps,
+                              prefetch=handlers.PREFETCH[OutreachRequested])
+    assert [m.idempotency_key for m in await messages(bench)] == ["out-1", "out-1:2", "out-3"]
 
 
 async def test_a_routine_request_in_quiet_hours_waits_and_a_crisis_does_not(

@@ -253,3 +253,29 @@ def test_email_bytes_are_what_the_standard_compat32_policy_writes(subject: str) 
         headers={"List-Unsubscribe": long_link, "X-Spaced": "a  b\tc", "X-Long": "y " * 600}))
     standard = compat32.clone(max_line_length=998, linesep="\r\n")
     assert email.as_bytes(policy=EMAIL_POLICY) == email.as_bytes(policy=standard)
+
+
+@pytest.mark.parametrize(("lang", "kind", "part"), CASES)
+@pytest.mark.parametrize("family", [
+    {"family_name": "Ana  María", "unsubscribe_url": "https://e.example/u?a=1&b=<2>",
+     "reply_code": "K7"},
+    {"family_name": "O'Brien & \"Sons\"", "unsubscribe_url": "https://e.example/u/x y",
+     "reply_code": ""},
+])
+def test_a_template_rendered_once_per_batch_is_each_familys_own_text(
+        lang: str, kind: str, part: str, family: dict[str, str]) -> None:
+    """Rendering a template once with markers for what differs per family (its name, its
+    unsubscribe link, its reply code) and writing each family's values in is the same text as
+    rendering it for that family, escaped the same: twice, so the second comes from the cache."""
+    variables = {**_vars(kind), **{k: v for k, v in family.items()
+                                   if k in KIND_VARIABLES[kind]}}
+    env = rendering._environment()
+    template = env.get_template(f"{lang}/{kind}.{part}.j2")
+    for _ in range(2):
+        assert rendering._render(template, dict(variables)) == template.render(**variables)
+
+
+def test_a_template_that_does_more_than_print_a_familys_value_is_rendered_per_family() -> None:
+    # partner_matched.sms tests reply_code: never rendered from a batch's skeleton.
+    assert not rendering._prints_bare("en/partner_matched.sms.j2")
+    assert rendering._prints_bare("en/announcement.html.j2")

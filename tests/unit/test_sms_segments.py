@@ -102,3 +102,10 @@ def test_segments_agree_with_the_per_part_capacity(text: str) -> None:
         assert length.segments <= math.ceil(length.units / (part - 1))
     if length.encoding == "UCS-2":
         assert length.units == len(text.encode("utf-16-le")) // 2
+
+
+def test_a_text_counted_again_is_the_same_length() -> None:
+    # count_segments is cached (a batch's text is counted once); the answer is not shared state
+    first = count_segments("Lincoln: Schools closed tomorrow - Reply STOP to opt out.")
+    assert count_segments("Lincoln: Schools closed tomorrow - Reply STOP to opt out.") == first
+    assert first.encoding == "GSM-7" and first.segments == 1
