@@ -49,4 +49,7 @@ async def erasure_barrier(uow: UnitOfWork, *, exclusive: bool = False) -> None:
     if session.bind.dialect.name != "postgresql":
         return
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    if function in uow.held_locks:
+        return  # held until this transaction ends: once per batch is enough
     await session.execute(text(f"SELECT {function}(hashtext(:key))"), {"key": ERASURE_LOCK})
+    uow.held_locks.add(function)

@@ -102,6 +102,9 @@ class UnitOfWork:
     emitted: list[Envelope] = field(default_factory=list)
     written: list[Pending] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Transaction-level locks this transaction already holds (runtime.erasure): a batch takes
+    # each once, not once per event.
+    held_locks: set[str] = field(default_factory=set)
     _derived: Counter[str] = field(default_factory=Counter)
 
     def emit(

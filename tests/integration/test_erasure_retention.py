@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import System, token
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, text, update
 from support.uow import HandlerBench
 
 from contracts.events import FamilyErased, OutreachRequested
@@ -21,6 +21,7 @@ from contracts.taxonomy import Channel
 from runtime.daily import DailyJob
 from runtime.db import utcnow
 from runtime.districts import Retention
+from runtime.erasure import erasure_barrier
 from runtime.settings import Settings
 from runtime.uow import UnitOfWork
 from services.engagement.tables import ContactLogEntry
@@ -308,4 +309,34 @@ async def test_an_erasure_waits_for_a_request_that_copies_the_familys_details(
             [message] = (await uow.session.scalars(select(Message))).all()
         assert (message.email, message.family_name, message.status) == (None, "", "failed")
     finally:
+        await rt.db.dispose()
+
+
+async def test_a_batch_takes_the_erasure_barrier_once(tmp_path: Path,
+                                                      backend: dict[str, str]) -> None:
+    """The shared barrier is a transaction-level lock: a batch of requests takes it once, not
+    once per event, and still holds it (an erasure waits) until it commits."""
+    if not backend:
+        pytest.skip("SQLite runs one writing transaction at a time: no barrier")
+    settings = Settings(data_dir=tmp_path / "data", **backend)
+    rt = build_notifications(settings).runtime
+    await rt.migrate()
+    taken: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "pg_advisory_xact_lock" in statement:
+            taken.append(statement)
+
+    sync_engine = rt.db.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        async with rt.unit_of_work() as uow:
+            for _ in range(3):  # three events of one batch
+                await erasure_barrier(uow)
+            held = (await uow.session.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND mode = 'ShareLock' AND pid = pg_backend_pid()"))).scalar()
+        assert len(taken) == 1 and held == 1
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", count)
         await rt.db.dispose()
