@@ -8,14 +8,14 @@ import json
 import secrets
 from typing import Annotated, Any
 from urllib.parse import urlsplit
-from uuid import uuid4
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import delete, func, select
 
-from runtime.auth import Policy, Role
+from runtime.auth import Policy, Role, caller
 from runtime.errors import NotFound
+from runtime.idempotency import REPLAYED, IdempotencyKey, create_once, keyed_id
 from services.webhooks.deps import Wired
 from services.webhooks.destinations import refused_host
 from services.webhooks.lifecycle import Replay, Status, decide
@@ -58,8 +58,12 @@ async def _endpoint(session: Any, district: str, endpoint_id: str) -> Endpoint:
     return endpoint
 
 
-@router.post("/webhooks/endpoints", status_code=201, response_model=CreatedEndpoint)
-async def create(deps: Wired, body: CreateEndpoint, request: Request) -> CreatedEndpoint:
+@router.post("/webhooks/endpoints", status_code=201, response_model=CreatedEndpoint,
+             responses=REPLAYED)
+async def create(deps: Wired, body: CreateEndpoint, request: Request, response: Response,
+                 idempotency_key: IdempotencyKey = None) -> CreatedEndpoint:
+    """With an Idempotency-Key, a retry answers the endpoint it registered (200), its secret
+    included: the same answer to the same caller's same request."""
     district = district_of(request, body.district_id)
     if deps.runtime.districts.get(district) is None:
         raise NotFound(f"district {district} not found")
@@ -69,13 +73,27 @@ async def create(deps: Wired, body: CreateEndpoint, request: Request) -> Created
         urlsplit(body.url).hostname or "")
     if refused:
         raise _invalid_url(f"{refused}: webhooks are delivered to public addresses only")
-    endpoint = Endpoint(id=str(uuid4()), district_id=district, url=body.url,
-                        secret=body.secret or f"whsec_{secrets.token_urlsafe(32)}",
-                        event_types=body.event_types, description=body.description,
-                        created_at=deps.clock())
-    async with deps.runtime.unit_of_work() as uow:
-        uow.session.add(endpoint)
-    return CreatedEndpoint(**EndpointView.of(endpoint).model_dump(), secret=endpoint.secret)
+    endpoint_id = keyed_id("webhook-endpoint", district, caller(request, "anonymous"),
+                           idempotency_key)
+
+    def created(endpoint: Endpoint) -> CreatedEndpoint:
+        return CreatedEndpoint(**EndpointView.of(endpoint).model_dump(), secret=endpoint.secret)
+
+    async def find() -> CreatedEndpoint | None:
+        async with deps.runtime.unit_of_work() as uow:
+            earlier = await uow.session.get(Endpoint, endpoint_id)
+        return None if earlier is None else created(earlier)
+
+    async def create() -> CreatedEndpoint:
+        endpoint = Endpoint(id=endpoint_id, district_id=district, url=body.url,
+                            secret=body.secret or f"whsec_{secrets.token_urlsafe(32)}",
+                            event_types=body.event_types, description=body.description,
+                            created_at=deps.clock())
+        async with deps.runtime.unit_of_work() as uow:
+            uow.session.add(endpoint)
+        return created(endpoint)
+
+    return await create_once(idempotency_key, find, create, response)
 
 
 @router.get("/webhooks/endpoints", response_model=list[EndpointView])

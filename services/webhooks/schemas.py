@@ -65,7 +65,8 @@ class EndpointDetail(EndpointView):
 
 
 class CreatedEndpoint(EndpointView):
-    secret: str = Field(description="shown once: keep it to verify Ensemble-Signature")
+    secret: str = Field(description="shown once (and to a retry with the same "
+                        "Idempotency-Key): keep it to verify Ensemble-Signature")
 
 
 class DeadLetterView(BaseModel):

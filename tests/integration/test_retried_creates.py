@@ -1,5 +1,6 @@
 """A create a client retries (a timeout, a double click on the console, a SIS job run twice)
-with the same Idempotency-Key makes one family, partner or family event, not two: the retry is
+with the same Idempotency-Key makes one family, partner, family event or webhook endpoint, not
+two: the retry is
 answered with what the first made (200, Idempotent-Replay), also when both race; without a key
 each request creates. Real HTTP, NATS and database."""
 
@@ -20,8 +21,9 @@ PARTNER = {"district_id": "d001", "name": "Smile Bright Dental", "needs": ["dent
            "schools": ["lincoln-es"], "languages": ["en"], "capacity": 2}
 EVENT = {"district_id": "d001", "school_id": "lincoln-es", "title": "Family night",
          "starts_at": "2027-01-20T18:00:00-08:00", "place": "Library"}
+ENDPOINT = {"district_id": "d001", "url": "https://hooks.invalid/ensemble"}
 CREATES = [("/api/v1/families", FAMILY), ("/api/v1/partners", PARTNER),
-           ("/api/v1/family-events", EVENT)]
+           ("/api/v1/family-events", EVENT), ("/api/v1/webhooks/endpoints", ENDPOINT)]
 
 
 async def _post(system: System, path: str, body: dict[str, Any], key: str | None) -> Any:
