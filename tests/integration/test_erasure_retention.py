@@ -13,7 +13,8 @@ import httpx
 import pytest
 from conftest import System, token
 from prometheus_client import REGISTRY
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import func, select, text, update
+from support.sql import statements_run
 from support.uow import HandlerBench
 
 from contracts.events import FamilyErased, OutreachRequested
@@ -321,22 +322,14 @@ async def test_a_batch_takes_the_erasure_barrier_once(tmp_path: Path,
     settings = Settings(data_dir=tmp_path / "data", **backend)
     rt = build_notifications(settings).runtime
     await rt.migrate()
-    taken: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "pg_advisory_xact_lock" in statement:
-            taken.append(statement)
-
-    sync_engine = rt.db.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", count)
     try:
-        async with rt.unit_of_work() as uow:
-            for _ in range(3):  # three events of one batch
-                await erasure_barrier(uow)
-            held = (await uow.session.execute(text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND mode = 'ShareLock' AND pid = pg_backend_pid()"))).scalar()
-        assert len(taken) == 1 and held == 1
+        with statements_run(rt.db.engine) as seen:
+            async with rt.unit_of_work() as uow:
+                for _ in range(3):  # three events of one batch
+                    await erasure_barrier(uow)
+                held = (await uow.session.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND mode = 'ShareLock' AND pid = pg_backend_pid()"))).scalar()
+        assert len([s for s in seen if "pg_advisory_xact_lock" in s]) == 1 and held == 1
     finally:
-        event.remove(sync_engine, "before_cursor_execute", count)
         await rt.db.dispose()

@@ -1,13 +1,14 @@
 """Engagement's handlers given a whole consumer batch (handlers.PREFETCH first, as the consumer
 runs it): the same outcome as one event at a time, and the rows loaded once per batch."""
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
+from support.sql import statements_run
 from support.uow import HandlerBench
 
 from contracts.events import (
@@ -64,19 +65,8 @@ def sent(outreach_id: str) -> NotificationSent:
                             family_id="fam-1", channel=Channel.sms, language="es")
 
 
-@contextmanager
-def statements(bench: HandlerBench) -> Iterator[list[str]]:
-    sql: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sql.append(" ".join(statement.split()))
-
-    engine = bench.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sql
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+def statements(bench: HandlerBench) -> AbstractContextManager[list[str]]:
+    return statements_run(bench.db.engine)
 
 
 def reads_by_key(sql: list[str], table: str) -> list[str]:

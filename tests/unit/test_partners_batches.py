@@ -1,14 +1,14 @@
 """Partners' handlers given a whole consumer batch (handlers.PREFETCH first, as the consumer
 runs it): the same outcome as one event at a time, and the rows loaded once per batch."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
+from support.sql import statements_run
 from support.uow import HandlerBench
 
 from contracts.envelope import Envelope
@@ -105,19 +105,8 @@ async def run(tmp_path: Path, handler: Any, events: list[Any], *, batch: bool,
         return await snapshot(bench, emitted), sql
 
 
-@contextmanager
-def statements(bench: HandlerBench) -> Iterator[list[str]]:
-    sql: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sql.append(" ".join(statement.split()))
-
-    engine = bench.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sql
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+def statements(bench: HandlerBench) -> AbstractContextManager[list[str]]:
+    return statements_run(bench.db.engine)
 
 
 def reads_of(sql: list[str], table: str) -> list[str]:

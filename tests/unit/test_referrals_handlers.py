@@ -1,13 +1,12 @@
 """Every consumer handler of referrals, through an in-memory unit of work: no NATS, no server,
 milliseconds each."""
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-from sqlalchemy import event
+from support.sql import statements_run
 from support.uow import HandlerBench
 
 from contracts.events import (
@@ -134,20 +133,9 @@ def test_every_consumed_event_has_its_handler_in_the_map() -> None:
 # --- a consumer batch: the PREFETCH loads its rows once, the handlers apply in order ---------
 
 
-@contextmanager
-def statements(bench: HandlerBench) -> Iterator[list[str]]:
+def statements(bench: HandlerBench) -> AbstractContextManager[list[str]]:
     """The SQL the bench's database ran inside the block, first words each."""
-    seen: list[str] = []
-
-    def hook(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        seen.append(" ".join(sql.split()[:4]))
-
-    engine = bench.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", hook)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", hook)
+    return statements_run(bench.db.engine, lambda sql: " ".join(sql.split()[:4]))
 
 
 def selects_of(seen: list[str], table: str) -> int:

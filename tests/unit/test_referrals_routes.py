@@ -4,15 +4,15 @@ each one by importing it; the service serves exactly those routes, with what it 
 built service in-process and counts the statements one POST /referrals makes."""
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from fastapi.routing import APIRoute
-from sqlalchemy import event, select
+from sqlalchemy import select
+from support.sql import statements_run
 
 from contracts.events import ReferralOpened
 from runtime.auth import issue_token
@@ -104,24 +104,17 @@ async def served_app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, S
         await rt.db.dispose()
 
 
-@contextmanager
-def statements(rt: ServiceRuntime) -> Iterator[list[str]]:
+def verb_and_table(sql: str) -> str:
+    words = sql.replace(",", " ").split()
+    verb = words[0]
+    table = {"INSERT": lambda: words[2], "SELECT": lambda: words[1].split(".")[0],
+             "BEGIN": lambda: ""}.get(verb, lambda: " ".join(words[1:3]))()
+    return f"{verb} {table}".strip()
+
+
+def statements(rt: ServiceRuntime) -> AbstractContextManager[list[str]]:
     """Each statement the service's database ran in the block, as its verb and table."""
-    seen: list[str] = []
-
-    def hook(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        words = sql.replace(",", " ").split()
-        verb = words[0]
-        table = {"INSERT": lambda: words[2], "SELECT": lambda: words[1].split(".")[0],
-                 "BEGIN": lambda: ""}.get(verb, lambda: " ".join(words[1:3]))()
-        seen.append(f"{verb} {table}".strip())
-
-    engine = rt.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", hook)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", hook)
+    return statements_run(rt.db.engine, verb_and_table)
 
 
 OPEN = {"district_id": "d001", "school_id": "lincoln-es", "student_ref": "stu-1",
