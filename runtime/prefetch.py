@@ -4,13 +4,15 @@ runtime.uow.Prefetch): one ``SELECT ... IN`` per table instead of a ``Session.ge
 ``load`` reads the rows and keeps them, with the keys it looked for, in the transaction's
 session (the identity map holds objects weakly: a row no handler holds yet would be dropped).
 ``get`` answers a handler as ``Session.get`` would, without a round trip for a key the load
-covered: the row loaded, or None for a key that was absent, once; a handler may add that row,
-so the key's next look-up is the session's. A key the load did not cover (a handler run on its
-own, a route, a test) goes to ``Session.get`` as before.
+covered: the row loaded, or None for a key that was absent, once; a handler that adds that row
+through ``add`` is answered it by the next ``get`` (one added with ``session.add`` is found by
+the session's own look-up). A key the load did not cover (a handler run on its own, a route, a
+test) goes to ``Session.get`` as before.
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, bindparam, inspect, select, tuple_
@@ -20,20 +22,16 @@ from runtime.uow import UnitOfWork
 
 T = TypeVar("T")
 _KNOWN = "ensemble.prefetched"  # session.info: {entity: {key: _Loaded}}
-_STATEMENTS: dict[tuple[type[Any], bool], Select[Any]] = {}
 
 
+@cache
 def _statement(entity: type[Any], lock: bool) -> Select[Any]:
     """``SELECT entity WHERE pk IN :keys``, built once per entity (binding values is what a
     batch pays). Locked rows come in key order, so two transactions lock them in one order."""
-    if (entity, lock) not in _STATEMENTS:
-        pk = inspect(entity).primary_key
-        column = pk[0] if len(pk) == 1 else tuple_(*pk)
-        statement = select(entity).where(column.in_(bindparam("keys", expanding=True)))
-        if lock:
-            statement = statement.order_by(*pk).with_for_update()
-        _STATEMENTS[entity, lock] = statement
-    return _STATEMENTS[entity, lock]
+    pk = inspect(entity).primary_key
+    column = pk[0] if len(pk) == 1 else tuple_(*pk)
+    statement = select(entity).where(column.in_(bindparam("keys", expanding=True)))
+    return statement.order_by(*pk).with_for_update() if lock else statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +62,15 @@ def _key(mapper: Mapper[Any], row: Any) -> tuple[Any, ...]:
     return tuple(mapper.primary_key_from_instance(row))
 
 
+def add(uow: UnitOfWork, row: Any) -> None:
+    """``session.add(row)``, and a later ``get`` of its key in this transaction answers it
+    without a statement (a batch naming a new row twice adds it once)."""
+    uow.session.add(row)
+    known = uow.session.info.setdefault(_KNOWN, {}).setdefault(type(row), {})
+    key = _key(inspect(type(row)), row)
+    known[key if len(key) > 1 else key[0]] = _Loaded(row, locked=True)  # ours until commit
+
+
 async def get(uow: UnitOfWork, entity: type[T], key: Any, *, lock: bool = False) -> T | None:
     """``Session.get(entity, key, with_for_update=lock)``, from what ``load`` read when it
     covered ``key`` (with a lock, if one is asked for)."""
@@ -73,5 +80,5 @@ async def get(uow: UnitOfWork, entity: type[T], key: Any, *, lock: bool = False)
     if loaded is None or (lock and not loaded.locked):
         return await session.get(entity, key, with_for_update=lock or None)
     if loaded.row is None:
-        del known[key]  # a handler may add it now: the next look-up is the session's
+        del known[key]  # a handler may add it now: the next look-up is the session's or add's
     return loaded.row  # type: ignore[no-any-return]

@@ -189,6 +189,6 @@ def _registered(ce_type: str) -> type[Event]:
 
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
 # Called once per consumer batch, before its handlers, with the batch's new events: loads the
-# rows they will touch in one statement per table (``IN``), so each handler's ``session.get``
-# finds them in the identity map instead of making a round trip per event.
+# rows they will touch in one statement per table (``runtime.prefetch.load``), so each
+# handler's ``prefetch.get`` is answered without a round trip per event.
 Prefetch = Callable[[UnitOfWork, list[tuple[Envelope, Event]]], Awaitable[None]]

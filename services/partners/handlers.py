@@ -96,7 +96,7 @@ async def on_referral_opened(uow: UnitOfWork, env: Envelope, ev: ReferralOpened,
         opened_at=ev.opened_at, updated_at=now, accepted=False, ever_matched=False,
         declines=0,
     )
-    uow.session.add(request)
+    prefetch.add(uow, request)
     # It waits for consent; the consent it was opened with is its first change.
     move = decide(State(Status.awaiting_consent), ConsentChanged(ev.consent))
     await _carry_out(uow, request, move, deps, released_at=now, now=now)
@@ -161,8 +161,8 @@ async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegiste
                                deps: PartnersDeps) -> None:
     known = await prefetch.get(uow, FamilyLanguage, (env.districtid, ev.family_id))
     if known is None:
-        uow.session.add(FamilyLanguage(district_id=env.districtid, family_id=ev.family_id,
-                                       language=ev.preferred_language))
+        prefetch.add(uow, FamilyLanguage(district_id=env.districtid, family_id=ev.family_id,
+                                         language=ev.preferred_language))
     else:
         known.language = ev.preferred_language
 

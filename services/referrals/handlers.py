@@ -12,6 +12,7 @@ from contracts.events import (
     NoPartnerAvailable,
     PartnerMatched,
 )
+from runtime import prefetch
 from runtime.errors import RetryLater
 from runtime.uow import UnitOfWork
 from services.referrals.erasure import on_family_erased
@@ -27,18 +28,12 @@ from services.referrals.referrals import (
 )
 from services.referrals.tables import KnownFamily
 
-KNOWN = "referrals_known_families"  # session.info key: what load_known_families found
-
 
 async def on_family_registered(uow: UnitOfWork, env: Envelope, ev: FamilyRegistered,
                                desk: Desk) -> None:
-    key = (env.districtid, ev.family_id)
-    checked: dict[tuple[str, str], KnownFamily | None] = uow.session.info.get(KNOWN, {})
-    known = checked[key] if key in checked else await uow.session.get(KnownFamily, key)
-    if known is None:
-        checked[key] = known = KnownFamily(district_id=env.districtid, family_id=ev.family_id,
-                                           school_id=ev.school_id)
-        uow.session.add(known)
+    if await prefetch.get(uow, KnownFamily, (env.districtid, ev.family_id)) is None:
+        prefetch.add(uow, KnownFamily(district_id=env.districtid, family_id=ev.family_id,
+                                      school_id=ev.school_id))
         uow.after_commit.append(desk.arrivals.arrived)
 
 
@@ -91,16 +86,9 @@ async def load_referrals_of(uow: UnitOfWork, batch: list[tuple[Envelope, Event]]
 async def load_known_families(uow: UnitOfWork, batch: list[tuple[Envelope, Event]],
                               desk: Desk) -> None:
     """PREFETCH of FamilyRegistered: which of the batch's families are known already, in one
-    statement; kept in the session's info as key -> row or None (the identity map holds clean
-    objects weakly, and has no word for "not there")."""
-    keys = {(env.districtid, str(getattr(ev, "family_id", ""))) for env, ev in batch}
-    if not keys:
-        return
-    rows = await uow.session.scalars(select(KnownFamily).where(
-        KnownFamily.district_id.in_(sorted({d for d, _ in keys})),
-        KnownFamily.family_id.in_(sorted({f for _, f in keys}))))
-    found = {(r.district_id, r.family_id): r for r in rows}
-    uow.session.info.setdefault(KNOWN, {}).update({k: found.get(k) for k in keys})
+    statement."""
+    await prefetch.load(uow, KnownFamily, ((env.districtid, str(getattr(ev, "family_id", "")))
+                                           for env, ev in batch))
 
 
 HANDLERS = {

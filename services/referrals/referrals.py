@@ -13,6 +13,7 @@ from sqlalchemy import Select, bindparam, insert, select, union_all
 from contracts.envelope import Envelope
 from contracts.events import Event, ReferralOpened
 from contracts.taxonomy import Consent, Need, Urgency
+from runtime import prefetch
 from runtime.db import Clock, utcnow
 from runtime.districts import District, Districts
 from runtime.errors import NotFound
@@ -50,37 +51,21 @@ class Desk:
         return district
 
 
-# session.info key: the referrals this transaction loaded with their rows locked, by id (the
-# identity map holds clean objects weakly: this keeps them for the batch's handlers).
-LOCKED = "referrals_locked"
-
-
 async def get_referral(uow: UnitOfWork, district_id: str, referral_id: str,
                        lock: bool = False) -> Referral:
     """The referral; ``lock`` holds its row until the transaction ends (PostgreSQL), so two
     concurrent answers cannot both apply to the same state. One a batch's prefetch already
-    loaded locked (load_referrals) is taken from there, without a statement."""
-    referral = uow.session.info.get(LOCKED, {}).get(referral_id) if lock else None
-    if referral is None:
-        referral = await uow.session.get(Referral, referral_id, with_for_update=lock or None)
+    loaded (load_referrals) is taken from there, without a statement."""
+    referral = await prefetch.get(uow, Referral, referral_id, lock=lock)
     if referral is None or referral.district_id != district_id:
         raise NotFound(f"referral {referral_id} not found")
     return referral
 
 
-_LOAD_LOCKED = (select(Referral).where(Referral.id.in_(bindparam("ids", expanding=True)))
-                .order_by(Referral.id).with_for_update())
-
-
 async def load_referrals(uow: UnitOfWork, ids: Iterable[str]) -> None:
-    """Load these referrals in one statement, rows locked (in id order, so two copies
-    locking overlapping batches wait rather than deadlock), for a batch's handlers: their
-    ``get_referral(..., lock=True)`` then takes each from the session's ``LOCKED``."""
-    loaded: dict[str, Referral] = uow.session.info.setdefault(LOCKED, {})
-    wanted = sorted(set(ids) - loaded.keys())
-    if wanted:
-        rows = await uow.session.scalars(_LOAD_LOCKED, {"ids": wanted})
-        loaded.update((r.id, r) for r in rows)
+    """Load these referrals for a batch's handlers in one statement, rows locked (in id
+    order, so two copies locking overlapping batches wait rather than deadlock)."""
+    await prefetch.load(uow, Referral, ids, lock=True)
 
 
 _OPEN_VALUES = sorted(s.value for s in OPEN)
