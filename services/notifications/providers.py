@@ -151,6 +151,14 @@ class SmtpEmail:
         # message (the loop's usual case) no longer pays for connect, EHLO and QUIT.
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
+    def headers(self, message: Outgoing) -> list[tuple[str, str]]:
+        """The message's headers, in order, for ``compose`` and ``payload`` alike."""
+        # A stable Message-ID from the idempotency key lets a relay or a reader spot a resend.
+        return [("From", self.sender), ("To", message.to),
+                ("Subject", subject_value(message.subject)),
+                ("Message-ID", f"<{message.idempotency_key}@ensemble.local>"),
+                ("Date", formatdate(localtime=False)), *message.headers.items()]
+
     def compose(self, message: Outgoing) -> Message:
         # compat32 MIME classes: a fan-out composes thousands a second, and the modern
         # EmailMessage header registry costs several times more per message.
@@ -163,30 +171,21 @@ class SmtpEmail:
             email.attach(MIMEText(message.html, "html", "utf-8"))
         else:
             email = text
-        email["From"] = self.sender
-        email["To"] = message.to
-        email["Subject"] = subject_value(message.subject)
-        # A stable Message-ID from the idempotency key lets a relay or a reader spot a resend.
-        email["Message-ID"] = f"<{message.idempotency_key}@ensemble.local>"
-        email["Date"] = formatdate(localtime=False)
-        for name, value in message.headers.items():
+        for name, value in self.headers(message):
             email[name] = value
         return email
 
     def payload(self, message: Outgoing, utf8: bool = False) -> tuple[bytes, str]:
         """The bytes to send and the Message-ID: written directly (``mime.email_bytes``, the
         same bytes) unless a header needs folding or encoding, then composed and flattened."""
-        message_id = f"<{message.idempotency_key}@ensemble.local>"
-        headers = [("From", self.sender), ("To", message.to),
-                   ("Subject", subject_value(message.subject)), ("Message-ID", message_id),
-                   ("Date", formatdate(localtime=False)), *message.headers.items()]
+        headers = self.headers(message)
+        message_id = dict(headers)["Message-ID"]
         fast = email_bytes(headers, message.text, message.html, f"=_{uuid4().hex}", utf8)
         if fast is not None:
             return fast, message_id
         # Our own bytes: aiosmtplib's flattening would fold long headers again.
         email = self.compose(message)
-        return (email.as_bytes(policy=EMAIL_POLICY_UTF8 if utf8 else EMAIL_POLICY),
-                str(email["Message-ID"]))
+        return email.as_bytes(policy=EMAIL_POLICY_UTF8 if utf8 else EMAIL_POLICY), message_id
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(hostname=self.host, port=self.port, use_tls=self.use_tls,
