@@ -115,10 +115,21 @@ class EventConsumer:
         await js.add_consumer(self.stream, config=self.consumer_config(start))
         REPLAYED.labels(self.runtime.name, self.durable).inc(acknowledged - start + 1)
 
+    # A batch in hand gets this long to finish at stop; then it is cancelled (its transaction
+    # rolls back, its messages are redelivered after ack_wait) so a stuck handler, a lock wait
+    # say, cannot hold a stopping process forever.
+    STOP_GRACE_SECONDS = 30.0
+
     async def stop(self) -> None:
         """Stop fetching; a batch in hand is finished and acked first."""
         self._stopping = True
         if self._fetching:
+            self._task.cancel()
+        _, pending = await asyncio.wait({self._task}, timeout=self.STOP_GRACE_SECONDS)
+        if pending:
+            log.warning("%s: the batch in hand did not finish in %.0f s at stop; cancelled, "
+                        "its messages are delivered again", self.durable,
+                        self.STOP_GRACE_SECONDS)
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         # Messages fetched but not handled are redelivered to the next copy after ack_wait.
