@@ -9,6 +9,8 @@ from support.outreach import eventually_get, seed_families, texts
 
 
 async def test_a_closure_reaches_every_family_of_the_district(outreach: System) -> None:
+    # Bounds for a loaded CI machine, not speed (benchmarks/fanout.py measures that): a pass
+    # takes seconds; the 60 s bound failed twice beside other work.
     await seed_families(outreach, 900, "lincoln-es", sms_every=2, unreachable_every=50)
     await seed_families(outreach, 600, "roosevelt-ms", sms_every=4)
     made = await outreach.http.post("/api/v1/announcements", json={
@@ -19,13 +21,13 @@ async def test_a_closure_reaches_every_family_of_the_district(outreach: System) 
     assert announcement["status"] == "fanning_out"
 
     done = await eventually_get(outreach, f"/api/v1/announcements/{announcement['id']}",
-                                lambda a: a["status"] == "queued", "fan-out", timeout=60)
+                                lambda a: a["status"] == "queued", "fan-out", timeout=300)
     assert done["families_targeted"] == 1500 - 18 and done["families_unreachable"] == 18
     assert done["chunks"] >= done["families_targeted"] // 200
 
     progress = await eventually_get(
         outreach, f"/api/v1/message-batches/{announcement['id']}",
-        lambda p: p["done"] and p["total"] == 1482, "every message sent", timeout=120)
+        lambda p: p["done"] and p["total"] == 1482, "every message sent", timeout=300)
     sent = progress["by_channel"]
     assert sent["sms"] == len(texts(outreach)) == 450 + 150
     assert sent["email"] == len(outreach.inbox.messages) == 1482 - 600
