@@ -117,8 +117,9 @@ class EventConsumer:
 
     # A batch in hand gets this long to finish at stop; then it is cancelled (its transaction
     # rolls back, its messages are redelivered after ack_wait) so a stuck handler, a lock wait
-    # say, cannot hold a stopping process forever.
-    STOP_GRACE_SECONDS = 30.0
+    # say, cannot hold a stopping process forever. With the outbox flush (10 s at most) it fits
+    # the 30 s a Kubernetes pod is given before SIGKILL (deploy/k8s).
+    STOP_GRACE_SECONDS = 15.0
 
     async def stop(self) -> None:
         """Stop fetching; a batch in hand is finished and acked first."""

@@ -211,8 +211,9 @@ class ServiceRuntime:
     async def stop(self) -> None:
         """Stop taking messages, let handlers in hand finish, flush the outbox, close."""
         self.started = False
-        for consumer in self.consumers:
-            await consumer.stop()  # stops fetching; finishes the batch in hand
+        # Each stops fetching and finishes its batch in hand, all at once: one stuck batch
+        # costs its grace once, not once per consumer after it.
+        await asyncio.gather(*(consumer.stop() for consumer in self.consumers))
         self.relay.stop()
         for task in self._tasks:
             task.cancel()
