@@ -7,10 +7,12 @@ connection (JetStream streams, pull consumers, publishing) is nats-py's public A
 client; no FastStream internals (docs/architecture.md, "FastStream")."""
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -20,7 +22,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
-from sqlalchemy import MetaData
+from sqlalchemy import Insert, MetaData, Table, insert
 
 from contracts.envelope import Envelope
 from contracts.events import Event
@@ -39,20 +41,36 @@ from runtime.uow import Handler, Prefetch, UnitOfWork, messaging_tables
 log = logging.getLogger("ensemble.service")
 
 
+@dataclass(eq=False)
+class RequestRow:
+    """A row for ``table``, written by a Core insert: no ORM flush on a request path that has
+    none otherwise (POST /referrals writes with Core)."""
+
+    table: Table
+    values: dict[str, Any]
+    written: bool = False  # set once the transaction that wrote it has committed
+
+
 # Rows a request asks to have written with its own first committed transaction (referrals'
 # audit trail): one commit per request instead of a second one after it.
-_request_rows: ContextVar[list[Any] | None] = ContextVar("request_rows", default=None)
+_request_rows: ContextVar[list[RequestRow] | None] = ContextVar("request_rows", default=None)
 
 
-def write_with_request(row: Any) -> list[Any]:
-    """Have ``row`` (an ORM object) written by the current request's next unit of work that
-    commits; returns the list it waits in (empty once written)."""
+def write_with_request(table: Table, values: dict[str, Any]) -> RequestRow:
+    """Have a row of ``table`` written by the current request's next unit of work that
+    commits."""
     rows = _request_rows.get()
     if rows is None:
         rows = []
         _request_rows.set(rows)
+    row = RequestRow(table, values)
     rows.append(row)
-    return rows
+    return row
+
+
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return insert(table)  # built once per table: a request only binds its values
 
 
 def _with(handler: Callable[..., Awaitable[None]], deps: object) -> Handler:
@@ -143,12 +161,15 @@ class ServiceRuntime:
         rows = _request_rows.get()
         waiting = list(rows or ())
         async with self.db.transaction() as session:
-            session.add_all(waiting)
+            for row in waiting:
+                await session.execute(_insert(row.table), [row.values])
             uow = UnitOfWork(session, self.source)
             yield uow
             await uow.flush(self.tables.outbox)
         if rows and waiting:  # committed: they are written (a rollback leaves them waiting)
             del rows[:len(waiting)]
+            for row in waiting:
+                row.written = True
         if uow.written:
             self.relay.committed(uow.written)
         for callback in uow.after_commit:

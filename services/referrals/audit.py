@@ -51,15 +51,14 @@ async def audit(request: Request, deps: Wired) -> AsyncIterator[None]:
         return
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path).removeprefix("/api/v1")
-    entry = AuditEntry(
-        district_id=principal.district, referral_id=request.path_params.get("referral_id"),
-        actor=principal.subject, role=principal.role.value,
-        action=action_of(request.method, path), at=utcnow())
+    entry = write_with_request(AuditEntry.__table__, {  # type: ignore[arg-type]
+        "district_id": principal.district, "referral_id": request.path_params.get("referral_id"),
+        "actor": principal.subject, "role": principal.role.value,
+        "action": action_of(request.method, path), "at": utcnow()})
     # Written by the route's own transaction when it commits; a refused request
     # (403/404/422) raises before it commits and before the line after the yield.
-    waiting = write_with_request(entry)
     yield
-    if entry in waiting:  # the route committed nothing: write it on its own
+    if not entry.written:  # the route committed nothing: write it on its own
         async with deps.runtime.unit_of_work():
             pass
 
