@@ -19,6 +19,8 @@ JOB_RUNS = job_runs_table(Base.metadata)  # the daily retention job's claim (run
 
 class Family(Base):
     __tablename__ = "families"
+    # A text's phone finds its families (replies, reply codes) without reading the district's.
+    __table_args__ = (Index("ix_families_district_phone", "district_id", "phone"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     district_id: Mapped[str] = mapped_column(String(64), index=True)

@@ -21,6 +21,8 @@ checkout). Each migration adds its own data-carrying case here:
 - 0005_trace (engagement's outreach, notifications' messages: the referral's correlation id and
   trace context, nullable): empty for every row written before; the message in flight is sent
   and answered without them, its events in the chain the message row kept.
+- 0006_phone_lookup (engagement): an index on the families' district and phone, no data to
+  carry; the families and the loop after the upgrade are the check.
 - 0006_signin (partners): a new table, `partner_links`, empty until a partner with a contact
   e-mail is matched; links themselves are tests/integration/test_partner_links.py.
 
@@ -132,7 +134,7 @@ async def replies(system: System, family: dict[str, Any]) -> None:
 async def test_a_district_filled_at_the_baseline_goes_on_after_the_upgrade(
         settings: Settings, smtp: tuple[Inbox, str]) -> None:
     known = {"0002_consumer_positions", "0003_erasure", "0004_rosters", "0005_trace",
-             "0006_signin", "0007_in_school",
+             "0006_phone_lookup", "0006_signin", "0007_in_school",
              "0001_baseline"}  # insights: its head is its baseline, nothing to carry
     assert all(head(s) in known for s in SERVICES), (
         "a new migration: add its data-carrying case to this test (and fill with the release "
