@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, bindparam, inspect, select, tuple_
+from sqlalchemy import Select, bindparam, inspect, select
 from sqlalchemy.orm import Mapper
 
 from runtime.uow import UnitOfWork
@@ -26,11 +26,17 @@ _KNOWN = "ensemble.prefetched"  # session.info: {entity: {key: _Loaded}}
 
 @cache
 def _statement(entity: type[Any], lock: bool) -> Select[Any]:
-    """``SELECT entity WHERE pk IN :keys``, built once per entity (binding values is what a
-    batch pays). Locked rows come in key order, so two transactions lock them in one order."""
+    """``SELECT entity WHERE pk IN :k0``, built once per entity (binding values is what a
+    batch pays). Locked rows come in key order, so two transactions lock them in one order.
+
+    A composite key is one ``IN`` per column (``a IN :k0 AND b IN :k1``), never a row value
+    ``(a, b) IN (VALUES ...)``: SQLite reads a whole table for that (every known family, once a
+    batch), and the primary key's index for this. ``load`` keeps only the pairs it asked for (with
+    a lock, another pair the columns' values also make is locked too: the ids here are unique
+    across districts, so that does not happen)."""
     pk = inspect(entity).primary_key
-    column = pk[0] if len(pk) == 1 else tuple_(*pk)
-    statement = select(entity).where(column.in_(bindparam("keys", expanding=True)))
+    statement = select(entity).where(
+        *(column.in_(bindparam(f"k{i}", expanding=True)) for i, column in enumerate(pk)))
     return statement.order_by(*pk).with_for_update() if lock else statement
 
 
@@ -49,13 +55,16 @@ async def load(uow: UnitOfWork, entity: type[T], keys: Iterable[Any], *,
     if not wanted:
         return []
     session = uow.session
-    rows = list((await session.scalars(_statement(entity, lock), {"keys": wanted})).all())
+    keys = [k if isinstance(k, tuple) else (k,) for k in wanted]
+    values = {f"k{i}": sorted({k[i] for k in keys}) for i in range(len(keys[0]))}
     mapper: Mapper[Any] = inspect(entity)
-    found = {_key(mapper, row): row for row in rows}
+    found = {_key(mapper, row): row
+             for row in (await session.scalars(_statement(entity, lock), values)).all()}
     known = session.info.setdefault(_KNOWN, {}).setdefault(entity, {})
-    for key in wanted:
-        known[key] = _Loaded(found.get(key if isinstance(key, tuple) else (key,)), lock)
-    return rows
+    for key, as_tuple in zip(wanted, keys, strict=True):
+        known[key] = _Loaded(found.get(as_tuple), lock)
+    asked = set(keys)
+    return [row for key, row in found.items() if key in asked]  # in the statement's order
 
 
 def _key(mapper: Mapper[Any], row: Any) -> tuple[Any, ...]:
