@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from jinja2 import UndefinedError
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NotificationFailed, NotificationSent
@@ -206,11 +206,14 @@ class Dispatcher:
             (Channel.sms.value, m.phone) for m in messages if m.phone}
         if not keys:
             return set()
+        # One IN per key column (the primary key's index), not a row value, which SQLite
+        # answers by reading every opt-out; the pairs asked for are kept here.
         rows = (await session.execute(
             select(OptOut.channel, OptOut.address).where(
-                tuple_(OptOut.channel, OptOut.address).in_(sorted(keys)),
+                OptOut.channel.in_(sorted({c for c, _ in keys})),
+                OptOut.address.in_(sorted({a for _, a in keys})),
                 OptOut.opted_out.is_(True)))).all()
-        return {(c, a) for c, a in rows}
+        return {(c, a) for c, a in rows} & keys
 
     @staticmethod
     async def _recent_sends(session: AsyncSession, messages: list[Due], now: datetime

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert, select
 
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -79,8 +79,9 @@ async def load_outreach(uow: UnitOfWork, batch: list[tuple[Envelope, Event]],
     queued = set((await uow.session.scalars(
         select(Message.idempotency_key).where(Message.idempotency_key.in_(keys)))).all())
     erased = {(d, f) for d, f in (await uow.session.execute(
-        select(ErasedFamily.district_id, ErasedFamily.family_id).where(
-            tuple_(ErasedFamily.district_id, ErasedFamily.family_id).in_(families)))).all()}
+        select(ErasedFamily.district_id, ErasedFamily.family_id).where(  # by the key's index
+            ErasedFamily.district_id.in_(sorted({d for d, _ in families})),
+            ErasedFamily.family_id.in_(sorted({f for _, f in families}))))).all()} & families
     uow.session.info[_KNOWN] = _Known(keys, queued, erased)
 
 
