@@ -53,8 +53,12 @@ class Periodic:
             if more:
                 await asyncio.sleep(0)  # let requests in between full batches
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the wake-up and
+            # drops a cancel that comes with it, and the loop went on for ever (a service's
+            # stop waited on it).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake_event.wait(), timeout=self.seconds)
+                async with asyncio.timeout(self.seconds):
+                    await self.wake_event.wait()
             self.wake_event.clear()
 
     def backoff(self) -> float:

@@ -65,8 +65,9 @@ class PullFeed:
         while self.queue.empty():
             await self._request_more()
             wait = min(self._ends_at, deadline) - time.monotonic()
-            try:
-                msgs.append(await asyncio.wait_for(self.queue.get(), max(wait, 0.01)))
+            try:  # asyncio.timeout: wait_for (3.11) can drop a cancel that comes with a message
+                async with asyncio.timeout(max(wait, 0.01)):
+                    msgs.append(await self.queue.get())
                 break
             except TimeoutError:
                 if time.monotonic() >= deadline:

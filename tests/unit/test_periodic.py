@@ -63,3 +63,25 @@ async def test_a_failing_round_backs_off_and_the_next_success_resets_it() -> Non
     assert worker.backoff() == 0.01
     worker.failures = 10
     assert worker.backoff() == 0.02  # capped
+
+
+async def test_a_cancel_that_comes_with_a_wake_up_ends_the_loop() -> None:
+    """The wake-up and the cancel in the same turn of the loop (a service stopping while its
+    relay is woken): on Python 3.11 asyncio.wait_for returned the wake-up and dropped the
+    cancel, the loop went on, and the service's stop waited on it for ever (a CI run hung)."""
+    rounds = 0
+
+    async def work() -> None:
+        nonlocal rounds
+        rounds += 1
+
+    periodic = Periodic("test", work, seconds=60)
+    task = asyncio.create_task(periodic.run())
+    while rounds == 0:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)  # waiting for its wake-up now
+    periodic.wake()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done == {task} and task.cancelled()
+    assert rounds == 1
