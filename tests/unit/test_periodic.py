@@ -70,15 +70,16 @@ async def test_a_cancel_that_comes_with_a_wake_up_ends_the_loop() -> None:
     relay is woken): on Python 3.11 asyncio.wait_for returned the wake-up and dropped the
     cancel, the loop went on, and the service's stop waited on it for ever (a CI run hung)."""
     rounds = 0
+    first = asyncio.Event()
 
     async def work() -> None:
         nonlocal rounds
         rounds += 1
+        first.set()
 
     periodic = Periodic("test", work, seconds=60)
     task = asyncio.create_task(periodic.run())
-    while rounds == 0:
-        await asyncio.sleep(0.001)
+    await first.wait()
     await asyncio.sleep(0.01)  # waiting for its wake-up now
     periodic.wake()
     task.cancel()
