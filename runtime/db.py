@@ -1,7 +1,7 @@
 """One SQLAlchemy code path for SQLite (default) and PostgreSQL (production)."""
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,3 +192,12 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
     def _on_begin(conn: Any) -> None:
         # Take the write lock up front so two processes never deadlock upgrading a read lock.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def key_in(columns: Sequence[Any], keys: Iterable[tuple[Any, ...]]) -> list[Any]:
+    """``WHERE`` clauses for rows whose ``columns`` hold one of ``keys``: one ``IN`` per column,
+    never a row value ``(a, b) IN (VALUES ...)``, which SQLite answers by reading the whole
+    table (the columns' own index serves this). It may match a pair not asked for (a from one
+    key, b from another): keep the rows whose key is in ``keys``."""
+    keys = list(keys)
+    return [column.in_(sorted({k[i] for k in keys})) for i, column in enumerate(columns)]

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import NotificationFailed, NotificationSent
 from contracts.taxonomy import Channel
 from runtime import tracing
-from runtime.db import Clock, utcnow
+from runtime.db import Clock, key_in, utcnow
 from runtime.errors import describe_error
 from runtime.logs import correlation
 from runtime.outbox import UnitOfWork
@@ -206,13 +206,9 @@ class Dispatcher:
             (Channel.sms.value, m.phone) for m in messages if m.phone}
         if not keys:
             return set()
-        # One IN per key column (the primary key's index), not a row value, which SQLite
-        # answers by reading every opt-out; the pairs asked for are kept here.
         rows = (await session.execute(
             select(OptOut.channel, OptOut.address).where(
-                OptOut.channel.in_(sorted({c for c, _ in keys})),
-                OptOut.address.in_(sorted({a for _, a in keys})),
-                OptOut.opted_out.is_(True)))).all()
+                *key_in((OptOut.channel, OptOut.address), keys), OptOut.opted_out.is_(True)))).all()
         return {(c, a) for c, a in rows} & keys
 
     @staticmethod

@@ -20,6 +20,7 @@ from contracts.events import (
     PartnerLinkRequested,
     StaffDigestRequested,
 )
+from runtime.db import key_in
 from runtime.erasure import erasure_barrier
 from runtime.tracing import current_fields
 from runtime.uow import UnitOfWork
@@ -79,9 +80,9 @@ async def load_outreach(uow: UnitOfWork, batch: list[tuple[Envelope, Event]],
     queued = set((await uow.session.scalars(
         select(Message.idempotency_key).where(Message.idempotency_key.in_(keys)))).all())
     erased = {(d, f) for d, f in (await uow.session.execute(
-        select(ErasedFamily.district_id, ErasedFamily.family_id).where(  # by the key's index
-            ErasedFamily.district_id.in_(sorted({d for d, _ in families})),
-            ErasedFamily.family_id.in_(sorted({f for _, f in families}))))).all()} & families
+        select(ErasedFamily.district_id, ErasedFamily.family_id).where(
+            *key_in((ErasedFamily.district_id, ErasedFamily.family_id), families)))).all()} \
+        & families
     uow.session.info[_KNOWN] = _Known(keys, queued, erased)
 
 

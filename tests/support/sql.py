@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 
@@ -28,3 +28,13 @@ def statements_run(engine: AsyncEngine,
         yield seen
     finally:
         event.remove(sync_engine, "before_cursor_execute", record)
+
+
+def sqlite_plan(metadata: Any, statement: Any) -> list[str]:
+    """SQLite's query plan for ``statement`` (its values bound) on an empty database made from
+    ``metadata``: one line per step, e.g. "SEARCH families USING INDEX ... (id=?)"."""
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:
+        return [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]

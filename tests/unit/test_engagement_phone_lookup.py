@@ -4,20 +4,15 @@ found the earlier statement reading every open outreach of the district on SQLit
 100 ms a match once 50,000 referrals were waiting for an answer."""
 
 import pytest
-from sqlalchemy import create_engine
+from support.sql import sqlite_plan
 
 from services.engagement.contacts import _at_phone
 from services.engagement.tables import Base
 
 
 def plan(with_family: bool, lock: bool) -> list[str]:
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    statement = _at_phone(with_family, lock).params(
-        district="d001", phone="+15555550100", family="f-1")
-    sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
-    with engine.connect() as connection:
-        return [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+    return sqlite_plan(Base.metadata, _at_phone(with_family, lock).params(
+        district="d001", phone="+15555550100", family="f-1"))
 
 
 @pytest.mark.parametrize("lock", [False, True])

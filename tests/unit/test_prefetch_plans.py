@@ -6,7 +6,7 @@ batch, a cost that grew with the district's history (the memory benchmark found 
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from support.sql import sqlite_plan
 
 from runtime.prefetch import _statement
 from services.engagement.tables import Family, Outreach
@@ -17,14 +17,9 @@ ENTITIES = [KnownFamily, FamilyLanguage, Referral, ReferralRequest, Family, Outr
 
 
 def plan(entity: type[Any], lock: bool) -> list[str]:
-    engine = create_engine("sqlite://")
-    entity.metadata.create_all(engine)
     columns = len(entity.__mapper__.primary_key)
-    statement = _statement(entity, lock).params(
-        {f"k{i}": [f"a{i}", f"b{i}", f"c{i}"] for i in range(columns)})
-    sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
-    with engine.connect() as connection:
-        return [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+    return sqlite_plan(entity.metadata, _statement(entity, lock).params(
+        {f"k{i}": [f"a{i}", f"b{i}", f"c{i}"] for i in range(columns)}))
 
 
 @pytest.mark.parametrize("lock", [False, True])
