@@ -18,6 +18,7 @@ from runtime.host import run as run_loop
 # (set `Result.baseline` to e.g. raw_jetstream.CONSUME and the ratio is filled in).
 BENCHMARKS: list[str] = [
     "benchmarks.raw_jetstream",
+    "benchmarks.floor",
     "benchmarks.fanout",
     "benchmarks.matching",
     "benchmarks.loop",

@@ -95,3 +95,19 @@ def test_write_readme_table_without_markers_leaves_file_alone(
     assert write_readme_table(readme, [Result.timed("x", 1, 1.0)]) is False
     assert readme.read_bytes() == content.encode()
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_floor_quick_measures_each_empty_step() -> None:
+    # Each row checks its own work (every row stored, every POST 201, every email received)
+    # and raises otherwise; here: the rows are there, and each reports its CPU per step.
+    from benchmarks import floor
+
+    results = {r.name: r for r in await floor.run(quick=True)}
+
+    assert {"floor.sqlite.transaction", "floor.http.empty_post", "floor.smtp.email"} <= set(results)
+    for result in results.values():
+        assert result.count == 500
+        assert 0 < result.p50_ms <= result.p99_ms  # type: ignore[operator]
+        cpu_us = float(result.notes.rsplit("CPU ", 1)[1].split(" µs")[0])
+        assert cpu_us > 0
