@@ -7,7 +7,7 @@ what its steps cost at the least:
 
 - one transaction of one Core insert through the services' own `runtime.db.Database` (SQLite
   on a file, as a service runs it; PostgreSQL too when ENSEMBLE_TEST_POSTGRES_URL is set);
-- one empty JSON `POST` over loopback HTTP to a FastAPI app served by uvicorn, client (httpx,
+- one empty JSON `POST` over loopback HTTP to a FastAPI app served by uvicorn, client (aiohttp,
   as the loop's driver) and server in this one process, as the loop counts both;
 - one short email handed over SMTP on an open connection, client (aiosmtplib, as
   notifications) and server (aiosmtpd, as the loop's mail server) in this one process.
@@ -27,8 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import aiosmtplib
-import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
@@ -106,14 +106,21 @@ async def _empty_posts(count: int) -> Result:
     if not server.started:
         raise RuntimeError("uvicorn did not start")
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+
+            async def post(body: dict[str, str]) -> None:
+                async with client.post("/steps", json=body) as answer:
+                    if answer.status != 201:
+                        raise RuntimeError(f"POST /steps answered {answer.status}")
+                    await answer.read()
+
             for _ in range(WARM_UP):
-                (await client.post("/steps", json={"id": "warm"})).raise_for_status()
+                await post({"id": "warm"})
             waits: list[float] = []
             cpu, started = time.process_time(), time.perf_counter()
             for _ in range(count):
                 one = time.perf_counter()
-                (await client.post("/steps", json={"id": str(uuid.uuid4())})).raise_for_status()
+                await post({"id": str(uuid.uuid4())})
                 waits.append((time.perf_counter() - one) * 1000)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
@@ -122,7 +129,7 @@ async def _empty_posts(count: int) -> Result:
     return Result.timed(
         "floor.http.empty_post", count, seconds,
         p50_ms=percentile(waits, 50), p99_ms=percentile(waits, 99),
-        notes="an empty JSON POST to FastAPI over loopback, httpx client and uvicorn server in "
+        notes="an empty JSON POST to FastAPI over loopback, aiohttp client and uvicorn server in "
               f"one process, one after another; CPU {cpu / count * 1e6:.0f} µs per request",
     )
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from contracts.envelope import Envelope, EnvelopeError, decode_envelope
 from contracts.events import Event
 from contracts.subjects import dlq_subject, filter_for
-from runtime.errors import RetryLater, describe_error
+from runtime.errors import RetryLater, Unavailable, describe_error
 from runtime.logs import correlation
 from runtime.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, REDELIVERIES, REPLAYED
 from runtime.ports import ConsumerHost
@@ -252,12 +252,16 @@ class EventConsumer:
             await msg.nak(delay=settings.retry_max_seconds)
             CONSUMED.labels(self.runtime.name, self.event_label, "retried").inc()
             return
-        if delivered >= settings.max_deliver:
+        if isinstance(exc, Unavailable):
+            log.warning("%s: delivery %d waits (%s); retrying", self.durable, delivered, reason)
+        elif delivered >= settings.max_deliver:
             await self.dead_letter(msg, f"failed {delivered} times; last: {reason}")
             return
-        if not isinstance(exc, RetryLater):
+        elif not isinstance(exc, RetryLater):
             log.warning("%s: delivery %d failed: %s", self.durable, delivered, reason)
-        delay = min(settings.retry_base_seconds * 2 ** (delivered - 1), settings.retry_max_seconds)
+        # The exponent is capped: an outage of a day is well over a thousand deliveries.
+        delay = min(settings.retry_base_seconds * 2 ** min(delivered - 1, 30),
+                    settings.retry_max_seconds)
         await msg.nak(delay=delay * random.uniform(0.8, 1.2))
         CONSUMED.labels(self.runtime.name, self.event_label, "retried").inc()
 

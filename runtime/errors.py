@@ -21,6 +21,12 @@ class RetryLater(Exception):
     """The event arrived before what it depends on; ask for it again after a delay."""
 
 
+class Unavailable(RetryLater):
+    """A server the handler needs besides the database (the mail server) is down or busy: ask
+    again later for as long as it takes. The event is not at fault, so, as for the database,
+    it is never dead-lettered for this: a short outage must not need a hand replay."""
+
+
 def describe_error(exc: BaseException) -> str:
     """A reason fit for logs and dead letters: SQL parameters may hold personal data, so only
     the driver's first line is kept for database errors."""

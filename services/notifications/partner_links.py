@@ -1,14 +1,15 @@
 """A matched partner's contact is e-mailed a link to the referral (PartnerLinkRequested, from
 partners), in the partner's first language. Sent from the handler itself: a mail server that
-is down retries the event later (RetryLater), an address it refuses for good is logged and let
-go, and the inbox makes a handled event's second delivery a no-op. No family is involved: no
+is down or busy retries the event until it is back (Unavailable: never dead-lettered for that),
+an address it refuses for good is logged and let go, and the inbox makes a handled event's
+second delivery a no-op. No family is involved: no
 quiet hours, no opt-out list."""
 
 import logging
 
 from contracts.envelope import Envelope
 from contracts.events import PartnerLinkRequested
-from runtime.errors import RetryLater
+from runtime.errors import Unavailable
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.errors import PermanentSendError, TransientSendError
@@ -48,14 +49,15 @@ async def on_partner_link_requested(uow: UnitOfWork, env: Envelope, ev: PartnerL
 
 
 async def send_or_retry(deps: NotificationsDeps, message: Outgoing, *, what: str) -> None:
-    """Send from the consumer: a mail server that is down or busy retries the event later
-    (same idempotency key), an address it refuses for good is logged (by what, never the
+    """Send from the consumer: a mail server that is down or busy retries the event until it
+    is back (same idempotency key; a link parked after a few minutes' outage would never reach
+    the partner without a hand replay), an address it refuses for good is logged (by what, never the
     address) and let go, as nothing later would change the answer."""
     assert deps.email is not None
     try:
         await deps.email.send(message)
     except TransientSendError as exc:
-        raise RetryLater(f"{what}: {exc}") from exc
+        raise Unavailable(f"{what}: {exc}") from exc
     except PermanentSendError as exc:
         log.warning("%s not sent: the mail server refused it for good (%s)", what,
                     type(exc).__name__)

@@ -18,8 +18,10 @@ import jwt
 import pytest
 import uvicorn
 from conftest import Inbox, System, _QuietServer, token
+from prometheus_client import REGISTRY
 from support.waiting import eventually
 
+from contracts.events import PartnerLinkRequested
 from ensemble.system import build_console, build_services, console_settings
 from runtime.host import create_app
 from runtime.settings import Settings
@@ -150,3 +152,37 @@ async def test_the_link_stops_when_the_match_ends(site: System) -> None:
 
     assert "no longer matched to your organization" in await eventually(
         ended, "link ended", 20)
+
+
+def _count(name: str, event: str, **labels: str) -> float:
+    found = REGISTRY.get_sample_value(name, {"service": "notifications", "event": event,
+                                             **labels})
+    return found or 0.0
+
+
+async def test_a_link_waits_out_a_mail_server_outage_and_is_never_dead_lettered(
+        site: System) -> None:
+    # The mail server answers "421 service not available" to every message for longer than
+    # the consumer's deliveries allow (max_deliver is 3 here): the link must still reach the
+    # partner once it is back, not be parked for a hand replay.
+    event = PartnerLinkRequested.ce_type()
+    parked_before = _count("ensemble_dead_letters_total", event)
+    retried_before = _count("ensemble_messages_consumed_total", event, result="retried")
+    site.inbox.refuse = 421
+    partner = await site.register_partner(name="Sonrisa Dental", languages=["es", "en"],
+                                          email=CONTACT)
+    referral = await site.open_referral(await site.register_family())
+    await site.wait_status(referral["id"], "matched")
+    retries = site.settings.max_deliver + 2  # past where any other failure is parked
+    await eventually(
+        lambda: _count("ensemble_messages_consumed_total", event, result="retried")
+        >= retried_before + retries, f"the link retried {retries} times", 30)
+    assert not site.inbox.to(CONTACT)
+    assert _count("ensemble_dead_letters_total", event) == parked_before
+
+    site.inbox.refuse = None
+    mail = await eventually(lambda: (site.inbox.to(CONTACT) or [None])[-1],
+                            "the partner's e-mail after the outage", 20)
+    assert "/p/" in _text(mail)
+    assert _count("ensemble_dead_letters_total", event) == parked_before
+    assert partner["id"]

@@ -19,7 +19,7 @@ from contracts.events import (
 )
 from contracts.taxonomy import Channel, Urgency
 from runtime.districts import load_districts
-from runtime.errors import RetryLater
+from runtime.errors import Unavailable
 from runtime.settings import Settings
 from services.notifications import handlers
 from services.notifications.deps import NotificationsDeps
@@ -261,8 +261,8 @@ async def test_a_partner_link_the_mail_server_refuses_is_retried_or_let_go(
         link_id="l-2", referral_id="ref-1", partner_id="p-1", partner_name="Sonrisa Dental",
         email="intake@sonrisa.example", language="en", need="dental", urgency=Urgency.routine,
         url="https://ensemble.example/p/token-456", expires_at=MORNING)
-    if retried:  # the consumer delivers the event again later, with the same message key
-        with pytest.raises(RetryLater):
+    if retried:  # delivered again until the mail server is back, with the same message key
+        with pytest.raises(Unavailable):
             await bench.handle(handlers.on_partner_link_requested, event, deps)
     else:  # nothing later would change the answer: logged, and the event is done
         await bench.handle(handlers.on_partner_link_requested, event, deps)
