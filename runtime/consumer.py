@@ -44,6 +44,13 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | InterfaceError | PoolTimeout | ConnectionError)
 
 
+def backoff(delivered: int, base: float, longest: float) -> float:
+    """Seconds before delivery ``delivered + 1``: doubling from ``base``, at most ``longest``.
+    The exponent is capped, as a server down for a day is over a thousand deliveries and
+    ``base * 2 ** 1024`` is past a float."""
+    return min(base * 2 ** min(max(delivered - 1, 0), 30), longest)
+
+
 class EventConsumer:
     def __init__(self, runtime: ConsumerHost, event_cls: type[Event], handler: Handler,
                  prefetch: Prefetch | None = None) -> None:
@@ -259,9 +266,7 @@ class EventConsumer:
             return
         elif not isinstance(exc, RetryLater):
             log.warning("%s: delivery %d failed: %s", self.durable, delivered, reason)
-        # The exponent is capped: an outage of a day is well over a thousand deliveries.
-        delay = min(settings.retry_base_seconds * 2 ** min(delivered - 1, 30),
-                    settings.retry_max_seconds)
+        delay = backoff(delivered, settings.retry_base_seconds, settings.retry_max_seconds)
         await msg.nak(delay=delay * random.uniform(0.8, 1.2))
         CONSUMED.labels(self.runtime.name, self.event_label, "retried").inc()
 
