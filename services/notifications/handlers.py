@@ -147,17 +147,20 @@ async def on_bulk(uow: UnitOfWork, env: Envelope, ev: BulkOutreachRequested,
 async def on_staff_digest_requested(uow: UnitOfWork, env: Envelope, ev: StaffDigestRequested,
                                     deps: NotificationsDeps) -> None:
     """The weekly digest to each address of the school's staff list (the districts file).
-    Sent here, in the consumer's transaction: a failure is retried with the event, and a
-    resend (the relay took it, then the commit failed) carries the same Message-ID."""
+    Sent here, in the consumer's transaction: a failure is retried with the event (without
+    limit while nobody has it yet, as the mail server is down; a few times once some staff do,
+    as each retry sends them theirs again), and a resend carries the same Message-ID."""
     school = deps.districts.school(env.districtid, ev.school_id) if deps.districts else None
     if school is None or deps.email is None or not school.staff_emails:
         return
+    sent = 0
     for address in school.staff_emails:
-        await send_or_retry(deps, Outgoing(
+        sent += await send_or_retry(deps, Outgoing(
             to=str(address), subject=ev.subject, text=ev.text, html=ev.html,
             idempotency_key="digest-" + hashlib.sha256(
                 f"{ev.digest_id}/{address}".encode()).hexdigest()[:32],
-            headers={"Auto-Submitted": "auto-generated"}), what=f"staff digest {ev.digest_id}")
+            headers={"Auto-Submitted": "auto-generated"}), what=f"staff digest {ev.digest_id}",
+            others_have_it=sent > 0)
 
 
 # Per event type, what a consumer batch loads once before its handlers (runtime.uow.Prefetch).

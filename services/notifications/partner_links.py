@@ -9,7 +9,7 @@ import logging
 
 from contracts.envelope import Envelope
 from contracts.events import PartnerLinkRequested
-from runtime.errors import Unavailable
+from runtime.errors import RetryLater, Unavailable
 from runtime.uow import UnitOfWork
 from services.notifications.deps import NotificationsDeps
 from services.notifications.errors import PermanentSendError, TransientSendError
@@ -48,16 +48,23 @@ async def on_partner_link_requested(uow: UnitOfWork, env: Envelope, ev: PartnerL
     await send_or_retry(deps, compose(ev), what=f"partner link {ev.link_id}")
 
 
-async def send_or_retry(deps: NotificationsDeps, message: Outgoing, *, what: str) -> None:
-    """Send from the consumer: a mail server that is down or busy retries the event until it
-    is back (same idempotency key; a link parked after a few minutes' outage would never reach
-    the partner without a hand replay), an address it refuses for good is logged (by what, never the
-    address) and let go, as nothing later would change the answer."""
+async def send_or_retry(deps: NotificationsDeps, message: Outgoing, *, what: str,
+                        others_have_it: bool = False) -> bool:
+    """Send from the consumer; whether it was sent. A mail server that is down or busy retries
+    the event until it is back (same idempotency key): a link parked after a few minutes'
+    outage would never reach the partner without a hand replay. But once others of the same
+    event have theirs, each retry sends them theirs again, so those retries are bounded
+    (RetryLater, then parked) as any failure. An address refused for good is logged (by what,
+    never the address) and let go, as nothing later would change the answer."""
     assert deps.email is not None
     try:
         await deps.email.send(message)
     except TransientSendError as exc:
+        if others_have_it:
+            raise RetryLater(f"{what}: {exc}") from exc
         raise Unavailable(f"{what}: {exc}") from exc
     except PermanentSendError as exc:
         log.warning("%s not sent: the mail server refused it for good (%s)", what,
                     type(exc).__name__)
+        return False
+    return True

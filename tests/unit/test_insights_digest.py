@@ -18,6 +18,7 @@ from support.uow import HandlerBench
 from contracts.envelope import Envelope
 from contracts.events import StaffDigestRequested, event_class
 from runtime.districts import Districts, load_districts
+from runtime.errors import RetryLater, Unavailable
 from runtime.settings import Settings
 from services.insights.deps import InsightsDeps
 from services.insights.digest import Digest, compose, due_week, send_due
@@ -32,7 +33,8 @@ from services.insights.tables import (
 )
 from services.notifications import handlers as notification_handlers
 from services.notifications.deps import NotificationsDeps
-from services.notifications.providers import SmtpEmail
+from services.notifications.errors import TransientSendError
+from services.notifications.providers import Outgoing, SmtpEmail
 from services.notifications.tables import Base as NotificationsBase
 
 LA = ZoneInfo("America/Los_Angeles")
@@ -157,3 +159,35 @@ async def test_on_staff_digest_requested_emails_the_schools_staff_list(
     assert sorted(m["To"] for m in inbox.messages) == STAFF
     assert all(m["Subject"] == "Weekly digest" for m in inbox.messages)
     assert len({m["Message-ID"] for m in inbox.messages}) == 2
+
+
+class DownFrom:
+    """A mail server that takes the first ``ok`` messages, then says "try later" (421)."""
+
+    def __init__(self, ok: int) -> None:
+        self.ok = ok
+        self.sent: list[str] = []
+
+    async def send(self, message: Outgoing) -> str:
+        if len(self.sent) >= self.ok:
+            raise TransientSendError("message refused by the mail server (421)", code=421)
+        self.sent.append(message.to)
+        return message.idempotency_key
+
+
+@pytest.mark.parametrize("ok, waits_without_limit", [(0, True), (1, False)])
+async def test_a_digest_waits_for_a_down_mail_server_only_while_nobody_has_it(
+        bench: HandlerBench, ok: int, waits_without_limit: bool) -> None:
+    # Down before the first address: retried until it is back (nobody gets it twice). Down
+    # after the first: each retry would send the first address its digest again, so the
+    # retries are bounded (RetryLater, parked after ENSEMBLE_MAX_DELIVER) as before.
+    email = DownFrom(ok)
+    deps = NotificationsDeps(holds=None, wake=lambda: None, email=email,  # type: ignore[arg-type]
+                             districts=districts())
+    event = StaffDigestRequested(digest_id="d001:lincoln-es:2026-W12", school_id="lincoln-es",
+                                 week="2026-W12", subject="Weekly digest", text="Referrals: 6",
+                                 html="<p>Referrals: 6</p>")
+    with pytest.raises(RetryLater) as raised:
+        await bench.handle(notification_handlers.on_staff_digest_requested, event, deps)
+    assert isinstance(raised.value, Unavailable) is waits_without_limit
+    assert email.sent == STAFF[:ok]
