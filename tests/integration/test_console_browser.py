@@ -392,9 +392,14 @@ async def test_families_partners_gaps_and_audit_pages(site: Site, tmp_path: Path
     await admin.goto("/gaps")
     assert "Lincoln Elementary" in await admin.locator("table.grid").inner_text()
     await site.accessible(admin)
+    this_month = await admin.get_by_label("From").input_value()  # the period shown is filled in
+    assert this_month.endswith("-01") and await admin.get_by_label("To (included)").input_value()
     await admin.get_by_label("From").fill("2020-01-01")
+    await admin.get_by_label("To (included)").fill("2020-01-31")
     await admin.get_by_role("button", name="Show").click()
-    assert "2020" in await admin.locator("main > p").first.inner_text()  # the period asked
+    # The period asked, its last day as asked (the API's end is the day after, exclusive).
+    assert "from 2020-01-01 to 2020-01-31." in await admin.locator("main > p").first.inner_text()
+    assert await admin.get_by_label("To (included)").input_value() == "2020-01-31"
     csv = await admin.request.get("/gaps.csv?start=2020-01-01")
     assert csv.headers["content-type"].startswith("text/csv")
     assert (await csv.text()).startswith("school_id,need,")
