@@ -581,3 +581,27 @@ async def test_a_form_sent_twice_registers_and_opens_once(site: Site) -> None:
     # The resend is the same request answered again, not an open duplicate found.
     first, second = (a.headers["location"] for a in answers)
     assert first == second and first.endswith("?opened=1"), (first, second)
+
+
+@pytest.fixture
+def quiet_all_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requested before `site`, after the autouse no_quiet_hours: quiet all day but the last
+    minute, so a routine message is held whenever the test runs."""
+    monkeypatch.setenv("ENSEMBLE_QUIET_HOURS_START", "00:00")
+    monkeypatch.setenv("ENSEMBLE_QUIET_HOURS_END", "23:59")
+
+
+async def test_a_message_held_for_quiet_hours_says_until_when(quiet_all_day: None,
+                                                              site: Site) -> None:
+    await _partner(site, "Smile Bright Dental", ["lincoln-es"])
+    coordinator = await site.sign_in("coordinator", schools=("lincoln-es",))
+    referral_id = await _register_and_open(site, coordinator, "Familia Soto", "+14155550188",
+                                           "stu-88")
+    await _until_text(coordinator, "held: quiet hours")
+    row = await coordinator.locator("#outreach").locator("..").locator("tbody tr").inner_text()
+    # Lincoln Elementary is in Los Angeles: held until 11:59 PM there, as the school reads it.
+    assert re.search(r"held: quiet hours until \w{3} \d{1,2}, \d{4}, 11:59:00\s?PM", row), row
+    await site.accessible(coordinator)
+    messages = (await site.admin.get("/api/v1/messages", params={
+        "district_id": "d001", "referral_id": referral_id})).json()
+    assert [m["held_reason"] for m in messages] == ["quiet_hours"]
