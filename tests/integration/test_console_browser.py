@@ -333,6 +333,15 @@ def _hsds_zip(folder: Path) -> Path:
     return path
 
 
+async def _facts_fit(page: Any) -> None:
+    """No value of a page's facts runs out of its column over the next one (a long email or
+    id once overlapped the value beside it)."""
+    over = await page.eval_on_selector_all(
+        ".facts dd", "els => els.filter(e => e.scrollWidth > e.clientWidth + 1)"
+                     ".map(e => e.textContent)")
+    assert over == [], over
+
+
 async def test_families_partners_gaps_and_audit_pages(site: Site, tmp_path: Path) -> None:
     partner = await _partner(site, "Smile Bright Dental", ["lincoln-es"])
     admin = await site.sign_in("district_admin")
@@ -351,10 +360,12 @@ async def test_families_partners_gaps_and_audit_pages(site: Site, tmp_path: Path
     await edit.get_by_label("Mobile phone").fill("12345")
     await edit.get_by_role("button", name="Save").click()
     assert await admin.locator("#edit #phone-error").inner_text()  # the API's message
-    await admin.locator("#edit").get_by_label("Email", exact=True).fill("nguyen@example.org")
+    long_email = "nguyen.tran.household@example.org"  # wider than a column of the facts
+    await admin.locator("#edit").get_by_label("Email", exact=True).fill(long_email)
     await admin.locator("#edit").get_by_label("Mobile phone").fill("+14155550126")
     await admin.locator("#edit").get_by_role("button", name="Save").click()
-    assert "nguyen@example.org" in await admin.locator(".facts").inner_text()
+    assert long_email in await admin.locator(".facts").inner_text()
+    await _facts_fit(admin)
     log = admin.locator("#log")
     await log.get_by_label("How").select_option("home_visit")
     await log.get_by_label("Note (optional)").fill("met at home")
@@ -370,6 +381,7 @@ async def test_families_partners_gaps_and_audit_pages(site: Site, tmp_path: Path
     await site.accessible(admin)
     await admin.get_by_role("link", name="Smile Bright Dental").click()
     assert partner["id"] in await admin.locator(".facts").inner_text()
+    await _facts_fit(admin)
     await admin.get_by_label("Slots at Lincoln Elementary").fill("7")
     await admin.get_by_role("button", name="Save").first.click()
     assert "Capacity saved." in await admin.locator("main").inner_text()
