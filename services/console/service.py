@@ -24,6 +24,7 @@ from services.console import (
 from services.console.audit import SignInAudit
 from services.console.i18n import load_translators
 from services.console.oidc import OpenIdClient
+from services.console.reasons import in_words
 from services.console.settings import ConsoleSettings
 from services.console.tokens import ApiTokens
 
@@ -38,6 +39,8 @@ def templates() -> Environment:
     # A code and its words, for <select> options: values|map("string")|map("pair", _).
     env.filters["pair"] = lambda value, translate: (value, translate(value))
     env.filters["translate"] = lambda value, translate: translate(value)
+    # Partners' reasons for a match, in the reader's words: reason|in_words(_, school_name).
+    env.filters["in_words"] = in_words
     return env
 
 

@@ -194,7 +194,10 @@ async def test_the_whole_loop_by_clicking(site: Site) -> None:
     phone = "+14155550123"
     referral_id = await _register_and_open(site, coordinator, "Familia Rivera", phone, "stu-77")
     await _until_text(coordinator, "Smile Bright Dental")  # matched, with the reasons why
+    why = await coordinator.locator("ul.reasons").inner_text()
     assert "Why this partner" in await coordinator.locator("main").inner_text()
+    # In words, with the school's name: not partners' codes ("school lincoln-es served").
+    assert "offers dental" in why and "serves Lincoln Elementary" in why, why
     await site.accessible(coordinator)
 
     # The partner's staff see the referral in their own view and accept it.
