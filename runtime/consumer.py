@@ -25,6 +25,7 @@ from contracts.subjects import dlq_subject, filter_for
 from runtime.errors import RetryLater, Unavailable, describe_error
 from runtime.logs import correlation
 from runtime.metrics import CONSUMED, DEAD_LETTERS, HANDLER_SECONDS, REDELIVERIES, REPLAYED
+from runtime.periodic import doubling
 from runtime.ports import ConsumerHost
 from runtime.positions import record, recorded, replay_from
 from runtime.pull import PullFeed
@@ -42,13 +43,6 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, OperationalError | InterfaceError | PoolTimeout | ConnectionError)
-
-
-def backoff(delivered: int, base: float, longest: float) -> float:
-    """Seconds before delivery ``delivered + 1``: doubling from ``base``, at most ``longest``.
-    The exponent is capped, as a server down for a day is over a thousand deliveries and
-    ``base * 2 ** 1024`` is past a float."""
-    return min(base * 2 ** min(max(delivered - 1, 0), 30), longest)
 
 
 class EventConsumer:
@@ -266,7 +260,7 @@ class EventConsumer:
             return
         elif not isinstance(exc, RetryLater):
             log.warning("%s: delivery %d failed: %s", self.durable, delivered, reason)
-        delay = backoff(delivered, settings.retry_base_seconds, settings.retry_max_seconds)
+        delay = doubling(delivered - 1, settings.retry_base_seconds, settings.retry_max_seconds)
         await msg.nak(delay=delay * random.uniform(0.8, 1.2))
         CONSUMED.labels(self.runtime.name, self.event_label, "retried").inc()
 

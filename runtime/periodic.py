@@ -16,6 +16,13 @@ log = logging.getLogger("ensemble.periodic")
 Round = Callable[[], Awaitable[bool | int | None]]
 
 
+def doubling(times: int, base: float, longest: float) -> float:
+    """``base`` doubled ``times`` times, at most ``longest``: the wait after a failure. The
+    exponent is capped too, as ``2 ** 1024`` is past a float and an outage of hours is more
+    failures than that (a worker's or a message's back-off then raised instead of waiting)."""
+    return min(base * 2 ** min(max(times, 0), 30), longest)
+
+
 @dataclass
 class Periodic:
     """``run()`` calls ``work`` every ``seconds`` (sooner after ``wake()``). A round that answers
@@ -62,4 +69,4 @@ class Periodic:
             self.wake_event.clear()
 
     def backoff(self) -> float:
-        return min(self.backoff_base * 2 ** self.failures, self.backoff_max)
+        return doubling(self.failures, self.backoff_base, self.backoff_max)

@@ -2,7 +2,9 @@
 
 import asyncio
 
-from runtime.periodic import Periodic
+import pytest
+
+from runtime.periodic import Periodic, doubling
 
 
 async def run_until(worker: Periodic, done: asyncio.Event, timeout: float = 2) -> None:
@@ -86,3 +88,23 @@ async def test_a_cancel_that_comes_with_a_wake_up_ends_the_loop() -> None:
     done, _ = await asyncio.wait({task}, timeout=2)
     assert done == {task} and task.cancelled()
     assert rounds == 1
+
+
+def test_the_wait_doubles_from_the_base_up_to_the_longest() -> None:
+    # A consumer's wait before delivery n + 1 is doubling(n - 1, ...): 1, 2, 4 ... 60 s.
+    assert [doubling(n - 1, 1.0, 60.0) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+@pytest.mark.parametrize("times", [1_025, 1_441, 100_000])
+def test_hours_of_failures_still_wait_the_longest(times: int) -> None:
+    # 1.0 * 2 ** 1024 raises OverflowError: the exponent must be capped, not just the result.
+    # A mail server down for a day is that many deliveries of one message; a database down
+    # for an hour and a half is that many failed rounds of a worker (backoff_max 5 s).
+    assert doubling(times, 1.0, 60.0) == 60.0
+    worker = Periodic("test", _never_called, seconds=1, backoff_max=5.0)
+    worker.failures = times
+    assert worker.backoff() == 5.0
+
+
+async def _never_called() -> None:
+    raise AssertionError("not run")
