@@ -22,13 +22,12 @@ from contextlib import asynccontextmanager
 from datetime import time as clock_time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, insert, select
 
 from benchmarks.cpu import cpu_seconds
-from benchmarks.harness import Result, free_port, render_table
+from benchmarks.harness import CountingSmtp, Result, free_port, render_table
 from contracts.taxonomy import Channel
 from runtime.host import run as run_loop
 from runtime.service import ServiceRuntime
@@ -44,20 +43,11 @@ TOKEN = "bench-token"
 CHUNK = 500  # families per bulk request, as engagement sends them
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.count += 1
-        return "250 OK"
-
-
 def _serve_providers(conn: Connection, sms_store: str) -> None:
     """The providers' side (child process): an SMTP server counting what it gets and the dev
     SMS provider; answers "count" with the number of emails, stops on "stop"."""
     async def serve() -> None:
-        counter = _Counter()
+        counter = CountingSmtp()
         smtp = Controller(counter, hostname="127.0.0.1", port=free_port())
         smtp.start()
         try:

